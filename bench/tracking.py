@@ -1,0 +1,89 @@
+"""The run record: one directory per job holding what went in (resolved config, seed ids), what came
+out (metrics, per-example predictions) and what it cost, mirrored to Weights & Biases."""
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench.config import LoggerConfig
+from bench.errors import BenchError
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Atomic: a reader never sees half a file, a crash never leaves one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(partial, path)
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w") as out:
+        for row in rows:
+            out.write(json.dumps(row, default=str) + "\n")
+    os.replace(partial, path)
+
+
+def wandb_mode(cfg: LoggerConfig) -> str:
+    """auto: online only when the user named a project and gave a key; offline otherwise."""
+    if cfg.mode == "auto":
+        return "online" if cfg.project and os.environ.get("WANDB_API_KEY") else "offline"
+    if cfg.mode not in ("online", "offline", "disabled"):
+        raise BenchError(f"logger.mode={cfg.mode!r}: use auto, online, offline or disabled")
+    return cfg.mode
+
+
+class Tracker:
+    """Writes the run directory and, with logger.backend=wandb, the W&B run beside it."""
+
+    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict, name: str):
+        self.run_dir = run_dir
+        self.metrics: dict = {}
+        self.wandb = None
+        if cfg.backend == "wandb":
+            import wandb
+
+            try:
+                self.wandb = wandb.init(
+                    project=cfg.project or "synthbench",
+                    entity=cfg.entity,
+                    group=cfg.group,
+                    tags=list(cfg.tags),
+                    name=name,
+                    dir=str(run_dir),
+                    mode=wandb_mode(cfg),
+                    config=config,
+                    reinit="finish_previous",
+                )
+            except wandb.errors.UsageError as error:
+                raise BenchError(f"W&B could not start ({error}); set WANDB_API_KEY or use logger.mode=offline") from None
+        elif cfg.backend != "none":
+            raise BenchError(f"logger.backend={cfg.backend!r}: use wandb or none")
+
+    @property
+    def report_to(self) -> list:
+        """What transformers' Trainer should log its loss curve to (the open W&B run, if any)."""
+        return ["wandb"] if self.wandb is not None else ["none"]
+
+    def log(self, metrics: dict) -> None:
+        self.metrics.update(metrics)
+        write_json(self.run_dir / "metrics.json", self.metrics)
+        if self.wandb is not None:
+            self.wandb.log(metrics)
+
+    def log_predictions(self, split: str, records: list) -> None:
+        write_jsonl(self.run_dir / "predictions" / f"{split}.jsonl", records)
+        if self.wandb is not None and records:
+            import wandb
+
+            columns = list(records[0])
+            table = wandb.Table(columns=columns, data=[[record[c] for c in columns] for record in records])
+            self.wandb.log({f"{split}/predictions": table})
+
+    def finish(self, failed: bool) -> None:
+        """Always called, also when the job fails, so multirun jobs never lose their W&B logs."""
+        if self.wandb is not None:
+            self.wandb.finish(exit_code=1 if failed else 0)

@@ -1,0 +1,42 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from bench.config import register_configs
+from runners.pipeline import validated
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+# Small enough for seconds on two CPU cores; every test composes the real configs with these.
+QUICK = ["seed_set.size=48", "train.epochs=1", "eval.limit=24", "logger=none",
+         "student.architecture.num_hidden_layers=1", "student.tokenizer_vocab_size=600"]
+
+register_configs()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "SOURCES.md").is_file():
+        pytest.fail(f"no task data at {DATA_DIR}: set BENCH_DATA_DIR to the shared/data folder")
+    return DATA_DIR
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"data_dir={DATA_DIR}", *overrides])
+
+
+def typed_config(*overrides: str):
+    return validated(compose_config(*overrides))
+
+
+def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` as a user runs it, W&B kept offline and inside the test's folders."""
+    env = {**os.environ, "BENCH_DATA_DIR": str(DATA_DIR), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

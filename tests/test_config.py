@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from bench.errors import BenchError
+from runners.pipeline import validated
+from tests.conftest import REPO, compose_config, typed_config
+
+TASKS = sorted(p.stem for p in (REPO / "conf" / "task").glob("*.yaml"))
+STUDENTS = sorted(p.stem for p in (REPO / "conf" / "student").glob("*.yaml"))
+
+
+def test_the_default_is_the_tiny_student_on_trec():
+    cfg = typed_config()
+    assert (cfg.task.name, cfg.student.name, cfg.student.pretrained) == ("trec", "tiny", None)
+    assert cfg.train.learning_rate == 1e-3  # tiny brings the from-scratch recipe
+    assert cfg.seed_set.size == 500 and cfg.eval.decoding == "greedy"
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("student", STUDENTS)
+def test_every_task_and_student_compose(task, student):
+    cfg = typed_config(f"task={task}", f"student={student}")
+    assert cfg.task.name == task and cfg.task.cue
+
+
+def test_real_students_get_the_papers_recipe():
+    cfg = typed_config("student=7b")
+    assert cfg.student.pretrained == "meta-llama/Llama-2-7b-hf"
+    t = cfg.train
+    assert (t.epochs, t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.weight_decay,
+            t.effective_batch_size, t.max_length) == (3, 2e-5, "cosine", 0.03, 0.0, 128, 1024)
+    assert typed_config("student=350m").student.pretrained == "EleutherAI/pythia-410m"
+    assert typed_config("student=1.4b").student.pretrained == "EleutherAI/pythia-1.4b"
+
+
+def test_command_line_train_choice_beats_the_students_recipe():
+    assert typed_config("student=tiny", "train=budget").train.learning_rate == 4e-5
+
+
+def test_sampled_gsm8k_eval_is_an_explicit_option():
+    cfg = typed_config("task=gsm8k", "eval=llm2llm_sampled")
+    assert (cfg.eval.decoding, cfg.eval.sampling.temperature, cfg.eval.sampling.top_p,
+            cfg.eval.sampling.max_new_tokens) == ("sampled", 0.7, 0.9, 100)
+
+
+def test_a_typo_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException):
+        compose_config("train.epoch=3")
+
+
+def test_a_wrong_type_fails_at_compose_time():
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config("train.epochs=three")
+
+
+def test_a_missing_value_fails_before_any_work():
+    cfg = compose_config()
+    cfg.task.cue = "???"  # OmegaConf's MISSING, as a task YAML without `cue:` leaves it
+    with pytest.raises(BenchError, match="task.cue is required"):
+        validated(cfg)
+
+
+def test_data_dir_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("BENCH_DATA_DIR", "/somewhere/data")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(REPO, "conf")), version_base="1.3"):
+        assert compose("config").data_dir == "/somewhere/data"

@@ -1,0 +1,58 @@
+from collections import Counter
+
+import pytest
+
+from bench.config import SeedSetConfig
+from bench.errors import BenchError
+from bench.seed_set import sample_seed_set
+from bench.tasks import load_task
+from tests.conftest import typed_config
+
+
+@pytest.fixture(scope="module")
+def trec(data_dir):
+    return load_task(typed_config("task=trec").task, str(data_dir))
+
+
+def ids(examples):
+    return [example.id for example in examples]
+
+
+def test_reproducible_from_task_size_and_seed(trec):
+    first = sample_seed_set(trec.train, SeedSetConfig(size=100, seed=3), "trec")
+    assert ids(first) == ids(sample_seed_set(trec.train, SeedSetConfig(size=100, seed=3), "trec"))
+    assert ids(first) != ids(sample_seed_set(trec.train, SeedSetConfig(size=100, seed=4), "trec"))
+    assert len(set(ids(first))) == 100
+
+
+def test_seed_sets_come_from_the_training_split_only(trec):
+    chosen = sample_seed_set(trec.train, SeedSetConfig(fraction=1.0), "trec")
+    assert len(chosen) == len(trec.train)
+    assert all(i.startswith("train-") for i in ids(chosen))
+    assert not {e.prompt for e in chosen} & {e.prompt for e in trec.test}
+
+
+def test_fraction(trec):
+    assert len(sample_seed_set(trec.train, SeedSetConfig(fraction=0.01), "trec")) == round(0.01 * len(trec.train))
+
+
+def test_stratified_keeps_label_shares(trec):
+    chosen = sample_seed_set(trec.train, SeedSetConfig(size=200, stratify=True), "trec")
+    assert len(chosen) == 200
+    pool = Counter(e.label for e in trec.train)
+    got = Counter(e.label for e in chosen)
+    for label, count in pool.items():
+        assert abs(got[label] - 200 * count / len(trec.train)) < 1  # largest-remainder rounding
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (SeedSetConfig(size=0), "positive"),
+    (SeedSetConfig(size=-5), "positive"),
+    (SeedSetConfig(size=100000), "exceeds the 5442 training examples"),
+    (SeedSetConfig(fraction=1.5), "fraction"),
+    (SeedSetConfig(), "exactly one"),
+    (SeedSetConfig(size=10, fraction=0.1), "exactly one"),
+])
+def test_bad_sizes(trec, cfg, message):
+    with pytest.raises(BenchError, match=message):
+        sample_seed_set(trec.train, cfg, "trec")

@@ -1,0 +1,84 @@
+import datasets
+import pytest
+
+from bench.errors import BenchError
+from bench.tasks import hub_records, load_task
+from tests.conftest import typed_config
+
+# (raw train records, test records, labels) of the original release files, per SOURCES.md
+RELEASES = {
+    "gsm8k": (7473, 1319, None),
+    "trec": (5452, 500, {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}),
+    "sst2": (67349, 872, {"negative", "positive"}),
+    "snips": (13084, 700, {"AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
+                           "SearchCreativeWork", "SearchScreeningEvent"}),
+    "casehold": (662, 338, {"0", "1", "2", "3", "4"}),
+}
+CUES = {"gsm8k": "\n\nAnswer:", "trec": "\nClass:", "sst2": "\nSentiment:", "snips": "\nIntent:",
+        "casehold": "\nAnswer:"}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_loads_the_release_files(name, data_dir):
+    n_train, n_test, labels = RELEASES[name]
+    data = load_task(typed_config(f"task={name}").task, str(data_dir))
+    assert len(data.test) == n_test
+    assert len(data.train) + data.dropped_test_overlap == n_train
+    assert data.source == f"local:{data_dir}"
+    for example in data.train[:50] + data.test[:50]:
+        assert example.prompt.endswith(CUES[name])
+        if labels:
+            assert example.target == example.label and example.label in labels
+    if labels:
+        assert {example.label for example in data.test} == labels
+    # nothing in the training pool repeats a test prompt
+    assert not {e.prompt for e in data.train} & {e.prompt for e in data.test}
+
+
+def test_trec_is_read_as_latin1(data_dir):
+    data = load_task(typed_config("task=trec").task, str(data_dir))
+    texts = [example.prompt for example in data.train]
+    assert any("\u00f0" in text or "\u00e9" in text for text in texts)  # bytes such as 0xF0 decode
+    assert data.train[0].prompt == "How did serfdom develop in and then leave Russia ?\nClass:"
+    assert data.train[0].label == "DESC"
+    assert data.train[0].record["fine_label"] == "manner"
+
+
+def test_gsm8k_targets_are_worked_solutions(data_dir):
+    data = load_task(typed_config("task=gsm8k").task, str(data_dir))
+    first = data.train[0]
+    assert first.prompt.startswith("Natalia sold clips")
+    assert first.target.endswith("#### 72") and first.label == "72"
+    assert data.majority_rate < 0.05
+
+
+def test_casehold_prompt_lists_the_five_holdings(data_dir):
+    example = load_task(typed_config("task=casehold").task, str(data_dir)).test[0]
+    for i in range(5):
+        assert f"\n{i}: " in example.prompt
+
+
+def test_majority_rate_of_trec(data_dir):
+    data = load_task(typed_config("task=trec").task, str(data_dir))
+    assert data.majority_rate == pytest.approx(138 / 500)  # DESC
+
+
+def test_hub_records_map_class_ids_to_names():
+    """The Hub path's own conversion, on a Hub-shaped split: ClassLabel ids become label names."""
+    split = datasets.Dataset.from_dict(
+        {"sentence": ["a fine film", "a dull film"], "label": [1, 0], "idx": [0, 1]},
+        features=datasets.Features({"sentence": datasets.Value("string"),
+                                    "label": datasets.ClassLabel(names=["negative", "positive"]),
+                                    "idx": datasets.Value("int32")}),
+    )
+    assert hub_records(split, {"sentence": "text"}) == [
+        {"text": "a fine film", "label": "positive", "idx": 0},
+        {"text": "a dull film", "label": "negative", "idx": 1},
+    ]
+
+
+def test_no_data_root_and_no_hub_is_a_clear_error():
+    cfg = typed_config("task=trec").task
+    cfg.hub = None
+    with pytest.raises(BenchError, match="BENCH_DATA_DIR"):
+        load_task(cfg, None)
