@@ -44,10 +44,10 @@ class TaskData:
 
 
 def load_task(cfg: TaskConfig, data_dir: Optional[str]) -> TaskData:
-    records, source = _read_records(cfg, data_dir)
+    records, origins, source = _read_records(cfg, data_dir)
     template = _JINJA.from_string(cfg.doc_to_text or "{{ %s }}" % cfg.text_column)
     splits = {
-        split: [_to_example(cfg, template, split, i, record, source) for i, record in enumerate(rows)]
+        split: [_to_example(cfg, template, split, i, record, origins[split]) for i, record in enumerate(rows)]
         for split, rows in records.items()
     }
     # The test split must never reach training or generation, also through an exact copy.
@@ -59,22 +59,27 @@ def load_task(cfg: TaskConfig, data_dir: Optional[str]) -> TaskData:
 # -- reading records -------------------------------------------------------------------------------
 
 
-def _read_records(cfg: TaskConfig, data_dir: Optional[str]) -> tuple[Dict[str, List[dict]], str]:
+def _read_records(cfg: TaskConfig, data_dir: Optional[str]):
+    """Records per split, where each split came from (for error messages), and the source."""
+    splits = ("train", "test")
     local = cfg.local
     if local is not None and (data_dir or all(Path(p).is_absolute() for p in _local_paths(local))):
         root = Path(data_dir or "/")
-        return {split: _read_local(cfg, root, split) for split in ("train", "test")}, f"local:{root}"
+        origins = {split: ", ".join(str(root / p) for p in _local_paths(local, split)) for split in splits}
+        return {split: _read_local(cfg, root, split) for split in splits}, origins, f"local:{root}"
     if cfg.hub is not None:
-        return {split: _read_hub(cfg, split) for split in ("train", "test")}, f"hub:{cfg.hub.path}"
+        origins = {split: f"hub:{cfg.hub.path}[{getattr(cfg.hub, f'{split}_split')}]" for split in splits}
+        return {split: _read_hub(cfg, split) for split in splits}, origins, f"hub:{cfg.hub.path}"
     raise BenchError(
         f"task {cfg.name} has no Hub source and no data root is set: "
         "export BENCH_DATA_DIR=<folder with the release files> or pass data_dir=..."
     )
 
 
-def _local_paths(local) -> List[str]:
+def _local_paths(local, *splits: str) -> List[str]:
     paths = []
-    for spec in (local.train, local.test):
+    for split in splits or ("train", "test"):
+        spec = getattr(local, split)
         paths.extend(spec.values() if isinstance(spec, dict) else [spec])
     return [str(p) for p in paths]
 
@@ -157,8 +162,8 @@ def hub_records(dataset, columns: Dict[str, str]) -> List[dict]:
 # -- records to examples ---------------------------------------------------------------------------
 
 
-def _to_example(cfg: TaskConfig, template, split: str, index: int, record: dict, source: str) -> Example:
-    where = f"task {cfg.name}, {split} record {index} ({source})"
+def _to_example(cfg: TaskConfig, template, split: str, index: int, record: dict, origin: str) -> Example:
+    where = f"task {cfg.name}, {split} record {index} of {origin}"
     if cfg.target_column not in record:
         raise BenchError(
             f"{where}: no column {cfg.target_column!r} (columns: {sorted(record)}); fix task.target_column"

@@ -1,0 +1,76 @@
+"""Bad input: one clear line naming the problem and the fix, a non-zero exit, no traceback."""
+
+import textwrap
+
+import pytest
+
+from tests.conftest import QUICK, REPO, run_cli
+
+
+def one_line_error(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr[-1000:]
+    return last
+
+
+@pytest.mark.parametrize("group, bad", [("task", "nope"), ("student", "13b")])
+def test_unknown_choice_lists_the_options(group, bad, tmp_path):
+    result = run_cli(f"{group}={bad}", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"Could not find '{group}/{bad}'" in result.stderr
+    assert "Available options" in result.stderr
+
+
+def test_data_root_without_the_file(tmp_path):
+    line = one_line_error(run_cli(*QUICK, f"data_dir={tmp_path}", cwd=tmp_path))
+    assert f"data file {tmp_path}/trec/train_5500.label not found" in line and "BENCH_DATA_DIR" in line
+
+
+@pytest.mark.parametrize("size, message", [
+    ("99999", "seed_set.size=99999 exceeds the 5442 training examples of trec"),
+    ("0", "seed_set.size=0 must be a positive number"),
+    ("-3", "seed_set.size=-3 must be a positive number"),
+])
+def test_bad_seed_sizes(size, message, tmp_path):
+    assert message in one_line_error(run_cli(*QUICK, f"seed_set.size={size}", cwd=tmp_path))
+
+
+@pytest.fixture
+def user_task(tmp_path):
+    """Writes conf/task/<name>.yaml for one test and removes it after."""
+    written = []
+
+    def write(name: str, body: str):
+        path = REPO / "conf" / "task" / f"{name}.yaml"
+        path.write_text(textwrap.dedent(body))
+        written.append(path)
+
+    yield write
+    for path in written:
+        path.unlink()
+
+
+def test_task_yaml_missing_a_required_field(user_task, tmp_path):
+    (tmp_path / "d.csv").write_text("text,label\nhello,a\n")
+    user_task("pytest_nocue", f"""\
+        name: pytest_nocue
+        labels: [a]
+        local: {{format: csv, train: {tmp_path}/d.csv, test: {tmp_path}/d.csv}}
+    """)
+    line = one_line_error(run_cli("task=pytest_nocue", cwd=tmp_path))
+    assert "task.cue is required" in line and "conf/task/" in line
+
+
+def test_label_outside_the_label_set(user_task, tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\nsunny today,weather\nbook a table,food\n")
+    user_task("pytest_labels", f"""\
+        name: pytest_labels
+        cue: "Intent:"
+        labels: [food]
+        local: {{format: csv, train: {tmp_path}/train.csv, test: {tmp_path}/train.csv}}
+    """)
+    line = one_line_error(run_cli("task=pytest_labels", cwd=tmp_path))
+    assert "train record 0 of" in line and "train.csv" in line
+    assert "label 'weather' is not in task.labels ['food']; add it to labels or fix the data" in line

@@ -1,0 +1,86 @@
+"""End to end through `python run.py`, as a user runs it."""
+
+import json
+import textwrap
+
+import pytest
+import wandb
+
+from runners import pipeline
+from tests.conftest import QUICK, REPO, compose_config, run_cli
+
+
+def run_dir_of(tmp_path):
+    return f"hydra.run.dir={tmp_path / 'run'}"
+
+
+@pytest.mark.slow
+def test_a_job_writes_its_run_record_and_an_offline_wandb_run(tmp_path):
+    result = run_cli(*QUICK, "logger=wandb", run_dir_of(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["test/acc"] <= 1 and metrics["test/examples"] == 24
+    assert metrics["test/majority_rate"] == pytest.approx(0.276)
+    assert len(json.loads((run / "seed_ids.json").read_text())) == 48
+    predictions = [json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert len(predictions) == 24 and {"id", "label", "generation", "prediction", "correct"} <= set(predictions[0])
+    assert sum(p["correct"] for p in predictions) / 24 == pytest.approx(metrics["test/acc"])
+    assert "seed_set:\n  size: 48" in (run / "config.yaml").read_text()
+    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert "test accuracy" in result.stdout and str(run) in result.stdout
+
+
+@pytest.mark.slow
+def test_the_default_job_learns(tmp_path):
+    """The embedded default, scored on all 500 TREC test questions: well above the 27.6% majority rate."""
+    result = run_cli("logger=none", run_dir_of(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test/examples"] == 500
+    assert metrics["test/acc"] > metrics["test/majority_rate"] + 0.15
+
+
+def test_wandb_run_is_finished_when_the_job_fails(tmp_path, monkeypatch):
+    def broken_evaluation(*args, **kwargs):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setattr(pipeline, "evaluate", broken_evaluation)
+    cfg = compose_config(*QUICK, "logger=wandb", "train.epochs=0.1")
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        pipeline.run(cfg, tmp_path)
+    assert wandb.run is None  # finished, with a failing exit code
+    assert (tmp_path / "seed_ids.json").is_file()  # what was done before the failure is kept
+
+
+@pytest.mark.slow
+def test_a_new_classification_task_is_one_yaml_file(tmp_path):
+    """A user's CSV task: one file in conf/task/, no Python."""
+    rows = ["text,topic"] + [f"the match ended {i} to {i + 1},sport" for i in range(30)] + \
+        [f"parliament passed bill number {i},politics" for i in range(30)]
+    (tmp_path / "train.csv").write_text("\n".join(rows[:21] + rows[31:51]) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(rows[:1] + rows[21:31] + rows[51:61]) + "\n")
+    task_file = REPO / "conf" / "task" / "pytest_news.yaml"
+    task_file.write_text(textwrap.dedent(f"""\
+        name: pytest_news
+        cue: "Topic:"
+        target_column: topic
+        labels: [sport, politics]
+        local:
+          format: csv
+          train: {tmp_path / 'train.csv'}
+          test: {tmp_path / 'test.csv'}
+    """))
+    try:
+        result = run_cli("task=pytest_news", "seed_set.size=32", "train.epochs=4", "logger=none",
+                         "student.architecture.num_hidden_layers=1", "student.tokenizer_vocab_size=400",
+                         run_dir_of(tmp_path), cwd=tmp_path)
+    finally:
+        task_file.unlink()
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test/examples"] == 20 and metrics["data/train_pool"] == 40
+    first = json.loads((tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()[0])
+    assert first["label"] in ("sport", "politics")
