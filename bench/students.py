@@ -49,7 +49,12 @@ class Student:
         self.cfg = cfg
         self.dtype = torch_dtype(cfg.dtype)
         if cfg.pretrained:
-            self.tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained)
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained)
+            except OSError as error:  # not on the Hub, no network, gated without HF_TOKEN
+                first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise BenchError(f"student {cfg.name}: cannot load {cfg.pretrained} ({first_line}); "
+                                 "check the id or path, the network, and HF_TOKEN for gated models") from None
             if self.tokenizer.pad_token is None:  # Pythia and Llama-2 ship none
                 self.tokenizer.pad_token = self.tokenizer.eos_token
         else:

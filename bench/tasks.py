@@ -139,7 +139,13 @@ def _read_hub(cfg: TaskConfig, split: str) -> List[dict]:
     import datasets
 
     hub = cfg.hub
-    dataset = datasets.load_dataset(hub.path, hub.name, split=getattr(hub, f"{split}_split"))
+    try:
+        dataset = datasets.load_dataset(hub.path, hub.name, split=getattr(hub, f"{split}_split"))
+    except (OSError, ValueError) as error:  # no network, no such dataset/config/split
+        raise BenchError(
+            f"task {cfg.name}: could not load {hub.path} from the Hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); set BENCH_DATA_DIR to use local release files"
+        ) from None
     return hub_records(dataset, dict(hub.columns))
 
 

@@ -35,8 +35,9 @@ def typed_config(*overrides: str):
     return validated(compose_config(*overrides))
 
 
-def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, **env_vars: str) -> subprocess.CompletedProcess:
     """`python run.py ARGS` as a user runs it, W&B kept offline and inside the test's folders."""
-    env = {**os.environ, "BENCH_DATA_DIR": str(DATA_DIR), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {**os.environ, "BENCH_DATA_DIR": str(DATA_DIR), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           **env_vars}
     return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

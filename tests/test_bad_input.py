@@ -74,3 +74,15 @@ def test_label_outside_the_label_set(user_task, tmp_path):
     line = one_line_error(run_cli("task=pytest_labels", cwd=tmp_path))
     assert "train record 0 of" in line and "train.csv" in line
     assert "label 'weather' is not in task.labels ['food']; add it to labels or fix the data" in line
+
+
+def test_unreachable_student_checkpoint(tmp_path):
+    line = one_line_error(run_cli(*QUICK, f"student.pretrained={tmp_path}/no-such-model", cwd=tmp_path))
+    assert f"cannot load {tmp_path}/no-such-model" in line and "HF_TOKEN" in line
+
+
+def test_hub_dataset_out_of_reach(tmp_path):
+    """No data root: the task's Hub loader runs, and without the Hub says how to use local files."""
+    result = run_cli(*QUICK, "data_dir=null", cwd=tmp_path, HF_HUB_OFFLINE="1")
+    line = one_line_error(result)
+    assert "task trec: could not load CogComp/trec from the Hub" in line and "BENCH_DATA_DIR" in line

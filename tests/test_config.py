@@ -69,3 +69,15 @@ def test_data_dir_comes_from_the_environment(monkeypatch):
 
     with initialize_config_dir(config_dir=str(Path(REPO, "conf")), version_base="1.3"):
         assert compose("config").data_dir == "/somewhere/data"
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes(experiment):
+    cfg = typed_config(f"experiment={experiment}")
+    assert cfg.task.name and cfg.student.name
+
+
+def test_paper_scale_baseline_preset():
+    cfg = typed_config("experiment=finetune_7b")
+    assert (cfg.task.name, cfg.student.name, cfg.train.learning_rate) == ("gsm8k", "7b", 2e-5)
+    assert (cfg.seed_set.size, cfg.seed_set.fraction) == (None, 0.01)
