@@ -6,7 +6,6 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
 
 import yaml
 
@@ -25,14 +24,14 @@ class EvalResult:
     split: str
     accuracy: float
     stderr: float
-    records: List[dict]  # per example: id, label, generation, prediction, correct
+    records: list[dict]  # per example: id, label, generation, prediction, correct
 
     @property
-    def wrong_ids(self) -> List[str]:
+    def wrong_ids(self) -> list[str]:
         return [record["id"] for record in self.records if not record["correct"]]
 
 
-def process_results(doc: dict, results: List[str]) -> dict:
+def process_results(doc: dict, results: list[str]) -> dict:
     """lm-eval's per-document metric hook."""
     return {"acc": float(is_correct(doc["kind"], results[0], doc["label"], doc["labels"]))}
 
@@ -48,7 +47,7 @@ def generation_kwargs(task: TaskConfig, cfg: EvalConfig) -> dict:
     raise BenchError(f"eval.decoding={cfg.decoding!r}: use greedy or sampled")
 
 
-def write_lm_eval_task(task: TaskConfig, split: str, examples: List[Example], cfg: EvalConfig,
+def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
                        directory: Path) -> str:
     """Write <directory>/<name>.yaml, its data and the scoring shim; return the lm-eval task name."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,7 +80,7 @@ def write_lm_eval_task(task: TaskConfig, split: str, examples: List[Example], cf
     return name
 
 
-def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: List[Example], cfg: EvalConfig,
+def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
              work_dir: Path) -> EvalResult:
     import lm_eval
     from lm_eval.models.huggingface import HFLM

@@ -2,13 +2,13 @@
 (lm-eval's per-example metric, LLM2LLM's search for wrong seed examples, the tests)."""
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Optional, Sequence
 
 _LEADING_NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)")
 
 
-def extract_number(text: str) -> Optional[Decimal]:
+def extract_number(text: str) -> Decimal | None:
     """The number after the first '####', sign kept, ',' and '$' stripped; None if there is none."""
     _, marker, rest = text.partition("####")
     if not marker:
@@ -34,7 +34,7 @@ def is_correct(kind: str, generation: str, gold: str, labels: Sequence[str] = ()
     return extract_label(generation, labels) == gold
 
 
-def prediction(kind: str, generation: str, labels: Sequence[str] = ()) -> Optional[str]:
+def prediction(kind: str, generation: str, labels: Sequence[str] = ()) -> str | None:
     """What the student answered, as recorded in predictions.jsonl."""
     if kind == "math":
         number = extract_number(generation)

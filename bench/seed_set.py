@@ -3,7 +3,6 @@
 import math
 import random
 from collections import defaultdict
-from typing import List
 
 from bench.config import SeedSetConfig
 from bench.errors import BenchError
@@ -27,7 +26,7 @@ def seed_set_size(cfg: SeedSetConfig, available: int, task: str) -> int:
     return max(1, round(cfg.fraction * available))
 
 
-def sample_seed_set(train: List[Example], cfg: SeedSetConfig, task: str) -> List[Example]:
+def sample_seed_set(train: list[Example], cfg: SeedSetConfig, task: str) -> list[Example]:
     """`size` examples drawn with `seed`; stratified draws keep each label's share (largest
     remainder rounding), so the same (task, size, seed) always gives the same ids."""
     size = seed_set_size(cfg, len(train), task)

@@ -2,10 +2,16 @@
 built from config with a BPE tokenizer trained on the task's training text (no download).
 `Student.base_model()` always returns the base weights, so every training run starts there."""
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from bench.config import StudentConfig
 from bench.errors import BenchError
@@ -45,7 +51,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
 
 
 class Student:
-    def __init__(self, cfg: StudentConfig, training_texts: Optional[Iterable[str]] = None):
+    def __init__(self, cfg: StudentConfig, training_texts: Iterable[str] | None = None):
         self.cfg = cfg
         self.dtype = torch_dtype(cfg.dtype)
         if cfg.pretrained:

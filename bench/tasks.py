@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import jinja2
 
@@ -25,14 +25,14 @@ class Example:
     prompt: str  # what the student sees; ends with the task's cue
     target: str  # what it must write: the label, or the worked solution
     label: str  # the class label, or the final number of a math solution
-    record: Dict[str, Any] = field(default_factory=dict, compare=False)  # the raw columns
+    record: dict[str, Any] = field(default_factory=dict, compare=False)  # the raw columns
 
 
 @dataclass
 class TaskData:
     config: TaskConfig
-    train: List[Example]
-    test: List[Example]
+    train: list[Example]
+    test: list[Example]
     source: str  # where the records came from, for the run record
     dropped_test_overlap: int = 0  # training examples removed because a test prompt equals them
 
@@ -43,9 +43,9 @@ class TaskData:
         return counts.most_common(1)[0][1] / len(self.test)
 
 
-def load_task(cfg: TaskConfig, data_dir: Optional[str]) -> TaskData:
+def load_task(cfg: TaskConfig, data_dir: str | None) -> TaskData:
     records, origins, source = _read_records(cfg, data_dir)
-    template = _JINJA.from_string(cfg.doc_to_text or "{{ %s }}" % cfg.text_column)
+    template = _JINJA.from_string(cfg.doc_to_text or f"{{{{ {cfg.text_column} }}}}")
     splits = {
         split: [_to_example(cfg, template, split, i, record, origins[split]) for i, record in enumerate(rows)]
         for split, rows in records.items()
@@ -59,7 +59,7 @@ def load_task(cfg: TaskConfig, data_dir: Optional[str]) -> TaskData:
 # -- reading records -------------------------------------------------------------------------------
 
 
-def _read_records(cfg: TaskConfig, data_dir: Optional[str]):
+def _read_records(cfg: TaskConfig, data_dir: str | None):
     """Records per split, where each split came from (for error messages), and the source."""
     splits = ("train", "test")
     local = cfg.local
@@ -76,7 +76,7 @@ def _read_records(cfg: TaskConfig, data_dir: Optional[str]):
     )
 
 
-def _local_paths(local, *splits: str) -> List[str]:
+def _local_paths(local, *splits: str) -> list[str]:
     paths = []
     for split in splits or ("train", "test"):
         spec = getattr(local, split)
@@ -94,7 +94,7 @@ def _existing(root: Path, relative: str, task: str) -> Path:
     return path
 
 
-def _read_local(cfg: TaskConfig, root: Path, split: str) -> List[dict]:
+def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
     local = cfg.local
     spec = getattr(local, split)
     if local.format == "parallel_lines":  # one file per column, records line by line
@@ -135,7 +135,7 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> List[dict]:
     )
 
 
-def _read_hub(cfg: TaskConfig, split: str) -> List[dict]:
+def _read_hub(cfg: TaskConfig, split: str) -> list[dict]:
     import datasets
 
     hub = cfg.hub
@@ -149,7 +149,7 @@ def _read_hub(cfg: TaskConfig, split: str) -> List[dict]:
     return hub_records(dataset, dict(hub.columns))
 
 
-def hub_records(dataset, columns: Dict[str, str]) -> List[dict]:
+def hub_records(dataset, columns: dict[str, str]) -> list[dict]:
     """A Hub split as plain records: columns renamed, class ids turned into their names."""
     import datasets
 

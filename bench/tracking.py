@@ -3,8 +3,9 @@ out (metrics, per-example predictions) and what it cost, mirrored to Weights & B
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from bench.config import LoggerConfig
 from bench.errors import BenchError

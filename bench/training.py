@@ -4,9 +4,9 @@ target tokens only (prompt masked, as LLM2LLM), batches group similar lengths, a
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
 
 import torch
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
@@ -17,7 +17,7 @@ from bench.tasks import Example
 IGNORE = -100  # label id the loss skips
 
 
-def encode(examples: Sequence[Example], tokenizer, max_length: int) -> List[dict]:
+def encode(examples: Sequence[Example], tokenizer, max_length: int) -> list[dict]:
     """Token ids of prompt + ' ' + target + EOS, labels masked over the prompt. The split point is
     the prompt's own encoding, as lm-eval splits context from continuation. Too-long examples lose
     prompt tokens from the left, never target tokens."""
@@ -64,7 +64,7 @@ class TrainStats:
         return self.padded_tokens / max(1, self.real_tokens + self.padded_tokens)
 
 
-def training_arguments(cfg: TrainConfig, output_dir: Path, bf16: bool, report_to: List[str]) -> TrainingArguments:
+def training_arguments(cfg: TrainConfig, output_dir: Path, bf16: bool, report_to: list[str]) -> TrainingArguments:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, round(cfg.effective_batch_size / (cfg.per_device_batch_size * world_size)))
     return TrainingArguments(

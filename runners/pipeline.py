@@ -74,10 +74,10 @@ def summary(config: BenchConfig, data, seed_set, stats, result, metrics: dict, r
         ("task", f"{config.task.name} ({data.source}), train pool {len(data.train):,}"),
         ("student", f"{config.student.name}, {metrics['student/parameters'] / 1e6:.1f}M parameters"),
         ("seed set", f"{len(seed_set):,} examples"),
-        ("training", f"{stats.steps} steps in {stats.seconds:.0f} s, {stats.tokens_per_second:,.0f} tokens/s, "
-                     f"{stats.padding_share:.0%} padding, final loss {stats.train_loss:.3f}"),
-        ("test accuracy", f"{result.accuracy:.3f} ± {result.stderr:.3f} on {len(result.records)} examples "
-                          f"(majority class {data.majority_rate:.3f})"),
+        ("training", (f"{stats.steps} steps in {stats.seconds:.0f} s, {stats.tokens_per_second:,.0f} tokens/s, "
+                      f"{stats.padding_share:.0%} padding, final loss {stats.train_loss:.3f}")),
+        ("test accuracy", (f"{result.accuracy:.3f} ± {result.stderr:.3f} on {len(result.records)} examples "
+                           f"(majority class {data.majority_rate:.3f})")),
         ("wall time", f"{metrics['job/seconds']:.0f} s"),
         ("run record", str(run_dir)),
     ]

@@ -40,4 +40,4 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, **env_vars: str) -
     env = {**os.environ, "BENCH_DATA_DIR": str(DATA_DIR), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            **env_vars}
     return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)

@@ -84,3 +84,16 @@ def test_a_new_classification_task_is_one_yaml_file(tmp_path):
     assert metrics["test/examples"] == 20 and metrics["data/train_pool"] == 40
     first = json.loads((tmp_path / "run" / "predictions" / "test.jsonl").read_text().splitlines()[0])
     assert first["label"] in ("sport", "politics")
+
+
+def test_wandb_is_offline_unless_a_project_and_key_are_given(monkeypatch):
+    from bench.config import LoggerConfig
+    from bench.tracking import wandb_mode
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert wandb_mode(LoggerConfig()) == "offline"
+    assert wandb_mode(LoggerConfig(project="mine")) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_mode(LoggerConfig()) == "offline"
+    assert wandb_mode(LoggerConfig(project="mine")) == "online"
+    assert wandb_mode(LoggerConfig(project="mine", mode="offline")) == "offline"

@@ -1,5 +1,6 @@
-import math
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,7 +45,7 @@ def test_truncation_keeps_the_target(trained):
 
 
 def test_training_runs_and_counts_tokens(trained):
-    cfg, _, seed, _, _, stats = trained
+    _, _, seed, _, _, stats = trained
     assert stats.examples == len(seed) == 48
     assert stats.steps == 3 * 3  # 48 examples / batch 16, 3 epochs
     assert stats.real_tokens > 0 and 0 <= stats.padding_share < 0.5
@@ -65,13 +66,13 @@ def test_lm_eval_task_yaml_points_at_absolute_data(trained, tmp_path):
     spec = yaml.safe_load(text.replace("!function", ""))
     data_file = spec["dataset_kwargs"]["data_files"]["test"]
     assert data_file.startswith("/")
-    docs = [json.loads(line) for line in open(data_file)]
+    docs = [json.loads(line) for line in Path(data_file).read_text().splitlines()]
     assert [d["id"] for d in docs] == [e.id for e in data.test[:5]]
     assert spec["generation_kwargs"] == {"until": ["\n"], "do_sample": False, "max_gen_toks": 4}
 
 
 def test_evaluation_keeps_per_example_results(trained, tmp_path):
-    cfg, data, seed, student, model, _ = trained
+    cfg, _, seed, student, model, _ = trained
     result = evaluate(model, student.tokenizer, cfg.task, "seed", seed, cfg.eval, tmp_path)
     assert [r["id"] for r in result.records] == [e.id for e in seed[:24]]  # eval.limit=24
     labels = {e.id: e.label for e in seed}
@@ -89,3 +90,13 @@ def test_greedy_and_sampled_decoding():
     sampled = typed_config("task=gsm8k", "eval=llm2llm_sampled")
     assert generation_kwargs(sampled.task, sampled.eval) == {
         "until": ["\n\n"], "do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_gen_toks": 100}
+
+
+def test_lora_student_trains_and_is_scored(data_dir, tmp_path):
+    cfg = typed_config(*QUICK, "student.lora.enabled=true", "student.lora.r=4", "eval.limit=4")
+    data = load_task(cfg.task, str(data_dir))
+    student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train))
+    model, stats = finetune(student.base_model(), student.tokenizer, data.train[:16], cfg.train, tmp_path)
+    assert stats.steps == 1
+    result = evaluate(model, student.tokenizer, cfg.task, "test", data.test, cfg.eval, tmp_path)
+    assert len(result.records) == 4 and 0 <= result.accuracy <= 1
