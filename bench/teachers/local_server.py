@@ -1,5 +1,6 @@
 """A local OpenAI-compatible chat-completions server on 127.0.0.1 with a fixed latency and injected
-faults, for the tests and the teacher benchmark: the real HTTP path, no network.
+faults, for the tests and the teacher benchmark: the real HTTP path, no network. GET /v1/stats reports
+what reached it.
 
     with LocalChatServer(latency_s=0.05, faults=["429", "500", "hang", "malformed", "length"]) as server:
         ... OpenAIBackend(model="local", base_url=server.base_url) ...
@@ -18,7 +19,8 @@ from aiohttp import web
 
 class LocalChatServer:
     def __init__(self, latency_s: float = 0.0, faults: list | None = None, retry_after_s: float = 0.2,
-                 hang_s: float = 30.0):
+                 hang_s: float = 30.0, port: int = 0):
+        self.port = port
         self.latency_s = latency_s
         self.pending_faults = list(faults or [])
         self.retry_after_s = retry_after_s
@@ -27,6 +29,9 @@ class LocalChatServer:
         self.served = Counter()  # what it answered: 'ok' or the fault
         self.authorization: list = []  # the Authorization headers seen (tests check keys travel only here)
         self._lock = threading.Lock()
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"received": self.received, "served": dict(self.served)})
 
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -62,9 +67,10 @@ class LocalChatServer:
             self._loop = asyncio.new_event_loop()
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._chat)
+            app.router.add_get("/v1/stats", self._stats)
             self._runner = web.AppRunner(app, access_log=None)
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
             self._loop.run_until_complete(site.start())
             self.port = site._server.sockets[0].getsockname()[1]
             started.set()
@@ -85,3 +91,13 @@ class LocalChatServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+
+
+if __name__ == "__main__":  # a server in its own process: python -m bench.teachers.local_server PORT LATENCY_S
+    import sys
+    import time
+
+    with LocalChatServer(port=int(sys.argv[1]), latency_s=float(sys.argv[2])) as server:
+        print(server.base_url, flush=True)
+        while True:
+            time.sleep(3600)

@@ -4,11 +4,12 @@ RetryableError for the Teacher's backoff. The API key comes from the environment
 config) and lives only in the Authorization header."""
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from bench.errors import BenchError
 from bench.teachers.base import RejectedError, RemoteBackend, Request, Response, RetryableError
@@ -56,19 +57,19 @@ class OpenAIBackend(RemoteBackend):
         self._api_key = Path(api_key_file).read_text().strip() if api_key_file else os.environ.get(api_key_env, "")
         self._rpm = requests_per_minute
         self._tpm = tokens_per_minute
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        # made inside the running event loop; limiters too, since asyncio primitives bind to it
+        # made inside the running event loop; limiters too, since asyncio primitives bind to it.
+        # aiohttp rather than httpx: httpx's pool tops out near 130 requests/s at 64 in flight here.
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=self.timeout_s,
-                                         limits=limits)
+        self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                              connector=aiohttp.TCPConnector(limit=0))
         self._request_limit = RateLimiter(self._rpm) if self._rpm else None
         self._token_limit = RateLimiter(self._tpm) if self._tpm else None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._session.close()
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
@@ -82,23 +83,23 @@ class OpenAIBackend(RemoteBackend):
         body = {"model": self.model, "messages": list(request.messages), "temperature": request.temperature,
                 "top_p": request.top_p, "max_tokens": request.max_tokens}
         try:
-            reply = await self._client.post("/chat/completions", json=body)
-        except httpx.TimeoutException:
+            async with self._session.post(f"{self.base_url}/chat/completions", json=body) as reply:
+                status, headers, payload = reply.status, reply.headers, await reply.read()
+        except TimeoutError:
             raise RetryableError("timeout") from None
-        except httpx.TransportError as error:
+        except aiohttp.ClientError as error:
             raise RetryableError("connection", type(error).__name__) from None
-        status = reply.status_code
         if status == 429:
-            raise RetryableError("429", retry_after=_retry_after(reply.headers.get("retry-after")))
+            raise RetryableError("429", retry_after=_retry_after(headers.get("Retry-After")))
         if status >= 500:
             raise RetryableError(str(status))
         if status in (401, 403):
             raise BenchError(f"the teacher server at {self.base_url} refused the API key ({status}); "
                              "check the key's environment variable or file")
         if status >= 400:
-            raise RejectedError(str(status), reply.text[:200])
+            raise RejectedError(str(status), payload[:200].decode(errors="replace"))
         try:
-            data = reply.json()
+            data = json.loads(payload)
             choice = data["choices"][0]
             usage = data.get("usage") or {}
             return Response(text=choice["message"]["content"], finish_reason=choice.get("finish_reason") or "stop",
