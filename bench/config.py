@@ -118,6 +118,29 @@ class LoggerConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """An LLM the suite queries. `backend` is instantiated: its `_target_` names the backend class,
+    the other keys are that class's settings (model, server, limits)."""
+
+    name: str = MISSING
+    backend: Dict[str, Any] = field(default_factory=dict)
+    max_concurrency: int = 8  # requests in flight (remote) or batch size (in-process)
+    max_attempts: int = 5  # per request, over transient failures (429, 5xx, timeouts, bad bodies)
+    backoff_s: float = 1.0  # first retry delay; doubles each attempt, full jitter
+    max_backoff_s: float = 60.0
+    prices: Dict[str, float] = field(default_factory=dict)  # input_per_mtok / output_per_mtok, dollars
+
+
+@dataclass
+class BudgetConfig:
+    """The teacher query budget Q: `max_queries`, or its ratio form Q = ratio x |S| (BR in REFERENCE §2)."""
+
+    max_queries: Optional[int] = None
+    ratio: Optional[float] = None
+    count_augmenter: bool = True  # augmenter queries count against Q too (both are reported either way)
+
+
+@dataclass
 class BenchConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -125,6 +148,10 @@ class BenchConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed_set: SeedSetConfig = field(default_factory=SeedSetConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    augmenter: Optional[TeacherConfig] = None  # writes or rewrites questions; None: the teacher does
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    cache_path: str = MISSING  # the generation cache (SQLite); share it across a sweep or a cluster
     data_dir: Optional[str] = None  # root of the tasks' release files; unset: the Hub
 
 

@@ -25,6 +25,7 @@ class Request:
     role: str = "teacher"  # teacher | augmenter: whose budget and accounting line it is
     kind: str = "answer"  # what is asked (new_example, rephrase, answer, ...): the simulator reads it
     source: dict | None = field(default=None, compare=False)  # the example it is about (simulator only)
+    reply_format: str | None = field(default=None, compare=False)  # Jinja of the reply the prompt asks for
 
     def identity(self, backend: str, model: str) -> dict:
         """What determines the response, and so the cache key (role, kind and source do not)."""
@@ -92,6 +93,11 @@ class LocalBackend(ABC):
         """One Response (or None for no answer) per request, in order."""
 
 
+def _stored(response: Response) -> dict:
+    """What the cache and the records keep of a response: what the backend said."""
+    return {k: v for k, v in asdict(response).items() if k not in ("cached", "key")}
+
+
 @dataclass
 class RoleUsage:
     requests: int = 0  # queries answered by the backend (what the budget counts)
@@ -146,6 +152,7 @@ class Teacher:
         self.max_backoff_s = max_backoff_s
         self.prices = prices or {}  # {"input_per_mtok": dollars, "output_per_mtok": dollars}
         self.usage: dict = {}
+        self.records: list = []  # every answer this run used, cached or not: what teacher=replay reads
 
     def _usage(self, role: str) -> RoleUsage:
         return self.usage.setdefault(role, RoleUsage())
@@ -170,6 +177,13 @@ class Teacher:
                     self._run_batched(requests, keys, misses, results, bar)
                 else:
                     asyncio.run(self._run_concurrent(requests, keys, misses, results, bar))
+        for request, key, response in zip(requests, keys, results):
+            if response is not None:
+                self.records.append({
+                    "key": key, "role": request.role, "kind": request.kind, "cached": response.cached,
+                    "identity": request.identity(self.backend.name, self.backend.model),
+                    "response": _stored(response),
+                })
         return results
 
     def _record(self, request: Request, key: str, response: Response | None):
@@ -183,8 +197,7 @@ class Teacher:
         usage.requests += 1
         usage.prompt_tokens += response.prompt_tokens
         usage.completion_tokens += response.completion_tokens
-        stored = {k: v for k, v in asdict(response).items() if k not in ("cached", "key")}
-        self.cache.put(key, request.identity(self.backend.name, self.backend.model), stored)
+        self.cache.put(key, request.identity(self.backend.name, self.backend.model), _stored(response))
         if not response.ok:  # e.g. finish_reason 'length': paid for, cached, but not usable
             usage.failed += 1
             usage.faults[response.finish_reason] = usage.faults.get(response.finish_reason, 0) + 1
@@ -243,6 +256,10 @@ class Teacher:
                 delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
                 await asyncio.sleep(max(delay, error.retry_after or 0.0))
         return None
+
+    def usage_report(self) -> dict:
+        """Per role: queries, cache hits, failures, retries, refusals, tokens, dollars; for the run record."""
+        return {role: {**asdict(usage), "cost_usd": self.cost(role)} for role, usage in self.usage.items()}
 
     def cost(self, role: str | None = None) -> float:
         roles = [role] if role else list(self.usage)

@@ -1,0 +1,229 @@
+"""Teachers built from the real configs: the simulator on real task data, budget arithmetic, replay,
+the in-process transformers backend, and the cache shared between processes."""
+
+import importlib.util
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.errors import BenchError
+from bench.seed_set import sample_seed_set
+from bench.tasks import load_task
+from bench.teachers import Request, build_teachers, query_budget
+from bench.teachers.base import Budget, Teacher
+from bench.teachers.cache import GenerationCache
+from bench.teachers.simulated import question_of
+from tests.conftest import typed_config
+
+
+@pytest.fixture(scope="module")
+def trec(data_dir):
+    cfg = typed_config("task=trec", "seed_set.size=100")
+    data = load_task(cfg.task, str(data_dir))
+    return cfg, data, sample_seed_set(data.train, cfg.seed_set, "trec")
+
+
+def simulated(trec, tmp_path, *overrides):
+    cfg, data, seed = trec
+    cfg = typed_config("task=trec", "seed_set.size=100", f"cache_path={tmp_path}/cache.sqlite", *overrides)
+    return build_teachers(cfg, data, [e.id for e in seed])
+
+
+def source(example, data, **extra):
+    return {"id": example.id, "question": question_of(example, data), "target": example.target,
+            "label": example.label, **extra}
+
+
+def ask(kind, example, data, **kwargs):
+    return Request(messages=({"role": "user", "content": f"{kind}: {example.prompt}"},), kind=kind,
+                   source=source(example, data, **kwargs.pop("extra", {})), **kwargs)
+
+
+def test_new_examples_are_unused_training_examples_of_the_same_label(trec, tmp_path):
+    _, data, seed = trec
+    teacher, _ = simulated(trec, tmp_path)
+    seed_questions = {question_of(e, data) for e in seed}
+    test_questions = {question_of(e, data) for e in data.test}
+    by_question = {question_of(e, data): e for e in data.train}
+    requests = [ask("new_example", e, data, reply_format="{{ question }} => {{ label }}",
+                    extra={"target_label": e.label}) for e in seed[:30]]
+    for request, response in zip(requests, teacher.generate(requests)):
+        question, label = response.text.split(" => ")
+        assert question in by_question and by_question[question].label == label == request.source["label"]
+        assert question not in seed_questions and question not in test_questions
+
+
+def test_k_samples_of_one_prompt_are_k_different_examples(trec, tmp_path):
+    _, data, seed = trec
+    teacher, _ = simulated(trec, tmp_path)
+    answers = teacher.generate([ask("new_example", seed[0], data, sample_index=k) for k in range(5)])
+    assert len({a.text for a in answers}) == 5
+
+
+def test_rephrase_keeps_the_label_and_answer_returns_gold(trec, tmp_path):
+    _, data, seed = trec
+    teacher, _ = simulated(trec, tmp_path)
+    rephrased = teacher.generate([ask("rephrase", e, data, reply_format="{{ question }}|{{ label }}")
+                                  for e in seed[:40]])
+    assert all(r.text.split("|")[1] == e.label for r, e in zip(rephrased, seed))
+    assert sum(r.text.split("|")[0] != question_of(e, data) for r, e in zip(rephrased, seed)) >= 20
+    answers = teacher.generate([ask("answer", e, data) for e in seed[:10]])
+    assert [a.text for a in answers] == [e.target for e in seed[:10]]
+
+
+def test_error_rate_makes_wrong_answers_deterministically(trec, tmp_path):
+    _, data, seed = trec
+    wrong = []
+    for run in range(2):
+        teacher, _ = simulated(trec, tmp_path / str(run), "teacher.backend.error_rate=0.5")
+        answers = teacher.generate([ask("answer", e, data) for e in seed])
+        wrong.append([a.text != e.target for a, e in zip(answers, seed)])
+    assert wrong[0] == wrong[1] and 25 < sum(wrong[0]) < 75
+
+
+def test_gsm8k_simulated_answers_parse(data_dir, tmp_path):
+    from bench.scoring import extract_number
+
+    cfg = typed_config("task=gsm8k", "seed_set.size=20", f"cache_path={tmp_path}/c.sqlite",
+                       "teacher.backend.error_rate=1.0")
+    data = load_task(cfg.task, str(data_dir))
+    seed = sample_seed_set(data.train, cfg.seed_set, "gsm8k")
+    teacher, _ = build_teachers(cfg, data, [e.id for e in seed])
+    answers = teacher.generate([ask("answer", e, data) for e in seed])
+    for answer, example in zip(answers, seed):  # every answer is wrong, and still well formed
+        assert extract_number(answer.text) is not None and str(extract_number(answer.text)) != example.label
+
+
+@pytest.mark.parametrize("budget, seed_size, queries", [
+    ({"max_queries": 50}, 100, 50), ({"ratio": 2.5}, 100, 250), ({"ratio": 0.333}, 100, 33),
+    ({"ratio": 1.5}, 7, 10), ({}, 100, None),
+])
+def test_query_budget_arithmetic(budget, seed_size, queries):
+    from bench.config import BudgetConfig
+
+    assert query_budget(BudgetConfig(**budget), seed_size) == queries
+
+
+def test_budget_both_forms_is_an_error():
+    from bench.config import BudgetConfig
+
+    with pytest.raises(BenchError, match="not both"):
+        query_budget(BudgetConfig(max_queries=5, ratio=1.0), 10)
+
+
+def test_teacher_and_augmenter_share_one_budget(trec, tmp_path):
+    _, data, seed = trec
+    teacher, augmenter = simulated(trec, tmp_path, "budget=ratio", "budget.ratio=0.1")  # Q = 10
+    augmenter.generate([ask("new_question", e, data, role="augmenter") for e in seed[:6]])
+    answers = teacher.generate([ask("answer", e, data) for e in seed[:10]])
+    assert sum(a is not None for a in answers) == 4 and teacher.budget.used == 10
+    assert teacher.usage["teacher"].over_budget == 6 and augmenter.usage["augmenter"].requests == 6
+
+
+def test_replay_answers_from_records_and_refuses_a_miss(trec, tmp_path):
+    _, data, seed = trec
+    teacher, _ = simulated(trec, tmp_path)
+    originals = teacher.generate([ask("new_example", e, data) for e in seed[:5]])
+    records = tmp_path / "generations.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in teacher.records))
+    replayed, _ = simulated(trec, tmp_path / "replay", "teacher=replay", f"teacher.backend.records={records}")
+    again = replayed.generate([ask("new_example", e, data) for e in seed[:5]])
+    assert [a.text for a in again] == [o.text for o in originals]
+    with pytest.raises(BenchError, match="has no answer for a new_example request"):
+        replayed.generate([ask("new_example", seed[7], data)])
+
+
+def test_replay_without_records_is_a_one_line_error(trec, tmp_path):
+    from runners.pipeline import validated
+    from tests.conftest import compose_config
+
+    with pytest.raises(BenchError, match="teacher.backend.records is required"):
+        validated(compose_config("teacher=replay"))
+
+
+def test_hf_backend_generates_from_a_local_checkpoint(tmp_path):
+    from bench.students import Student
+
+    texts = ["Who wrote Hamlet ? Shakespeare", "What is the capital of France ? Paris"] * 30
+    student = Student(typed_config("student.architecture.num_hidden_layers=1").student, texts)
+    student.base_model().save_pretrained(tmp_path / "model")
+    student.tokenizer.save_pretrained(tmp_path / "model")
+    cfg = typed_config("teacher=hf", f"teacher.backend.model={tmp_path / 'model'}",
+                       f"cache_path={tmp_path}/c.sqlite", "teacher.max_concurrency=3")
+    teacher, _ = build_teachers(cfg, None, [])
+    requests = [Request(messages=({"role": "user", "content": f"question {i}"},), max_tokens=6,
+                        temperature=0.0 if i % 2 else 1.0) for i in range(5)]
+    answers = teacher.generate(requests)
+    usage = teacher.usage["teacher"]
+    assert usage.requests == 5 and usage.completion_tokens > 0
+    # an untrained model rarely stops within 6 tokens: those answers are 'length' failures, counted
+    assert usage.failed == sum(a is None for a in answers) == usage.faults.get("length", 0)
+
+
+def test_vllm_backend_says_how_to_install_it(tmp_path):
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed: this test checks the message shown without it")
+    cfg = typed_config("teacher=vllm", f"cache_path={tmp_path}/c.sqlite")
+    with pytest.raises(BenchError, match=r"pip install 'synthbench-llm\[vllm\]'"):
+        build_teachers(cfg, None, [])
+
+
+def _write_rows(path: str, worker: int, count: int) -> None:
+    cache = GenerationCache(path)
+    for i in range(count):
+        cache.put(f"w{worker}-{i}", {"worker": worker}, {"text": f"{worker}/{i}"})
+
+
+def test_cache_is_shared_by_processes_writing_at_once(tmp_path):
+    path = str(tmp_path / "shared.sqlite")
+    GenerationCache(path)
+    workers = [multiprocessing.get_context("spawn").Process(target=_write_rows, args=(path, w, 100))
+               for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    cache = GenerationCache(path)
+    assert len(cache) == 400 and cache.get("w3-99") == {"text": "3/99"}
+
+
+def test_cache_survives_kill_9(tmp_path):
+    path = tmp_path / "killed.sqlite"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from bench.teachers.cache import GenerationCache\n"
+        f"c = GenerationCache({str(path)!r})\n"
+        "for i in range(10**7): c.put(f'k{i}', {}, {'text': str(i)})\n")])
+    deadline = time.time() + 30
+    while time.time() < deadline and (not path.exists() or len(GenerationCache(path)) < 200):
+        time.sleep(0.05)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    cache = GenerationCache(path)
+    rows = len(cache)
+    assert rows >= 200
+    assert all(cache.get(f"k{i}") == {"text": str(i)} for i in range(rows))  # every committed row intact
+    assert cache.get(f"k{rows}") is None or cache.get(f"k{rows}") == {"text": str(rows)}
+
+
+def test_a_second_teacher_over_the_same_cache_pays_nothing(tmp_path):
+    from bench.teachers.base import LocalBackend, Response
+
+    class Counting(LocalBackend):
+        name, model, calls = "counting", "m", 0
+
+        def complete_batch(self, requests):
+            Counting.calls += len(requests)
+            return [Response(text=r.messages[0]["content"].upper()) for r in requests]
+
+    requests = [Request(messages=({"role": "user", "content": f"q{i}"},)) for i in range(10)]
+    first = Teacher(Counting(), GenerationCache(tmp_path / "c.sqlite"), Budget(None)).generate(requests)
+    second = Teacher(Counting(), GenerationCache(tmp_path / "c.sqlite"), Budget(None)).generate(requests)
+    assert Counting.calls == 10 and [a.text for a in second] == [a.text for a in first]
+    assert all(a.cached for a in second)
