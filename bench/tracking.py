@@ -84,6 +84,17 @@ class Tracker:
             table = wandb.Table(columns=columns, data=[[record[c] for c in columns] for record in records])
             self.wandb.log({f"{split}/predictions": table})
 
+    def log_teachers(self, *teachers) -> dict:
+        """Queries, tokens and dollars per role, and every answer used (generations.jsonl, which
+        teacher=replay reads back). One Teacher object may serve both roles: each is written once."""
+        unique = list({id(t): t for t in teachers}.values())
+        usage = {role: line for t in unique for role, line in t.usage_report().items()}
+        write_json(self.run_dir / "teacher_usage.json", usage)
+        write_jsonl(self.run_dir / "generations.jsonl", (r for t in unique for r in t.records))
+        self.log({f"teacher/{role}/{name}": value for role, line in usage.items()
+                  for name, value in line.items() if name != "faults"})
+        return usage
+
     def finish(self, failed: bool) -> None:
         """Always called, also when the job fails, so multirun jobs never lose their W&B logs."""
         if self.wandb is not None:

@@ -34,7 +34,7 @@ def _backend(cfg: TeacherConfig, task: TaskData, exclude_ids: set):
         raise BenchError(f"teacher {cfg.name}: backend._target_ must name the backend class")
     try:
         needs_task = getattr(get_class(settings["_target_"]), "needs_task", False)
-    except Exception as error:  # hydra wraps import failures in several exception types
+    except (ImportError, ValueError) as error:
         raise BenchError(f"teacher {cfg.name}: cannot import {settings['_target_']} ({error})") from None
     try:  # partial, then called: instantiate would turn the task's data into a config node, slowly
         make = instantiate(settings, _partial_=True)

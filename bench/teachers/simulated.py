@@ -48,7 +48,8 @@ class SimulatedBackend(LocalBackend):
                  model: str = "simulator-v1"):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        self.model = model  # part of the cache key: change it when the simulator's behaviour changes
+        # the cache key holds the model name: the settings that change answers must be in it too
+        self.model = f"{model}/seed={seed}/error_rate={error_rate:g}"
         self.task = task
         self.seed = seed
         self.error_rate = error_rate
