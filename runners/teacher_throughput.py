@@ -6,6 +6,7 @@ N x latency / concurrency; then the same requests again, served from the generat
 """
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import aiohttp
 
 from bench.teachers.base import Budget, Request, Teacher
 from bench.teachers.cache import GenerationCache
@@ -34,6 +37,24 @@ def timed_run(base_url: str, cache: GenerationCache, requests: list, concurrency
     return time.perf_counter() - started
 
 
+def raw_client_seconds(base_url: str, n: int, concurrency: int) -> float:
+    """The same traffic from a bare aiohttp client: what the server and the network path allow."""
+
+    async def run() -> None:
+        gate = asyncio.Semaphore(concurrency)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def one(i: int) -> None:
+                async with gate, session.post(f"{base_url}/chat/completions", json={
+                        "model": "local", "messages": [{"role": "user", "content": f"raw {i}"}]}) as reply:
+                    await reply.read()
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - started
+
+
 def measure(base_url: str, args, scratch: Path) -> None:
     print(f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms\n")
     print("| concurrency | wall s | ideal s | share of ideal | requests reaching the server | cache-served req/s |")
@@ -51,6 +72,11 @@ def measure(base_url: str, args, scratch: Path) -> None:
         ideal = args.requests * args.latency / concurrency
         print(f"| {concurrency} | {wall:.2f} | {ideal:.2f} | {ideal / wall:.0%} | {reached} | "
               f"{args.requests / cached_wall:,.0f} |")
+    top = max(args.concurrency)
+    raw = raw_client_seconds(base_url, args.requests, top)
+    ideal = args.requests * args.latency / top
+    print(f"\nreference: a bare aiohttp client at concurrency {top}, no teacher layer: {raw:.2f} s, "
+          f"{ideal / raw:.0%} of ideal")
 
 
 def main() -> None:

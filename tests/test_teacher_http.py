@@ -1,5 +1,7 @@
 """The teacher interface against a real HTTP server on 127.0.0.1 speaking the OpenAI protocol."""
 
+import time
+
 import pytest
 
 from bench.errors import BenchError
@@ -84,3 +86,33 @@ def test_api_key_travels_only_in_the_header(tmp_path, monkeypatch):
 def test_a_refused_key_stops_with_one_line(tmp_path):
     with LocalChatServer(faults=["401"]) as server, pytest.raises(BenchError, match="refused the API key"):
         teacher(server, tmp_path).generate(requests(1))
+
+
+def test_requests_per_minute_limit_paces_the_requests(tmp_path):
+    with LocalChatServer() as server:
+        backend = OpenAIBackend(model="m", base_url=server.base_url, requests_per_minute=1200)  # 20 a second
+        paced = Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None), max_concurrency=64)
+        started = time.perf_counter()
+        paced.generate(requests(30))
+        elapsed = time.perf_counter() - started
+    assert 0.45 < elapsed < 3.0  # 20 at once (one second's allowance), then 10 more at 20 a second
+
+
+def test_tokens_per_minute_limit_paces_the_requests(tmp_path):
+    with LocalChatServer() as server:
+        # each request is estimated at 2 prompt tokens + 50 completion tokens: 52 of 1,560 a second
+        backend = OpenAIBackend(model="m", base_url=server.base_url, tokens_per_minute=60 * 52 * 20)
+        paced = Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None), max_concurrency=64)
+        started = time.perf_counter()
+        paced.generate([Request(messages=({"role": "user", "content": f"q{i}"},), max_tokens=50) for i in range(30)])
+        elapsed = time.perf_counter() - started
+    assert 0.35 < elapsed < 3.0
+
+
+def test_api_key_from_a_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (tmp_path / "key").write_text("sk-from-file\n")
+    with LocalChatServer() as server:
+        backend = OpenAIBackend(model="m", base_url=server.base_url, api_key_file=str(tmp_path / "key"))
+        Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None)).generate(requests(1))
+        assert server.authorization == ["Bearer sk-from-file"]

@@ -16,12 +16,13 @@ from bench.teachers.base import RejectedError, RemoteBackend, Request, Response,
 
 
 class RateLimiter:
-    """A token bucket refilled continuously at `per_minute / 60` a second."""
+    """A token bucket refilled continuously at `per_minute / 60` a second, holding one second's worth:
+    a smooth rate rather than a burst of a whole minute's allowance at the start."""
 
     def __init__(self, per_minute: float):
         self.rate = per_minute / 60.0
-        self.capacity = per_minute
-        self.available = per_minute
+        self.capacity = max(1.0, self.rate)
+        self.available = self.capacity
         self.updated = time.monotonic()
         self._lock = asyncio.Lock()
 
