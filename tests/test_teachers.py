@@ -227,3 +227,20 @@ def test_a_second_teacher_over_the_same_cache_pays_nothing(tmp_path):
     second = Teacher(Counting(), GenerationCache(tmp_path / "c.sqlite"), Budget(None)).generate(requests)
     assert Counting.calls == 10 and [a.text for a in second] == [a.text for a in first]
     assert all(a.cached for a in second)
+
+
+def test_prices_turn_tokens_into_dollars(tmp_path):
+    from bench.teachers.base import LocalBackend, Response
+
+    class Fixed(LocalBackend):
+        name, model = "fixed", "m"
+
+        def complete_batch(self, requests):
+            return [Response(text="ok", prompt_tokens=1000, completion_tokens=500) for _ in requests]
+
+    priced = Teacher(Fixed(), GenerationCache(tmp_path / "c.sqlite"), Budget(None),
+                     prices={"input_per_mtok": 0.5, "output_per_mtok": 1.5})
+    priced.generate([Request(messages=({"role": "user", "content": f"q{i}"},), role="augmenter") for i in range(4)])
+    report = priced.usage_report()["augmenter"]
+    assert (report["prompt_tokens"], report["completion_tokens"]) == (4000, 2000)
+    assert report["cost_usd"] == pytest.approx(4000 / 1e6 * 0.5 + 2000 / 1e6 * 1.5)

@@ -134,15 +134,12 @@ class Budget:
             self.in_flight -= 1
             self.used += answered
 
-    @property
-    def remaining(self) -> int | None:
-        return None if self.max_queries is None else self.max_queries - self.used
 
 
 class Teacher:
-    def __init__(self, backend: RemoteBackend | LocalBackend, cache: GenerationCache, budget: Budget, max_concurrency: int = 8,
-                 max_attempts: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 60.0,
-                 prices: dict | None = None):
+    def __init__(self, backend: RemoteBackend | LocalBackend, cache: GenerationCache, budget: Budget,
+                 max_concurrency: int = 8, max_attempts: int = 5, backoff_s: float = 1.0,
+                 max_backoff_s: float = 60.0, prices: dict | None = None):
         self.backend = backend
         self.cache = cache
         self.budget = budget
@@ -168,9 +165,11 @@ class Teacher:
             if hit is None:
                 misses.append(i)
                 continue
-            self._usage(request.role).cache_hits += 1
+            usage = self._usage(request.role)
+            usage.cache_hits += 1
             response = Response(**{**hit, "cached": True, "key": key})
             results[i] = response if response.ok else None
+            usage.failed += not response.ok  # a recorded truncation stays a failure, at no new cost
         if misses:
             with tqdm(total=len(misses), desc=description, unit="req", disable=len(misses) < 2) as bar:
                 if isinstance(self.backend, LocalBackend):
