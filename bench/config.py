@@ -36,6 +36,7 @@ class TaskConfig:
     kind: str = "classification"  # classification (exact label) | math (number after '####')
     cue: str = MISSING  # the student prompt ends with it, e.g. 'Class:' (LLM2LLM's cues)
     cue_separator: str = "\n"
+    description: str = ""  # one sentence on the task, for teacher prompts
     text_column: str = "text"
     doc_to_text: Optional[str] = None  # Jinja over a raw record; default '{{ <text_column> }}'
     target_column: str = "label"  # the label (classification) or worked solution (math)
@@ -148,6 +149,7 @@ class BenchConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed_set: SeedSetConfig = field(default_factory=SeedSetConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    strategy: Dict[str, Any] = field(default_factory=dict)  # _target_: the strategy class, + its settings
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     augmenter: Optional[TeacherConfig] = None  # writes or rewrites questions; None: the teacher does
     budget: BudgetConfig = field(default_factory=BudgetConfig)

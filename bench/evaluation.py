@@ -81,13 +81,13 @@ def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cf
 
 
 def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
-             work_dir: Path) -> EvalResult:
+             work_dir: Path, limit: int | None = None) -> EvalResult:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    if cfg.limit is not None:
-        examples = examples[: cfg.limit]
+    if limit is not None:  # eval.limit, for quick runs: the caller decides which splits it shortens
+        examples = examples[:limit]
     name = write_lm_eval_task(task, split, examples, cfg, work_dir / "lm_eval" / split)
     if hasattr(model, "merge_and_unload"):  # a LoRA student is scored with its adapters merged
         model = model.merge_and_unload()

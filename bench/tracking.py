@@ -77,12 +77,18 @@ class Tracker:
 
     def log_predictions(self, split: str, records: list) -> None:
         write_jsonl(self.run_dir / "predictions" / f"{split}.jsonl", records)
-        if self.wandb is not None and records:
-            import wandb
+        self.log_table(f"{split}/predictions", records)
 
-            columns = list(records[0])
-            table = wandb.Table(columns=columns, data=[[record[c] for c in columns] for record in records])
-            self.wandb.log({f"{split}/predictions": table})
+    def log_table(self, name: str, records: list) -> None:
+        """Rows of dicts as a W&B table (nested values as JSON text)."""
+        if self.wandb is None or not records:
+            return
+        import wandb
+
+        columns = list(records[0])
+        rows = [[json.dumps(r.get(c)) if isinstance(r.get(c), dict | list) else r.get(c) for c in columns]
+                for r in records]
+        self.wandb.log({name: wandb.Table(columns=columns, data=rows)})
 
     def log_teachers(self, *teachers) -> dict:
         """Queries, tokens and dollars per role, and every answer used (generations.jsonl, which

@@ -23,6 +23,7 @@ DEFAULT_REPLY = {
     "new_question": "Question: {{ question }}",
     "rephrase": "Question: {{ question }}",
     "answer": "{{ answer }}",
+    "check": "Yes",
 }
 # Word-level rewrites that change the wording, never the meaning, the numbers or the label.
 _REWRITES = [
@@ -76,6 +77,8 @@ class SimulatedBackend(LocalBackend):
                       "answer": source.get("target", ""), "label": source.get("label", "")}
         elif request.kind == "answer":
             fields = self._answer(source, self._rng(request))
+        elif request.kind == "check":  # a self-check: the simulator's questions are real ones
+            fields = {"question": source.get("question", "")}
         else:
             raise BenchError(f"the simulated teacher cannot answer requests of kind {request.kind!r}")
         template = request.reply_format or DEFAULT_REPLY[request.kind]
@@ -100,7 +103,8 @@ class SimulatedBackend(LocalBackend):
         for pattern, replacement in _REWRITES:
             if rng.random() < 0.7:
                 text = re.sub(pattern, replacement, text)
-        return rng.choice(_PREFIXES) + text
+        prefixes = _PREFIXES if text != question else [p for p in _PREFIXES if p]  # always reword
+        return rng.choice(prefixes) + text
 
     def _answer(self, source: dict, rng: random.Random) -> dict:
         known = self._gold.get(source.get("question", ""))
