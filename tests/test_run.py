@@ -88,7 +88,7 @@ def test_a_new_classification_task_is_one_yaml_file(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test/examples"] == 20 and metrics["data/train_pool"] == 40
-    last = sorted((tmp_path / "run" / "predictions").glob("iteration_*/test.jsonl"))[-1]
+    last = max((tmp_path / "run" / "predictions").glob("iteration_*/test.jsonl"))
     first = json.loads(last.read_text().splitlines()[0])
     assert first["label"] in ("sport", "politics")
 

@@ -102,7 +102,7 @@ def test_gsm8k_simulated_answers_parse(data_dir, tmp_path):
 
 @pytest.mark.parametrize("budget, seed_size, queries", [
     ({"max_queries": 50}, 100, 50), ({"ratio": 2.5}, 100, 250), ({"ratio": 0.333}, 100, 33),
-    ({"ratio": 1.5}, 7, 10), ({}, 100, None),
+    ({"ratio": 1.5}, 7, 10), ({"ratio": 2.01}, 100, 201), ({}, 100, None),
 ])
 def test_query_budget_arithmetic(budget, seed_size, queries):
     from bench.config import BudgetConfig

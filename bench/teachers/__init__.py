@@ -22,7 +22,7 @@ def query_budget(cfg: BudgetConfig, seed_size: int) -> int | None:
     if cfg.ratio is not None:
         if cfg.ratio <= 0:
             raise BenchError(f"budget.ratio={cfg.ratio} must be positive")
-        return math.floor(cfg.ratio * seed_size)
+        return math.floor(round(cfg.ratio * seed_size, 6))  # 2.01 x 100 is 200.999...97 in floating point
     if cfg.max_queries is not None and cfg.max_queries < 0:
         raise BenchError(f"budget.max_queries={cfg.max_queries} must be zero or more")
     return cfg.max_queries

@@ -1,0 +1,240 @@
+"""Strategies on real task data, with the simulated teacher and with scripted teachers. The training side
+is a recording job here (what was trained on, from which weights, which examples came back wrong); the
+real training path runs in the end-to-end tests at the bottom."""
+
+import json
+from dataclasses import dataclass, field
+
+import datasets
+import pytest
+
+from bench.seed_set import sample_seed_set
+from bench.strategies.filters import rouge_l, words
+from bench.tasks import load_task
+from bench.teachers import build_teachers
+from bench.teachers.base import Budget, LocalBackend, Response, Teacher
+from bench.teachers.cache import GenerationCache
+from bench.teachers.simulated import question_of
+from runners.pipeline import build_strategy
+from tests.conftest import QUICK, compose_config, run_cli, typed_config
+
+
+@dataclass
+class FakeRound:
+    model: object
+    wrong_ids: set
+
+
+@dataclass
+class RecordingJob:
+    """The Job's interface; training is recorded, and the examples 'gotten wrong' are scripted."""
+
+    config: object
+    task: object
+    seed_set: list
+    teacher: object
+    augmenter: object
+    wrong: callable = lambda scored, iteration: {e.id for e in scored[:5]}  # noqa: E731
+    trained: list = field(default_factory=list)  # (iteration, example ids, start_from)
+    generated: dict = field(default_factory=dict)
+
+    def train_and_score(self, examples, iteration, start_from=None, score_on=()):
+        self.trained.append((iteration, [e.id for e in examples], start_from))
+        return FakeRound(model=f"model-{iteration}", wrong_ids=self.wrong(list(score_on), iteration))
+
+    def add_generated(self, iteration, generated, tally):
+        self.generated[iteration] = (generated, dict(tally.counts))
+
+
+def job_for(tmp_path, data_dir, *overrides, task="trec", seed_size=100, teacher=None, **job_args):
+    cfg = compose_config(f"task={task}", f"seed_set.size={seed_size}", f"cache_path={tmp_path}/c.sqlite",
+                         *overrides)
+    config = typed_config(f"task={task}", f"seed_set.size={seed_size}", f"cache_path={tmp_path}/c.sqlite",
+                          *overrides)
+    data = load_task(config.task, str(data_dir))
+    seed = sample_seed_set(data.train, config.seed_set, task)
+    built = build_teachers(config, data, [e.id for e in seed])
+    if teacher is not None:
+        budget = built[0].budget
+        built = (Teacher(teacher, GenerationCache(tmp_path / "scripted.sqlite"), budget),) * 2
+    return build_strategy(cfg), RecordingJob(config, data, seed, built[0], built[1], **job_args)
+
+
+class Scripted(LocalBackend):
+    """A teacher that says what the test tells it to."""
+
+    name, model = "scripted", "v1"
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def complete_batch(self, requests):
+        return [Response(text=self.replies(r)) for r in requests]
+
+
+# -- LLM2LLM -------------------------------------------------------------------------------------------
+
+
+def test_llm2llm_augments_only_the_wrong_seed_examples_and_retrains_from_base(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=3")
+    strategy.run(job)
+    seed_ids = [e.id for e in job.seed_set]
+    assert [t[0] for t in job.trained] == [0, 1, 2]
+    assert all(start is None for _, _, start in job.trained)  # every round from the base weights
+    for iteration in (1, 2):
+        generated, counts = job.generated[iteration]
+        assert counts["requested"] == 5  # one per wrong seed example
+        assert {g.provenance["source_id"] for g in generated} <= set(seed_ids[:5])
+        assert all(g.provenance["strategy"] == "llm2llm" and g.provenance["iteration"] == iteration for g in generated)
+        assert all(g.example.label == next(e.label for e in job.seed_set if e.id == g.provenance["source_id"])
+                   for g in generated)  # the same label as the seed example it came from
+    # the training set is cumulative: seed, then seed + round 1, then seed + rounds 1 and 2
+    added = [[g.example.id for g in job.generated[i][0]] for i in (1, 2)]
+    assert job.trained[1][1] == seed_ids + added[0] and job.trained[2][1] == seed_ids + added[0] + added[1]
+    # a seed example still wrong in round 2 gets a new sample, not its round-1 example again
+    assert not set(added[0]) & set(added[1])
+    assert {g.example.prompt for g in job.generated[1][0]}.isdisjoint({g.example.prompt for g in job.generated[2][0]})
+
+
+def test_llm2llm_ablations(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=3",
+                            "strategy.continue_training=true", "strategy.augment_synthetic=true",
+                            wrong=lambda scored, it: {e.id for e in scored[:1] + [e for e in scored if e.id.startswith("gen-")]})
+    strategy.run(job)
+    assert [start for _, _, start in job.trained] == [None, "model-0", "model-1"]  # continued training
+    round_two_sources = {g.provenance["source_id"] for g in job.generated[2][0]}
+    assert any(source.startswith("gen-1-") for source in round_two_sources)  # synthetic examples augmented
+
+    one_shot, job = job_for(tmp_path / "one", data_dir, "strategy=llm2llm", "strategy.one_shot=true",
+                            "strategy.one_shot_examples=12")
+    one_shot.run(job)
+    assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 12
+
+
+def test_decontamination_catches_a_planted_test_question(tmp_path, data_dir):
+    planted = {}
+
+    def replies(request):
+        data = job.task
+        question = question_of(data.test[len(planted) % 3], data) if len(planted) < 3 else "How far is the moon ?"
+        planted[len(planted)] = question
+        return f"1. Text: {question}\nLabel: {request.source['label']}"
+
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2",
+                            "strategy.filters.near_duplicate_rouge_l=null", teacher=Scripted(replies))
+    strategy.run(job)
+    generated, counts = job.generated[1]
+    assert counts["contaminated"] == 3 and counts["added"] == 2
+    test_prompts = {e.prompt for e in job.task.test}
+    assert not any(g.example.prompt in test_prompts for g in generated)
+
+
+def test_invalid_replies_are_dropped_and_counted(tmp_path, data_dir):
+    bad = iter(["no format at all", "1. Text: a question ?\nLabel: WEATHER", "1. Text: what is love ?\nLabel: DESC",
+                "1. Text: who won ?\nLabel: HUM", "Text: where is Rome ?\nLabel: LOC"])
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2",
+                            teacher=Scripted(lambda r: next(bad)))
+    strategy.run(job)
+    counts = job.generated[1][1]
+    assert counts["unparseable"] == 1 and counts["label_outside_set"] == 1 and counts["added"] == 3
+
+    answers = iter(["1. Question: What is 2+2?\nAnswer: 2+2=4", "1. Question: What is 3+3?\nAnswer: 3+3=6\n#### 6"])
+    strategy, job = job_for(tmp_path / "m", data_dir, "strategy=llm2llm", "strategy.iterations=2", task="gsm8k",
+                            seed_size=20, teacher=Scripted(lambda r: next(answers, "nonsense")),
+                            wrong=lambda scored, it: {e.id for e in scored[:2]})
+    strategy.run(job)
+    generated, counts = job.generated[1]
+    assert counts["no_final_number"] == 1 and counts["added"] == 1
+    assert generated[0].example.label == "6" and generated[0].example.target.endswith("#### 6")
+
+
+# -- the budgeted strategies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy, ratio, count_augmenter, expected", [
+    ("answer_augmentation", 2.5, True, {"teacher": 250}),
+    ("question_rephrase", 2.01, True, {"augmenter": 100, "teacher": 101}),  # Q = 201: one extra answer
+    ("new_question", 2.0, True, {"augmenter": 132, "teacher": 68}),  # 66 x (question + check) + 66 + 2
+    ("new_question", 0.5, False, {"teacher": 50}),  # Q counts teacher answers only
+])
+def test_the_budget_is_used_exactly_and_never_exceeded(tmp_path, data_dir, strategy, ratio, count_augmenter,
+                                                       expected):
+    strategy, job = job_for(tmp_path, data_dir, f"strategy={strategy}", "budget=ratio", f"budget.ratio={ratio}",
+                            f"budget.count_augmenter={count_augmenter}")
+    strategy.run(job)
+    budget = job.teacher.budget
+    asked = {role: line.requests for t in {id(job.teacher): job.teacher, id(job.augmenter): job.augmenter}.values()
+             for role, line in t.usage.items()}
+    assert {role: asked.get(role, 0) for role in expected} == expected
+    assert budget.used == sum(expected.values()) == budget.max_queries
+    assert [t[0] for t in job.trained] == [1]
+
+
+def test_answer_augmentation_spreads_answers_evenly(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=answer_augmentation", "budget.max_queries=250")
+    strategy.run(job)
+    generated, _ = job.generated[1]
+    per_seed = {}
+    for g in generated:
+        per_seed[g.provenance["source_id"]] = per_seed.get(g.provenance["source_id"], 0) + 1
+    assert sorted(per_seed.values()) == [2] * 50 + [3] * 50
+    assert [e.id for e in job.seed_set[:50]] == [s for s in per_seed if per_seed[s] == 3]  # seed order first
+
+
+def test_a_failing_teacher_never_overruns_the_budget(tmp_path, data_dir):
+    calls = []
+
+    def flaky(request):
+        calls.append(request)
+        return "" if len(calls) % 3 == 0 else "Label: HUM"
+
+    strategy, job = job_for(tmp_path, data_dir, "strategy=answer_augmentation", "budget.max_queries=30",
+                            teacher=Scripted(flaky))
+    strategy.run(job)
+    assert len(calls) == 30 and job.teacher.budget.used == 30
+    assert job.generated[1][1]["unparseable"] == 10
+
+
+def test_gold_verification_drops_wrong_answers(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=answer_augmentation", "strategy.verify=gold",
+                            "budget.max_queries=100", "teacher.backend.error_rate=0.3")
+    strategy.run(job)
+    counts = job.generated[1][1]
+    assert 15 < counts["failed_verification"] < 45 and counts["added"] == 100 - counts["failed_verification"]
+    labels = {e.id: e.label for e in job.seed_set}
+    assert all(g.example.label == labels[g.provenance["source_id"]] for g in job.generated[1][0])
+
+
+def test_budgeted_strategies_need_a_budget(tmp_path, data_dir):
+    from bench.errors import BenchError
+
+    strategy, job = job_for(tmp_path, data_dir, "strategy=new_question")
+    with pytest.raises(BenchError, match="needs a query budget"):
+        strategy.run(job)
+
+
+def test_rouge_l():
+    assert rouge_l(words("what is the capital of france"), words("what is the capital of france")) == 1.0
+    assert rouge_l(words("a b c d"), words("a x c d")) == pytest.approx(0.75)
+    assert rouge_l([], words("a")) == 0.0
+
+
+# -- end to end, through run.py and the real training path -----------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["llm2llm", "answer_augmentation", "question_rephrase", "new_question"])
+def test_each_strategy_end_to_end(tmp_path, strategy):
+    extra = ["strategy.iterations=2"] if strategy == "llm2llm" else ["budget=ratio", "budget.ratio=1"]
+    result = run_cli(*QUICK, f"strategy={strategy}", *extra, f"cache_path={tmp_path}/c.sqlite",
+                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    generated = datasets.load_dataset("json", data_files=str(run / "generated" / "iteration_1.jsonl"), split="train")
+    assert {"prompt", "target", "label", "strategy", "iteration", "source_id", "written_by", "cache_key"} <= \
+        set(generated.column_names)
+    usage = json.loads((run / "teacher_usage.json").read_text())
+    assert usage["teacher"]["requests"] > 0
+    records = (run / "generations.jsonl").read_text().splitlines()
+    assert len(records) == sum(line["requests"] + line["cache_hits"] for role, line in usage.items()
+                               if role != "budget")
