@@ -12,7 +12,7 @@ from bench.seed_set import sample_seed_set
 from bench.strategies.filters import rouge_l, words
 from bench.tasks import load_task
 from bench.teachers import build_teachers
-from bench.teachers.base import Budget, LocalBackend, Response, Teacher
+from bench.teachers.base import LocalBackend, Response, Teacher
 from bench.teachers.cache import GenerationCache
 from bench.teachers.simulated import question_of
 from runners.pipeline import build_strategy
@@ -34,7 +34,7 @@ class RecordingJob:
     seed_set: list
     teacher: object
     augmenter: object
-    wrong: callable = lambda scored, iteration: {e.id for e in scored[:5]}  # noqa: E731
+    wrong: callable = lambda scored, iteration: {e.id for e in scored[:5]}
     trained: list = field(default_factory=list)  # (iteration, example ids, start_from)
     generated: dict = field(default_factory=dict)
 
