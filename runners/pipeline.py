@@ -74,6 +74,10 @@ class Job:
     def augmenter(self):
         return self._teachers[1]
 
+    def teachers_used(self) -> tuple:
+        """The teacher objects, if the strategy asked for any (they are built on first use)."""
+        return self._teachers if "_teachers" in self.__dict__ else ()
+
     def train_and_score(self, examples: list, iteration: int, start_from=None, score_on: list = ()) -> Round:
         """Train from the base weights (or `start_from`) on `examples`, score the test split and, when
         asked, `score_on` (training examples, through the same lm-eval path)."""
@@ -134,19 +138,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         # Stages 2-4, as the strategy drives them: generation, training from the base weights, scoring.
         job = Job(config, run_dir, data, seed_set, tracker)
         strategy.run(job)
-        if "_teachers" in job.__dict__:  # the strategy queried a teacher
-            tracker.log_teachers(job.teacher, job.augmenter)
+        usage = tracker.log_teachers(*job.teachers_used()) if job.teachers_used() else {}
         final = job.rounds[-1]
         tracker.log({"student/parameters": parameter_count(final.model), "final/test_acc": final.test.accuracy,
                      "final/test_acc_stderr": final.test.stderr, "job/seconds": time.perf_counter() - started})
         failed = False
     finally:
         tracker.finish(failed)
-    print(summary(config, strategy.name, data, seed_set, job, tracker.metrics, run_dir))
+    print(summary(config, strategy.name, data, seed_set, job, usage, tracker.metrics, run_dir))
     return tracker.metrics
 
 
-def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, metrics: dict, run_dir: Path) -> str:
+def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage: dict, metrics: dict,
+            run_dir: Path) -> str:
     head = [
         ("task", (f"{config.task.name} ({data.source}), train pool {len(data.train):,}, "
                   f"majority class {data.majority_rate:.3f}")),
@@ -160,10 +164,8 @@ def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, metric
         added = job.generated.get(r.iteration, {}).get("added", 0)
         lines.append(f"{r.iteration:>9}  {r.stats.examples:>14,}  {added:>5}  "
                      f"{r.test.accuracy:.3f} ± {r.test.stderr:.3f}  {r.stats.seconds:>7.0f}")
-    if "_teachers" in job.__dict__:
-        usage = {role: line for t in {id(t): t for t in job._teachers}.values()
-                 for role, line in t.usage_report().items()}
-        for role, line in usage.items():
+    for role, line in usage.items():
+        if role != "budget":
             lines.append(f"{role}: {line['requests']} queries, {line['cache_hits']} from the cache, "
                          f"{line['failed']} failed, {line['over_budget']} over budget, "
                          f"{line['prompt_tokens'] + line['completion_tokens']:,} tokens, ${line['cost_usd']:.4f}")

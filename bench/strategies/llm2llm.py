@@ -40,7 +40,7 @@ class LLM2LLM(Strategy):
             model = result.model
             if last:
                 break
-            wrong = [example for example in scored if example.id in set(result.wrong_ids)]
+            wrong = [example for example in scored if example.id in result.wrong_ids]
             if self.one_shot:  # the same total amount of data in one round, cycling the wrong examples
                 sources = [(wrong[i % len(wrong)], i // len(wrong)) for i in range(self.one_shot_examples)] \
                     if wrong else []
