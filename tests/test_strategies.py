@@ -238,3 +238,22 @@ def test_each_strategy_end_to_end(tmp_path, strategy):
     records = (run / "generations.jsonl").read_text().splitlines()
     assert len(records) == sum(line["requests"] + line["cache_hits"] for role, line in usage.items()
                                if role != "budget")
+
+
+def test_k_answers_to_one_question_are_k_distinct_queries(tmp_path, data_dir):
+    """Answer augmentation asks one seed question several times: each is its own sample (own cache key),
+    so a rerun does not collapse them into one cached answer."""
+    strategy, job = job_for(tmp_path, data_dir, "strategy=answer_augmentation", "budget.max_queries=300")
+    strategy.run(job)
+    keys = [g.provenance["cache_key"] for g in job.generated[1][0]]
+    assert len(keys) == 300 and len(set(keys)) == 300
+    rerun, job2 = job_for(tmp_path, data_dir, "strategy=answer_augmentation", "budget.max_queries=300")
+    rerun.run(job2)
+    assert job2.teacher.usage["teacher"].cache_hits == 300 and job2.teacher.budget.used == 0
+
+
+def test_rephrased_questions_carry_the_augmenters_provenance(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=question_rephrase", "budget.max_queries=40")
+    strategy.run(job)
+    for g in job.generated[1][0]:
+        assert g.provenance["question_by"].startswith("simulated:") and len(g.provenance["question_cache_key"]) == 64

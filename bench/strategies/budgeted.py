@@ -39,10 +39,11 @@ class BudgetedStrategy(Strategy):
         seed, tally = list(job.seed_set), Tally()
         planned, extra = self.plan(job)
         sources = [(seed[j % len(seed)], j // len(seed)) for j in range(planned)]
-        questions = self.questions(job, sources, tally)  # [(seed example, question, sample index)]
-        # the left-over queries: a second answer to the first questions
-        asks = [(example, question, 0) for example, question, _ in questions] + \
-            [(example, question, 1) for example, question, _ in questions[:extra]]
+        # [(seed example, question, its provenance, which answer to it this is)]
+        questions = self.questions(job, sources, tally)
+        # the left-over queries: one more answer to each of the first questions
+        asks = questions + [(example, question, origin, index + 1) for example, question, origin, index in
+                            questions[:extra]]
         added = self.answers(job, asks, tally)
         tally.add("added", len(added))
         job.add_generated(1, added, tally)
@@ -50,12 +51,14 @@ class BudgetedStrategy(Strategy):
 
     def questions(self, job, sources: list, tally: Tally) -> list:
         """The questions to answer; answer augmentation keeps the seed questions."""
-        return [(example, source_fields(example, job.task)["question"], index) for example, index in sources]
+        # the k-th pass over the seed set asks for each question's k-th answer
+        return [(example, source_fields(example, job.task)["question"], {"question_by": "seed"}, index)
+                for example, index in sources]
 
     def answers(self, job, asks: list, tally: Tally) -> list:
         task, teacher = job.task, job.teacher
         requests = []
-        for example, question, sample_index in asks:
+        for example, question, _, sample_index in asks:
             fields = {**source_fields(example, task), "question": question} if self.gold_known \
                 else {"id": example.id, "question": question}  # a new question's answer is unknown
             # a seed question's k-th sample: the index keeps k answers to one question distinct
@@ -63,7 +66,7 @@ class BudgetedStrategy(Strategy):
         tally.add("answer_requests", len(requests))
         filters = self.filters(task, job.seed_set)
         added = []
-        for (example, question, _), response in zip(asks, teacher.generate(requests, f"{self.name}: teacher")):
+        for (example, question, origin, _), response in zip(asks, teacher.generate(requests, f"{self.name}: teacher")):
             if response is None:
                 tally.add("no_answer")
                 continue
@@ -78,12 +81,13 @@ class BudgetedStrategy(Strategy):
             target = fields["answer"] if task.config.kind == "math" else fields["label"]
             new = make_example(task, f"gen-1-{len(added)}", question, target, fields["label"])
             added.append(Generated(new, {"strategy": self.name, "iteration": 1, "source_id": example.id,
-                                         "written_by": writer(teacher), "role": "teacher",
+                                         **origin, "written_by": writer(teacher), "role": "teacher",
                                          "cache_key": response.key}))
         return added
 
     def augmented_questions(self, job, step: str, sources: list, tally: Tally) -> list:
-        """The augmenter's questions for `step` (rephrase or new_question), parsed."""
+        """The augmenter's questions for `step` (rephrase or new_question), parsed; the k-th question
+        from one seed is the seed's k-th sample."""
         task, augmenter = job.task, job.augmenter
         requests = [self.request(step, step, task, source_fields(example, task), "augmenter", index)
                     for example, index in sources]
@@ -95,7 +99,8 @@ class BudgetedStrategy(Strategy):
                 continue
             fields = self.parse(step, task, response.text, tally)
             if fields is not None:
-                kept.append((example, fields["question"], index))
+                kept.append((example, fields["question"], {"question_by": writer(augmenter),
+                                                           "question_cache_key": response.key}, 0))
         return kept
 
 
@@ -132,8 +137,8 @@ class NewQuestion(BudgetedStrategy):
         if not self.self_check:
             return questions
         task = job.task
-        requests = [self.request("check", "check", task, {"id": example.id, "question": question}, "augmenter", index)
-                    for example, question, index in questions]
+        requests = [self.request("check", "check", task, {"id": example.id, "question": question}, "augmenter")
+                    for example, question, _, _ in questions]
         kept = []
         for item, response in zip(questions, job.augmenter.generate(requests, "new_question: self-check")):
             fields = self.parse("check", task, response.text, tally) if response is not None else None
