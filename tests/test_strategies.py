@@ -257,3 +257,10 @@ def test_rephrased_questions_carry_the_augmenters_provenance(tmp_path, data_dir)
     strategy.run(job)
     for g in job.generated[1][0]:
         assert g.provenance["question_by"].startswith("simulated:") and len(g.provenance["question_cache_key"]) == 64
+
+
+def test_llm2llm_stops_when_nothing_is_left_to_add(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=5",
+                            wrong=lambda scored, it: set())  # the student gets every seed example right
+    strategy.run(job)
+    assert [t[0] for t in job.trained] == [0] and job.generated[1][1] == {"requested": 0, "added": 0}

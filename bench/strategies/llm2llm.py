@@ -48,6 +48,8 @@ class LLM2LLM(Strategy):
                 sources = [(example, iteration * self.per_wrong + k) for example in wrong
                            for k in range(self.per_wrong)]
             added = self.augment(job, sources, iteration + 1, filters)
+            if not added and not self.continue_training:
+                break  # the same data from the same base weights: every later round would repeat this one
             synthetic += [g.example for g in added]
             training += [g.example for g in added]
 
