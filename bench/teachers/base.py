@@ -116,9 +116,16 @@ class Budget:
 
     def __init__(self, max_queries: int | None):
         self.max_queries = max_queries
-        self.used = 0
+        self.used = 0  # answered queries paid for in this run: what the cap holds
+        self.cached = 0  # answers this run took from the cache: free, but part of what it used
         self.in_flight = 0
         self._lock = threading.Lock()
+
+    @property
+    def spent(self) -> int:
+        """Queries this run has used, paid or cached: what a strategy plans against, so that a rerun
+        over a full cache makes the same plan (and pays nothing)."""
+        return self.used + self.cached
 
     def try_take(self) -> bool | None:
         """True: a slot is held. False: the budget is spent. None: only in-flight requests hold the
@@ -167,6 +174,7 @@ class Teacher:
                 continue
             usage = self._usage(request.role)
             usage.cache_hits += 1
+            self.budget.cached += 1
             response = Response(**{**hit, "cached": True, "key": key})
             results[i] = response if response.ok else None
             usage.failed += not response.ok  # a recorded truncation stays a failure, at no new cost
