@@ -43,6 +43,11 @@ class TaskData:
         return counts.most_common(1)[0][1] / len(self.test)
 
 
+def question_of(example: Example, task: TaskData) -> str:
+    """The example's input text, as a teacher sees it: its prompt without the cue."""
+    return example.prompt.removesuffix(task.config.cue_separator + task.config.cue)
+
+
 def load_task(cfg: TaskConfig, data_dir: str | None) -> TaskData:
     records, origins, source = _read_records(cfg, data_dir)
     template = _JINJA.from_string(cfg.doc_to_text or f"{{{{ {cfg.text_column} }}}}")

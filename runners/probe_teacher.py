@@ -18,9 +18,8 @@ from bench.config import register_configs
 from bench.errors import BenchError
 from bench.scoring import is_correct
 from bench.seed_set import sample_seed_set
-from bench.tasks import load_task
+from bench.tasks import load_task, question_of
 from bench.teachers import Request, build_teachers
-from bench.teachers.simulated import question_of
 from bench.tracking import Tracker
 from runners.pipeline import validated
 

@@ -10,11 +10,10 @@ import pytest
 
 from bench.seed_set import sample_seed_set
 from bench.strategies.filters import rouge_l, words
-from bench.tasks import load_task
+from bench.tasks import load_task, question_of
 from bench.teachers import build_teachers
 from bench.teachers.base import LocalBackend, Response, Teacher
 from bench.teachers.cache import GenerationCache
-from bench.teachers.simulated import question_of
 from runners.pipeline import build_strategy
 from tests.conftest import QUICK, compose_config, run_cli, typed_config
 

@@ -14,11 +14,10 @@ import pytest
 
 from bench.errors import BenchError
 from bench.seed_set import sample_seed_set
-from bench.tasks import load_task
+from bench.tasks import load_task, question_of
 from bench.teachers import Request, build_teachers, query_budget
 from bench.teachers.base import Budget, Teacher
 from bench.teachers.cache import GenerationCache
-from bench.teachers.simulated import question_of
 from tests.conftest import typed_config
 
 

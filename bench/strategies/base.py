@@ -11,9 +11,8 @@ import jinja2
 from bench.errors import BenchError
 from bench.scoring import extract_label, extract_number
 from bench.strategies.filters import Filters
-from bench.tasks import Example, TaskData
+from bench.tasks import Example, TaskData, question_of
 from bench.teachers import Request, Teacher
-from bench.teachers.simulated import question_of
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
 

@@ -4,8 +4,7 @@ overlap, or an exact copy of a short test question) and near-duplicates by ROUGE
 
 import re
 
-from bench.tasks import TaskData
-from bench.teachers.simulated import question_of
+from bench.tasks import TaskData, question_of
 
 
 def words(text: str) -> list:

@@ -13,7 +13,7 @@ import jinja2
 import numpy as np
 
 from bench.errors import BenchError
-from bench.tasks import Example, TaskData
+from bench.tasks import Example, TaskData, question_of
 from bench.teachers.base import LocalBackend, Request, Response
 from bench.teachers.cache import cache_key
 
@@ -34,11 +34,6 @@ _REWRITES = [
     (r"\bgood\b", "fine"), (r"\bstarts\b", "begins"), (r"\bearns\b", "makes"), (r"\bgets\b", "receives"),
 ]
 _PREFIXES = ["", "", "Question: ", "Tell me: ", "I'd like to know: "]
-
-
-def question_of(example: Example, task: TaskData) -> str:
-    """The example's input text: its prompt without the cue."""
-    return example.prompt.removesuffix(task.config.cue_separator + task.config.cue)
 
 
 class SimulatedBackend(LocalBackend):
