@@ -274,3 +274,39 @@ def test_left_over_queries_buy_second_answers_not_filtered_duplicates(tmp_path, 
     assert counts["answer_requests"] == counts["added"] == len(generated)
     first = generated[0].example.prompt
     assert sum(g.example.prompt == first for g in generated) == 2  # the 41st query: a second answer to it
+
+
+def test_lcs_matches_the_table_algorithm():
+    import random
+
+    from bench.strategies.filters import lcs_length
+
+    def table(a, b):
+        previous = [0] * (len(b) + 1)
+        for x in a:
+            current = [0]
+            for j, y in enumerate(b):
+                current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+            previous = current
+        return previous[-1]
+
+    rng = random.Random(0)
+    for _ in range(300):
+        a = [rng.choice("abcde") for _ in range(rng.randint(0, 30))]
+        b = [rng.choice("abcde") for _ in range(rng.randint(0, 30))]
+        assert lcs_length(a, b) == table(a, b)
+
+
+def test_near_duplicate_filter_is_fast_on_long_texts(data_dir):
+    """CaseHOLD items are ~300 words: 200 candidates against the 662-example training split."""
+    import time
+
+    from bench.strategies.filters import Filters
+    from bench.strategies.base import Tally
+
+    data = load_task(typed_config("task=casehold").task, str(data_dir))
+    filters = Filters(data, data.train[:462], near_duplicate_rouge_l=0.95, decontaminate_ngram=None)
+    started = time.perf_counter()
+    admitted = [filters.admit(question_of(e, data), Tally()) for e in data.train[462:]]
+    assert time.perf_counter() - started < 20 and sum(admitted) == 200  # real items are not near-copies
+    assert not filters.admit(question_of(data.train[0], data), Tally())  # an exact copy is caught
