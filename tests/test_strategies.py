@@ -301,8 +301,8 @@ def test_near_duplicate_filter_is_fast_on_long_texts(data_dir):
     """CaseHOLD items are ~300 words: 200 candidates against the 662-example training split."""
     import time
 
-    from bench.strategies.filters import Filters
     from bench.strategies.base import Tally
+    from bench.strategies.filters import Filters
 
     data = load_task(typed_config("task=casehold").task, str(data_dir))
     filters = Filters(data, data.train[:462], near_duplicate_rouge_l=0.95, decontaminate_ngram=None)
