@@ -96,7 +96,8 @@ class Tracker:
         unique = list({id(t): t for t in teachers}.values())
         usage = {role: line for t in unique for role, line in t.usage_report().items()}
         budgets = list({id(t.budget): t.budget for t in unique}.values())
-        usage["budget"] = [{"max_queries": b.max_queries, "used": b.used} for b in budgets]
+        usage["budget"] = [{"max_queries": b.max_queries, "paid": b.used, "from_cache": b.cached, "spent": b.spent}
+                           for b in budgets]
         write_json(self.run_dir / "teacher_usage.json", usage)
         write_jsonl(self.run_dir / "generations.jsonl", (r for t in unique for r in t.records))
         self.log({f"teacher/{role}/{name}": value for role, line in usage.items() if role != "budget"
