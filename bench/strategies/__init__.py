@@ -1,0 +1,1 @@
+"""Strategies: how the seed set becomes training data (one class per strategy, one YAML in conf/strategy/)."""

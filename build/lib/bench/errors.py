@@ -1,0 +1,3 @@
+class BenchError(Exception):
+    """A problem with the user's input (config, data, teacher output). Its message is one line
+    that names the problem and the fix; run.py prints it without a traceback."""

@@ -1,0 +1,116 @@
+"""Scoring a student through lm-evaluation-harness: each (task, split) becomes an lm-eval task YAML
+over a JSONL of the suite's own prompts (absolute paths), evaluated with `simple_evaluate` on the
+in-memory model. Per-example results come back so LLM2LLM can find the seed examples it gets wrong."""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bench.config import EvalConfig, TaskConfig
+from bench.errors import BenchError
+from bench.scoring import is_correct, prediction
+from bench.tasks import Example
+
+# lm-eval loads `!function <module>.<name>` from a file beside the task YAML: this one line
+# hands it the suite's scoring, so lm-eval and the rest of the suite score identically.
+_SCORING_SHIM = "from bench.evaluation import process_results  # noqa: F401\n"
+
+
+@dataclass
+class EvalResult:
+    split: str
+    accuracy: float
+    stderr: float
+    records: list[dict]  # per example: id, label, generation, prediction, correct
+
+    @property
+    def wrong_ids(self) -> list[str]:
+        return [record["id"] for record in self.records if not record["correct"]]
+
+
+def process_results(doc: dict, results: list[str]) -> dict:
+    """lm-eval's per-document metric hook."""
+    return {"acc": float(is_correct(doc["kind"], results[0], doc["label"], doc["labels"]))}
+
+
+def generation_kwargs(task: TaskConfig, cfg: EvalConfig) -> dict:
+    until = ["\n\n"] if task.kind == "math" else ["\n"]  # solutions span lines; labels end at one
+    if cfg.decoding == "greedy":
+        return {"until": until, "do_sample": False, "max_gen_toks": task.max_new_tokens}
+    if cfg.decoding == "sampled":
+        s = cfg.sampling
+        return {"until": until, "do_sample": True, "temperature": s.temperature, "top_p": s.top_p,
+                "max_gen_toks": s.max_new_tokens}
+    raise BenchError(f"eval.decoding={cfg.decoding!r}: use greedy or sampled")
+
+
+def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
+                       directory: Path) -> str:
+    """Write <directory>/<name>.yaml, its data and the scoring shim; return the lm-eval task name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"synthbench_{task.name}_{split}"
+    data = directory / f"{name}.jsonl"
+    with data.open("w") as out:
+        for example in examples:
+            doc = {"id": example.id, "prompt": example.prompt, "target": example.target,
+                   "label": example.label, "kind": task.kind, "labels": list(task.labels)}
+            out.write(json.dumps(doc) + "\n")
+    (directory / "synthbench_scoring.py").write_text(_SCORING_SHIM)
+    spec = {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": "{{prompt}}",
+        "doc_to_target": "{{target}}",
+        "target_delimiter": " ",
+        "num_fewshot": 0,
+        "generation_kwargs": generation_kwargs(task, cfg),
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1},
+    }
+    text = yaml.safe_dump(spec, sort_keys=False, width=1000)
+    # a YAML tag that safe_dump cannot write: lm-eval resolves it to the shim's function
+    text += "process_results: !function synthbench_scoring.process_results\n"
+    (directory / f"{name}.yaml").write_text(text)
+    return name
+
+
+def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
+             work_dir: Path, limit: int | None = None) -> EvalResult:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    if limit is not None:  # eval.limit, for quick runs: the caller decides which splits it shortens
+        examples = examples[:limit]
+    name = write_lm_eval_task(task, split, examples, cfg, work_dir / "lm_eval" / split)
+    if hasattr(model, "merge_and_unload"):  # a LoRA student is scored with its adapters merged
+        model = model.merge_and_unload()
+    model.eval()
+    # lm-eval warns that it got a model object instead of a name: that is how the suite uses it
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+    output = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[name],
+        task_manager=TaskManager(include_path=str(work_dir / "lm_eval" / split), include_defaults=False),
+        log_samples=True,
+        bootstrap_iters=1,  # accuracy's stderr is closed-form; > 0 only switches it on
+    )
+    metrics = output["results"][name]
+    records = []
+    for sample in sorted(output["samples"][name], key=lambda s: s["doc_id"]):
+        doc, generation = sample["doc"], sample["resps"][0][0]
+        records.append({
+            "id": doc["id"],
+            "label": doc["label"],
+            "generation": generation,
+            "prediction": prediction(task.kind, generation, task.labels),
+            "correct": bool(sample["acc"]),
+        })
+    return EvalResult(split, metrics["acc,none"], metrics["acc_stderr,none"], records)

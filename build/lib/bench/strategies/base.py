@@ -1,0 +1,124 @@
+"""What every strategy shares: prompts rendered from the templates in conf/prompts/, replies parsed back
+into examples (an invalid reply is dropped and counted, never a crash), the filters, and provenance."""
+
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+
+import jinja2
+
+from bench.errors import BenchError
+from bench.scoring import extract_label, extract_number
+from bench.strategies.filters import Filters
+from bench.tasks import Example, TaskData, question_of
+from bench.teachers import Request, Teacher
+
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+
+
+@dataclass
+class Generated:
+    example: Example  # as the student will see it
+    provenance: dict  # strategy, iteration, source seed id, who wrote what, cache keys
+
+    def record(self) -> dict:
+        return {"id": self.example.id, "prompt": self.example.prompt, "target": self.example.target,
+                "label": self.example.label, **self.provenance}
+
+
+@dataclass
+class Tally:
+    """What happened to the requests of one round: asked, answered, and every reason for a drop."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, what: str, n: int = 1) -> None:
+        self.counts[what] += n
+
+
+class Strategy(ABC):
+    """Produces training data for the student. `run(job)` drives the rounds: it asks the job to train and
+    score, and hands it what it generated (see runners/pipeline.py for the job's side)."""
+
+    name = "strategy"
+
+    def __init__(self, prompts: dict | None = None, filters: dict | None = None, temperature: float = 1.0,
+                 max_tokens: int = 512):
+        self.prompts = prompts or {}
+        self.filter_settings = filters or {}
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+
+    @abstractmethod
+    def run(self, job) -> None:
+        """Generate, train and score through `job`, round after round."""
+
+    # -- prompts and replies ---------------------------------------------------------------------------
+
+    def template(self, step: str, task: TaskData) -> dict:
+        try:
+            return self.prompts[step][task.config.kind]
+        except KeyError:
+            raise BenchError(f"strategy {self.name} has no '{step}' prompt for {task.config.kind} tasks; "
+                             f"add one under prompts in conf/strategy/ or conf/prompts/") from None
+
+    def request(self, step: str, kind: str, task: TaskData, source: Example | dict, role: str,
+                sample_index: int = 0) -> Request:
+        """A chat request rendering the step's template for one source example."""
+        template = self.template(step, task)
+        fields = source if isinstance(source, dict) else source_fields(source, task)
+        context = {**fields, "description": task.config.description,
+                   "labels": ", ".join(task.config.labels), "cue": task.config.cue}
+        messages = []
+        if template.get("system"):
+            messages.append({"role": "system", "content": _JINJA.from_string(template["system"]).render(context)})
+        if template.get("example_user"):
+            messages.append({"role": "user", "content": template["example_user"]})
+            messages.append({"role": "assistant", "content": template["example_assistant"]})
+        messages.append({"role": "user", "content": _JINJA.from_string(template["user"]).render(context)})
+        return Request(messages=tuple(messages), temperature=self.temperature, top_p=1.0,
+                       max_tokens=self.max_tokens, sample_index=sample_index, role=role, kind=kind,
+                       source=fields, reply_format=template.get("reply_format"))
+
+    def parse(self, step: str, task: TaskData, text: str, tally: Tally) -> dict | None:
+        """The reply's fields, validated for the task (a number after '####', a label in the label
+        set); None, counted, when the reply does not parse."""
+        match = re.search(self.template(step, task)["parse"], text)
+        if match is None:
+            tally.add("unparseable")
+            return None
+        fields = {k: v.strip() for k, v in match.groupdict().items() if v is not None}
+        if "answer" in fields and task.config.kind == "math":
+            number = extract_number(fields["answer"])
+            if number is None:
+                tally.add("no_final_number")
+                return None
+            fields["label"] = str(number)
+        if "label" in fields and task.config.kind == "classification":
+            label = extract_label(fields["label"], task.config.labels)
+            if label not in task.config.labels:
+                tally.add("label_outside_set")
+                return None
+            fields["label"] = label
+        return fields
+
+    def filters(self, task: TaskData, training: list) -> Filters:
+        return Filters(task, training, near_duplicate_rouge_l=self.filter_settings.get("near_duplicate_rouge_l"),
+                       decontaminate_ngram=self.filter_settings.get("decontaminate_ngram"))
+
+
+def source_fields(example: Example, task: TaskData) -> dict:
+    """What a prompt and the simulated teacher may know of a source example."""
+    return {"id": example.id, "question": question_of(example, task), "answer": example.target,
+            "target": example.target, "label": example.label}
+
+
+def make_example(task: TaskData, example_id: str, question: str, target: str, label: str) -> Example:
+    cfg = task.config
+    return Example(id=example_id, prompt=f"{question.strip()}{cfg.cue_separator}{cfg.cue}", target=target.strip(),
+                   label=label, record={"question": question})
+
+
+def writer(teacher: Teacher) -> str:
+    return f"{teacher.backend.name}:{teacher.backend.model}"

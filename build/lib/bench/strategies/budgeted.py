@@ -1,0 +1,157 @@
+"""The three strategies of the budget study (Chan, Pu et al. 2024; REFERENCE §2), at a query budget Q
+(budget.max_queries, or budget.ratio x |S|).
+
+How Q is spread (the rule the study leaves open, made explicit): one generated example costs `c` queries —
+answer augmentation 1 (a teacher answer); question rephrase 2 (augmenter rewrite + teacher answer); new
+question 3 (augmenter question + augmenter self-check + teacher answer) — or 1 for each when
+budget.count_augmenter=false, so that Q counts teacher answers only. Each round plans floor(R / c)
+examples for the R queries still unspent, drawn round-robin over the seed set in seed order (example j
+from seed j mod |S|, as its (j div |S|)-th sample: answers per question differ by at most one); new
+questions are filtered before any answer is paid for, and what dropped questions and failed requests
+leave unspent is planned again in the next round. Fewer than c queries left over buy extra teacher
+answers to the first questions, so the budget is spent exactly. Drops and failures are counted; the
+budget is a hard cap in the Teacher, so Q is never exceeded."""
+
+from bench.errors import BenchError
+from bench.strategies.base import Generated, Strategy, Tally, make_example, source_fields, writer
+
+
+class BudgetedStrategy(Strategy):
+    augmenter_steps = 0  # augmenter queries per generated example
+    gold_known = True  # the question's gold answer is the seed's (answer augmentation, rephrase)
+
+    def __init__(self, verify: str = "none", self_check: bool = True, **shared):
+        super().__init__(**shared)
+        if verify not in ("none", "gold"):
+            raise BenchError(f"strategy.verify={verify!r}: use none or gold")
+        self.verify = verify
+        self.self_check = self_check
+
+    max_rounds = 20  # top-up rounds for budget freed by dropped questions and failed requests
+
+    def cost(self, job) -> int:
+        """Queries one generated example costs against Q."""
+        return 1 + (self.augmenter_steps if job.config.budget.count_augmenter else 0)
+
+    def run(self, job) -> None:
+        budget = job.teacher.budget
+        if budget.max_queries is None:
+            raise BenchError(f"strategy {self.name} needs a query budget: budget.max_queries=Q or "
+                             "budget=ratio budget.ratio=BR")
+        seed, tally, cost = list(job.seed_set), Tally(), self.cost(job)
+        filters = self.filters(job.task, seed)  # new questions only: decontamination, near-duplicates
+        added, answered, drawn = [], [], 0
+        for _ in range(self.max_rounds):
+            planned = (budget.max_queries - budget.spent) // cost
+            if planned == 0:
+                break
+            # round-robin over the seed set: example j comes from seed j mod |S|, as its (j div |S|)-th
+            sources = [(seed[j % len(seed)], j // len(seed)) for j in range(drawn, drawn + planned)]
+            drawn += planned
+            questions = self.questions(job, sources, filters, tally)
+            added += self.answers(job, questions, tally)
+            answered += questions
+        # fewer queries left than one example costs: one more answer to each of the first questions
+        extra = budget.max_queries - budget.spent
+        added += self.answers(job, [(e, q, origin, k + 1) for e, q, origin, k in answered[:extra]], tally)
+        tally.add("added", len(added))
+        job.add_generated(1, added, tally)
+        job.train_and_score(seed + [g.example for g in added], iteration=1)
+
+    def questions(self, job, sources: list, filters, tally: Tally) -> list:
+        """[(seed example, question, its provenance, which answer to it this is)]; answer augmentation
+        keeps the seed questions."""
+        # the k-th pass over the seed set asks for each question's k-th answer
+        return [(example, source_fields(example, job.task)["question"], {"question_by": "seed"}, index)
+                for example, index in sources]
+
+    def answers(self, job, asks: list, tally: Tally) -> list:
+        if not asks:
+            return []
+        task, teacher = job.task, job.teacher
+        requests = []
+        for example, question, _, sample_index in asks:
+            fields = {**source_fields(example, task), "question": question} if self.gold_known \
+                else {"id": example.id, "question": question}  # a new question's answer is unknown
+            # a seed question's k-th sample: the index keeps k answers to one question distinct
+            requests.append(self.request("answer", "answer", task, fields, "teacher", sample_index))
+        tally.add("answer_requests", len(requests))
+        added = []
+        for (example, question, origin, _), response in zip(asks, teacher.generate(requests, f"{self.name}: teacher")):
+            if response is None:
+                tally.add("no_answer")
+                continue
+            fields = self.parse("answer", task, response.text, tally)
+            if fields is None:
+                continue
+            if self.verify == "gold" and self.gold_known and fields["label"] != example.label:
+                tally.add("failed_verification")
+                continue
+            target = fields["answer"] if task.config.kind == "math" else fields["label"]
+            new = make_example(task, f"gen-1-{len(added)}", question, target, fields["label"])
+            added.append(Generated(new, {"strategy": self.name, "iteration": 1, "source_id": example.id,
+                                         **origin, "written_by": writer(teacher), "role": "teacher",
+                                         "cache_key": response.key}))
+        return added
+
+    def augmented_questions(self, job, step: str, sources: list, filters, tally: Tally) -> list:
+        """The augmenter's questions for `step` (rephrase or new_question), parsed; the k-th question
+        from one seed is the seed's k-th sample."""
+        task, augmenter = job.task, job.augmenter
+        requests = [self.request(step, step, task, source_fields(example, task), "augmenter", index)
+                    for example, index in sources]
+        tally.add(f"{step}_requests", len(requests))
+        kept = []
+        for (example, index), response in zip(sources, augmenter.generate(requests, f"{self.name}: augmenter")):
+            if response is None:
+                tally.add("no_question")
+                continue
+            fields = self.parse(step, task, response.text, tally)
+            if fields is not None and filters.admit(fields["question"], tally):
+                kept.append((example, fields["question"], {"question_by": writer(augmenter),
+                                                           "question_cache_key": response.key}, 0))
+        return kept
+
+
+class AnswerAugmentation(BudgetedStrategy):
+    """Keep the seed questions; Q teacher answers spread over them (chain of thought, sampled)."""
+
+    name = "answer_augmentation"
+
+
+class QuestionRephrase(BudgetedStrategy):
+    """The augmenter rewrites a seed question keeping its answer; the teacher answers the rewrite."""
+
+    name = "question_rephrase"
+    augmenter_steps = 1
+
+    def questions(self, job, sources: list, filters, tally: Tally) -> list:
+        return self.augmented_questions(job, "rephrase", sources, filters, tally)
+
+
+class NewQuestion(BudgetedStrategy):
+    """The augmenter writes a new question inspired by a seed and checks it is answerable and well
+    formed; the teacher answers the ones that pass."""
+
+    name = "new_question"
+    gold_known = False
+
+    @property
+    def augmenter_steps(self) -> int:
+        return 2 if self.self_check else 1
+
+    def questions(self, job, sources: list, filters, tally: Tally) -> list:
+        questions = self.augmented_questions(job, "new_question", sources, filters, tally)
+        if not self.self_check:
+            return questions
+        task = job.task
+        requests = [self.request("check", "check", task, {"id": example.id, "question": question}, "augmenter")
+                    for example, question, _, _ in questions]
+        kept = []
+        for item, response in zip(questions, job.augmenter.generate(requests, "new_question: self-check")):
+            fields = self.parse("check", task, response.text, tally) if response is not None else None
+            if fields is not None and fields["verdict"].lower() == "yes":
+                kept.append(item)
+            else:
+                tally.add("failed_self_check")
+        return kept

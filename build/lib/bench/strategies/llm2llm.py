@@ -1,0 +1,82 @@
+"""LLM2LLM (Lee et al. 2024; REFERENCE §1): iteration 0 fine-tunes on the seed set; then, each round, the
+seed examples the student gets wrong (from lm-eval's per-example results on the seed set) each get
+`per_wrong` new examples written by the teacher, which sees the seed question and its gold answer; the
+cumulative set is retrained from the base weights."""
+
+from bench.errors import BenchError
+from bench.strategies.base import Generated, Strategy, Tally, make_example, source_fields, writer
+
+
+class LLM2LLM(Strategy):
+    name = "llm2llm"
+
+    def __init__(self, iterations: int = 10, per_wrong: int = 1, continue_training: bool = False,
+                 augment_synthetic: bool = False, one_shot: bool = False, one_shot_examples: int | None = None,
+                 **shared):
+        super().__init__(**shared)
+        if iterations < 1 or per_wrong < 1:
+            raise BenchError("strategy.iterations and strategy.per_wrong must be at least 1")
+        if one_shot and not one_shot_examples:
+            raise BenchError("strategy.one_shot=true needs strategy.one_shot_examples (the total to generate)")
+        self.iterations = iterations
+        self.per_wrong = per_wrong
+        self.continue_training = continue_training
+        self.augment_synthetic = augment_synthetic
+        self.one_shot = one_shot
+        self.one_shot_examples = one_shot_examples
+
+    def run(self, job) -> None:
+        seed = list(job.seed_set)
+        training, synthetic = list(seed), []
+        filters = self.filters(job.task, training)
+        rounds = 2 if self.one_shot else self.iterations
+        model = None
+        for iteration in range(rounds):
+            last = iteration == rounds - 1
+            # only seed examples are augmented, unless the ablation says synthetic ones too
+            scored = [] if last else seed + (synthetic if self.augment_synthetic else [])
+            result = job.train_and_score(training, iteration, start_from=model if self.continue_training else None,
+                                         score_on=scored)
+            model = result.model
+            if last:
+                break
+            wrong = [example for example in scored if example.id in result.wrong_ids]
+            if self.one_shot:  # the same total amount of data in one round, cycling the wrong examples
+                sources = [(wrong[i % len(wrong)], i // len(wrong)) for i in range(self.one_shot_examples)] \
+                    if wrong else []
+            else:
+                sources = [(example, iteration * self.per_wrong + k) for example in wrong
+                           for k in range(self.per_wrong)]
+            added = self.augment(job, sources, iteration + 1, filters)
+            if not added and not self.continue_training:
+                break  # the same data from the same base weights: every later round would repeat this one
+            synthetic += [g.example for g in added]
+            training += [g.example for g in added]
+
+    def augment(self, job, sources: list, iteration: int, filters) -> list:
+        """One new example per (source, sample index): the sample index grows with the round, so a seed
+        example still wrong later gets a fresh sample rather than its cached earlier one."""
+        task, teacher, tally = job.task, job.teacher, Tally()
+        requests = []
+        for example, sample_index in sources:
+            fields = source_fields(example, task)
+            if task.config.kind == "classification":
+                fields["target_label"] = example.label  # the prompt asks for the same label
+            requests.append(self.request("new_example", "new_example", task, fields, "teacher", sample_index))
+        tally.add("requested", len(requests))
+        added = []
+        for (example, _), request, response in zip(sources, requests,
+                                                   teacher.generate(requests, f"iteration {iteration}: teacher")):
+            if response is None:
+                tally.add("no_answer")
+                continue
+            fields = self.parse("new_example", task, response.text, tally)
+            if fields is None or not filters.admit(fields["question"], tally):
+                continue
+            target = fields["answer"] if task.config.kind == "math" else fields["label"]
+            new = make_example(task, f"gen-{iteration}-{len(added)}", fields["question"], target, fields["label"])
+            added.append(Generated(new, {"strategy": self.name, "iteration": iteration, "source_id": example.id,
+                                         "written_by": writer(teacher), "role": "teacher", "cache_key": response.key}))
+        tally.add("added", len(added))
+        job.add_generated(iteration, added, tally)
+        return added

@@ -1,0 +1,103 @@
+"""Students: a pretrained checkpoint (`from_pretrained`, Hub id or local path) or a small Llama
+built from config with a BPE tokenizer trained on the task's training text (no download).
+`Student.base_model()` always returns the base weights, so every training run starts there."""
+
+from collections.abc import Iterable
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from bench.config import StudentConfig
+from bench.errors import BenchError
+
+BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """'auto' is bf16 on a GPU that supports it, fp32 otherwise (CPU training in bf16 is slow and lossy)."""
+    if name == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if name not in dtypes:
+        raise BenchError(f"student.dtype={name!r} is not one of auto, {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer that prepends <s> like Llama's; trains in about a second."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+class Student:
+    def __init__(self, cfg: StudentConfig, training_texts: Iterable[str] | None = None):
+        self.cfg = cfg
+        self.dtype = torch_dtype(cfg.dtype)
+        if cfg.pretrained:
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained)
+            except OSError as error:  # not on the Hub, no network, gated without HF_TOKEN
+                first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise BenchError(f"student {cfg.name}: cannot load {cfg.pretrained} ({first_line}); "
+                                 "check the id or path, the network, and HF_TOKEN for gated models") from None
+            if self.tokenizer.pad_token is None:  # Pythia and Llama-2 ship none
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+        else:
+            if not cfg.architecture:
+                raise BenchError(f"student {cfg.name}: set student.pretrained or student.architecture")
+            if training_texts is None:
+                raise BenchError(f"student {cfg.name} is built from scratch and needs training text")
+            self.tokenizer = train_bpe_tokenizer(training_texts, cfg.tokenizer_vocab_size)
+
+    def base_model(self) -> torch.nn.Module:
+        """A fresh copy of the base weights (with LoRA adapters when switched on)."""
+        if self.cfg.pretrained:
+            model = AutoModelForCausalLM.from_pretrained(self.cfg.pretrained, dtype=self.dtype)
+        else:
+            config = LlamaConfig(
+                vocab_size=len(self.tokenizer),
+                bos_token_id=self.tokenizer.bos_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **self.cfg.architecture,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.init_seed)
+                model = LlamaForCausalLM(config).to(self.dtype)
+        if self.cfg.lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            lora = self.cfg.lora
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                    target_modules=lora.target_modules, task_type="CAUSAL_LM",
+                ),
+            )
+        return model
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,211 @@
+"""Tasks as data: a task YAML says where the records are (release files or the Hub), how a record
+becomes a student prompt and target, the label set and how a prediction is scored. Nothing here
+is specific to one task, so a new task is one YAML file."""
+
+import csv
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from bench.config import TaskConfig
+from bench.errors import BenchError
+from bench.scoring import extract_number
+
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str  # '<split>-<position in the split>', stable across runs
+    prompt: str  # what the student sees; ends with the task's cue
+    target: str  # what it must write: the label, or the worked solution
+    label: str  # the class label, or the final number of a math solution
+    record: dict[str, Any] = field(default_factory=dict, compare=False)  # the raw columns
+
+
+@dataclass
+class TaskData:
+    config: TaskConfig
+    train: list[Example]
+    test: list[Example]
+    source: str  # where the records came from, for the run record
+    dropped_test_overlap: int = 0  # training examples removed because a test prompt equals them
+
+    @property
+    def majority_rate(self) -> float:
+        """Accuracy of always answering the test split's most frequent label."""
+        counts = Counter(example.label for example in self.test)
+        return counts.most_common(1)[0][1] / len(self.test)
+
+
+def question_of(example: Example, task: TaskData) -> str:
+    """The example's input text, as a teacher sees it: its prompt without the cue."""
+    return example.prompt.removesuffix(task.config.cue_separator + task.config.cue)
+
+
+def load_task(cfg: TaskConfig, data_dir: str | None) -> TaskData:
+    records, origins, source = _read_records(cfg, data_dir)
+    template = _JINJA.from_string(cfg.doc_to_text or f"{{{{ {cfg.text_column} }}}}")
+    splits = {
+        split: [_to_example(cfg, template, split, i, record, origins[split]) for i, record in enumerate(rows)]
+        for split, rows in records.items()
+    }
+    # The test split must never reach training or generation, also through an exact copy.
+    test_prompts = {example.prompt for example in splits["test"]}
+    train = [example for example in splits["train"] if example.prompt not in test_prompts]
+    return TaskData(cfg, train, splits["test"], source, len(splits["train"]) - len(train))
+
+
+# -- reading records -------------------------------------------------------------------------------
+
+
+def _read_records(cfg: TaskConfig, data_dir: str | None):
+    """Records per split, where each split came from (for error messages), and the source."""
+    splits = ("train", "test")
+    local = cfg.local
+    if local is not None and (data_dir or all(Path(p).is_absolute() for p in _local_paths(local))):
+        root = Path(data_dir or "/")
+        origins = {split: ", ".join(str(root / p) for p in _local_paths(local, split)) for split in splits}
+        return {split: _read_local(cfg, root, split) for split in splits}, origins, f"local:{root}"
+    if cfg.hub is not None:
+        origins = {split: f"hub:{cfg.hub.path}[{getattr(cfg.hub, f'{split}_split')}]" for split in splits}
+        return {split: _read_hub(cfg, split) for split in splits}, origins, f"hub:{cfg.hub.path}"
+    raise BenchError(
+        f"task {cfg.name} has no Hub source and no data root is set: "
+        "export BENCH_DATA_DIR=<folder with the release files> or pass data_dir=..."
+    )
+
+
+def _local_paths(local, *splits: str) -> list[str]:
+    paths = []
+    for split in splits or ("train", "test"):
+        spec = getattr(local, split)
+        paths.extend(spec.values() if isinstance(spec, dict) else [spec])
+    return [str(p) for p in paths]
+
+
+def _existing(root: Path, relative: str, task: str) -> Path:
+    path = root / relative
+    if not path.is_file():
+        raise BenchError(
+            f"task {task}: data file {path} not found; point BENCH_DATA_DIR (or data_dir=) "
+            f"at the folder that holds {relative}"
+        )
+    return path
+
+
+def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
+    local = cfg.local
+    spec = getattr(local, split)
+    if local.format == "parallel_lines":  # one file per column, records line by line
+        columns = {
+            column: _existing(root, path, cfg.name).read_text(local.encoding).splitlines()
+            for column, path in spec.items()
+        }
+        lengths = {column: len(lines) for column, lines in columns.items()}
+        if len(set(lengths.values())) != 1:
+            raise BenchError(f"task {cfg.name}: the {split} files have different line counts {lengths}")
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+    path = _existing(root, spec, cfg.name)
+    text = path.read_text(local.encoding)
+    if local.format == "jsonl":
+        try:
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as error:
+            raise BenchError(f"task {cfg.name}: {path} is not JSON lines ({error})") from None
+    if local.format in ("csv", "tsv"):
+        delimiter = "\t" if local.format == "tsv" else ","
+        return list(csv.DictReader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL))
+    if local.format == "regex":
+        if not local.pattern:
+            raise BenchError(f"task {cfg.name}: local.format is regex but local.pattern is not set")
+        pattern = re.compile(local.pattern)
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            match = pattern.match(line)
+            if match is None:
+                raise BenchError(f"task {cfg.name}: {path}:{number} does not match local.pattern")
+            rows.append(match.groupdict())
+        return rows
+    raise BenchError(
+        f"task {cfg.name}: unknown local.format {local.format!r}; use jsonl, csv, tsv, regex or parallel_lines"
+    )
+
+
+def _read_hub(cfg: TaskConfig, split: str) -> list[dict]:
+    import datasets
+
+    hub = cfg.hub
+    try:
+        dataset = datasets.load_dataset(hub.path, hub.name, split=getattr(hub, f"{split}_split"))
+    except (OSError, ValueError) as error:  # no network, no such dataset/config/split
+        raise BenchError(
+            f"task {cfg.name}: could not load {hub.path} from the Hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); set BENCH_DATA_DIR to use local release files"
+        ) from None
+    return hub_records(dataset, dict(hub.columns))
+
+
+def hub_records(dataset, columns: dict[str, str]) -> list[dict]:
+    """A Hub split as plain records: columns renamed, class ids turned into their names."""
+    import datasets
+
+    if columns:
+        dataset = dataset.rename_columns(columns)
+    class_labels = {
+        name: feature for name, feature in dataset.features.items() if isinstance(feature, datasets.ClassLabel)
+    }
+    records = dataset.to_list()
+    for record in records:
+        for name, feature in class_labels.items():
+            record[name] = feature.int2str(record[name]) if record[name] >= 0 else str(record[name])
+    return records
+
+
+# -- records to examples ---------------------------------------------------------------------------
+
+
+def _to_example(cfg: TaskConfig, template, split: str, index: int, record: dict, origin: str) -> Example:
+    where = f"task {cfg.name}, {split} record {index} of {origin}"
+    if cfg.target_column not in record:
+        raise BenchError(
+            f"{where}: no column {cfg.target_column!r} (columns: {sorted(record)}); fix task.target_column"
+        )
+    try:
+        text = template.render(**record)
+    except jinja2.UndefinedError as error:
+        raise BenchError(f"{where}: the prompt template uses a missing column ({error}); "
+                         f"columns are {sorted(record)}") from None
+    raw = record[cfg.target_column]
+    if cfg.kind == "math":
+        target = str(raw).strip()
+        number = extract_number(target)
+        if number is None:
+            raise BenchError(f"{where}: the solution has no '#### <number>' line; fix the data or task.kind")
+        label = str(number)
+    elif cfg.kind == "classification":
+        label = target = _label_name(cfg, raw, where)
+    else:
+        raise BenchError(f"task {cfg.name}: unknown kind {cfg.kind!r}; use classification or math")
+    prompt = f"{text.strip()}{cfg.cue_separator}{cfg.cue}"
+    return Example(id=f"{split}-{index}", prompt=prompt, target=target, label=label, record=record)
+
+
+def _label_name(cfg: TaskConfig, raw: Any, where: str) -> str:
+    value = str(raw).strip()
+    if cfg.label_index and value.isdigit() and int(value) < len(cfg.labels):
+        return cfg.labels[int(value)]
+    if value not in cfg.labels:
+        raise BenchError(
+            f"{where}: label {value!r} is not in task.labels {list(cfg.labels)}; "
+            "add it to labels or fix the data"
+        )
+    return value

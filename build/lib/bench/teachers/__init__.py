@@ -1,0 +1,64 @@
+"""Teachers: every LLM the suite queries goes through `Teacher` (cache, budget, concurrency, retries,
+accounting) in front of one backend class per way of running a model."""
+
+import math
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+
+from bench.config import BenchConfig, BudgetConfig, TeacherConfig
+from bench.errors import BenchError
+from bench.tasks import TaskData
+from bench.teachers.base import Budget, Request, Response, Teacher
+from bench.teachers.cache import GenerationCache
+
+__all__ = ["Request", "Response", "Teacher", "build_teachers", "query_budget"]
+
+
+def query_budget(cfg: BudgetConfig, seed_size: int) -> int | None:
+    """Q: max_queries, or floor(ratio x |S|) so the ratio form never exceeds its budget."""
+    if cfg.max_queries is not None and cfg.ratio is not None:
+        raise BenchError("set budget.max_queries or budget.ratio, not both (the other to null)")
+    if cfg.ratio is not None:
+        if cfg.ratio <= 0:
+            raise BenchError(f"budget.ratio={cfg.ratio} must be positive")
+        return math.floor(round(cfg.ratio * seed_size, 6))  # 2.01 x 100 is 200.999...97 in floating point
+    if cfg.max_queries is not None and cfg.max_queries < 0:
+        raise BenchError(f"budget.max_queries={cfg.max_queries} must be zero or more")
+    return cfg.max_queries
+
+
+def _backend(cfg: TeacherConfig, task: TaskData, exclude_ids: set):
+    settings = dict(cfg.backend)
+    if "_target_" not in settings:
+        raise BenchError(f"teacher {cfg.name}: backend._target_ must name the backend class")
+    try:
+        needs_task = getattr(get_class(settings["_target_"]), "needs_task", False)
+    except (ImportError, ValueError) as error:
+        raise BenchError(f"teacher {cfg.name}: cannot import {settings['_target_']} ({error})") from None
+    try:  # partial, then called: instantiate would turn the task's data into a config node, slowly
+        make = instantiate(settings, _partial_=True)
+    except InstantiationException as error:
+        raise BenchError(f"teacher {cfg.name}: {str(error).splitlines()[-1]}") from None
+    return make(task=task, exclude_ids=exclude_ids) if needs_task else make()
+
+
+def build_teachers(cfg: BenchConfig, task: TaskData, seed_ids: list) -> tuple:
+    """(teacher, augmenter) over one cache. Both draw on one budget of Q queries unless
+    budget.count_augmenter is false; without an augmenter config the teacher's model plays both roles."""
+    cache = GenerationCache(cfg.cache_path)
+    budget = Budget(query_budget(cfg.budget, len(seed_ids)))
+    # the test split is never in task.train; the seed set is what the simulator must not hand out
+    exclude = set(seed_ids)
+
+    def make(teacher_cfg: TeacherConfig, backend, role_budget: Budget) -> Teacher:
+        return Teacher(backend, cache, role_budget, max_concurrency=teacher_cfg.max_concurrency,
+                       max_attempts=teacher_cfg.max_attempts, backoff_s=teacher_cfg.backoff_s,
+                       max_backoff_s=teacher_cfg.max_backoff_s, prices=dict(teacher_cfg.prices))
+
+    teacher_backend = _backend(cfg.teacher, task, exclude)
+    teacher = make(cfg.teacher, teacher_backend, budget)
+    augmenter_cfg = cfg.augmenter or cfg.teacher
+    augmenter_backend = teacher_backend if cfg.augmenter is None else _backend(cfg.augmenter, task, exclude)
+    augmenter = make(augmenter_cfg, augmenter_backend, budget if cfg.budget.count_augmenter else Budget(None))
+    return teacher, augmenter

@@ -1,0 +1,277 @@
+"""One interface to every LLM the suite queries (augmenter and teacher roles alike): batches of chat
+requests in, responses with token usage out. What every backend shares lives here — the generation
+cache, the hard query budget, bounded concurrency, retries with backoff, and accounting — so its
+guarantees hold whichever backend answers: never more queries than the budget, no request paid twice,
+no crash on a bad response."""
+
+import asyncio
+import random
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+from tqdm.auto import tqdm
+
+from bench.teachers.cache import GenerationCache, cache_key
+
+
+@dataclass(frozen=True)
+class Request:
+    messages: tuple  # ({"role": ..., "content": ...}, ...), already rendered
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    sample_index: int = 0  # the k-th sample of the same prompt: k samples stay k distinct queries
+    role: str = "teacher"  # teacher | augmenter: whose budget and accounting line it is
+    kind: str = "answer"  # what is asked (new_example, rephrase, answer, ...): the simulator reads it
+    source: dict | None = field(default=None, compare=False)  # the example it is about (simulator only)
+    reply_format: str | None = field(default=None, compare=False)  # Jinja of the reply the prompt asks for
+
+    def identity(self, backend: str, model: str) -> dict:
+        """What determines the response, and so the cache key (role, kind and source do not)."""
+        return {"backend": backend, "model": model, "messages": list(self.messages),
+                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "sample_index": self.sample_index}
+
+
+@dataclass
+class Response:
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    key: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.finish_reason == "stop"
+
+
+class RetryableError(Exception):
+    """A transient failure (429, 5xx, timeout, connection, malformed body): worth another attempt."""
+
+    def __init__(self, kind: str, message: str = "", retry_after: float | None = None):
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind  # the accounting line: '429', '500', 'timeout', 'connection', 'malformed'
+        self.retry_after = retry_after
+
+
+class RejectedError(Exception):
+    """The server refused this one request (a 4xx other than 429): no point in retrying it."""
+
+    def __init__(self, kind: str, message: str = ""):
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+
+
+class RemoteBackend(ABC):
+    """A server answering one request at a time; the Teacher runs many concurrently."""
+
+    name = "remote"
+    model = ""
+
+    async def open(self) -> None:
+        """Called inside the event loop before the first request of a batch (clients, limiters)."""
+
+    async def close(self) -> None:
+        """Called after the batch's last request."""
+
+    @abstractmethod
+    async def acomplete(self, request: Request) -> Response:
+        """One answer, or RetryableError for a transient failure."""
+
+
+class LocalBackend(ABC):
+    """A model in this process, answering a batch at once on its device."""
+
+    name = "local"
+    model = ""
+
+    @abstractmethod
+    def complete_batch(self, requests: list) -> list:
+        """One Response (or None for no answer) per request, in order."""
+
+
+def _stored(response: Response) -> dict:
+    """What the cache and the records keep of a response: what the backend said."""
+    return {k: v for k, v in asdict(response).items() if k not in ("cached", "key")}
+
+
+@dataclass
+class RoleUsage:
+    requests: int = 0  # queries answered by the backend (what the budget counts)
+    cache_hits: int = 0
+    failed: int = 0  # requests that produced no usable response after all attempts
+    retries: int = 0
+    over_budget: int = 0  # requests refused because the budget was spent
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    faults: dict = field(default_factory=dict)  # fault kind -> count (429, 500, timeout, ...)
+
+
+class Budget:
+    """A hard cap on answered queries. A request holds a slot while in flight and keeps it only if it
+    is answered, so concurrency can never overshoot the cap and a failure frees its slot for another."""
+
+    def __init__(self, max_queries: int | None):
+        self.max_queries = max_queries
+        self.used = 0  # answered queries paid for in this run: what the cap holds
+        self.cached = 0  # answers this run took from the cache: free, but part of what it used
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def spent(self) -> int:
+        """Queries this run has used, paid or cached: what a strategy plans against, so that a rerun
+        over a full cache makes the same plan (and pays nothing)."""
+        return self.used + self.cached
+
+    def try_take(self) -> bool | None:
+        """True: a slot is held. False: the budget is spent. None: only in-flight requests hold the
+        rest; ask again once one settles."""
+        with self._lock:
+            if self.max_queries is None or self.used + self.in_flight < self.max_queries:
+                self.in_flight += 1
+                return True
+            return False if self.in_flight == 0 else None
+
+    def settle(self, answered: bool) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.used += answered
+
+
+
+class Teacher:
+    def __init__(self, backend: RemoteBackend | LocalBackend, cache: GenerationCache, budget: Budget,
+                 max_concurrency: int = 8, max_attempts: int = 5, backoff_s: float = 1.0,
+                 max_backoff_s: float = 60.0, prices: dict | None = None):
+        self.backend = backend
+        self.cache = cache
+        self.budget = budget
+        self.max_concurrency = max_concurrency
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.prices = prices or {}  # {"input_per_mtok": dollars, "output_per_mtok": dollars}
+        self.usage: dict = {}
+        self.records: list = []  # every answer this run used, cached or not: what teacher=replay reads
+
+    def _usage(self, role: str) -> RoleUsage:
+        return self.usage.setdefault(role, RoleUsage())
+
+    def generate(self, requests: list, description: str = "teacher") -> list:
+        """Responses in request order; None where no usable answer could be had (failed after all
+        attempts, or the budget was spent). Failures are counted in `usage`, never raised."""
+        keys = [cache_key(r.identity(self.backend.name, self.backend.model)) for r in requests]
+        results: list = [None] * len(requests)
+        misses = []
+        for i, (request, key) in enumerate(zip(requests, keys)):
+            hit = self.cache.get(key)
+            if hit is None:
+                misses.append(i)
+                continue
+            usage = self._usage(request.role)
+            usage.cache_hits += 1
+            self.budget.cached += 1
+            response = Response(**{**hit, "cached": True, "key": key})
+            results[i] = response if response.ok else None
+            usage.failed += not response.ok  # a recorded truncation stays a failure, at no new cost
+        if misses:
+            with tqdm(total=len(misses), desc=description, unit="req", disable=len(misses) < 2) as bar:
+                if isinstance(self.backend, LocalBackend):
+                    self._run_batched(requests, keys, misses, results, bar)
+                else:
+                    asyncio.run(self._run_concurrent(requests, keys, misses, results, bar))
+        for request, key, response in zip(requests, keys, results):
+            if response is not None:
+                self.records.append({
+                    "key": key, "role": request.role, "kind": request.kind, "cached": response.cached,
+                    "identity": request.identity(self.backend.name, self.backend.model),
+                    "response": _stored(response),
+                })
+        return results
+
+    def _record(self, request: Request, key: str, response: Response | None):
+        """Settle a request's budget slot, count it, and cache its answer before anyone uses it."""
+        usage = self._usage(request.role)
+        self.budget.settle(answered=response is not None)
+        if response is None:  # no answer, nothing paid
+            usage.failed += 1
+            return None
+        response.key = key
+        usage.requests += 1
+        usage.prompt_tokens += response.prompt_tokens
+        usage.completion_tokens += response.completion_tokens
+        self.cache.put(key, request.identity(self.backend.name, self.backend.model), _stored(response))
+        if not response.ok:  # e.g. finish_reason 'length': paid for, cached, but not usable
+            usage.failed += 1
+            usage.faults[response.finish_reason] = usage.faults.get(response.finish_reason, 0) + 1
+            return None
+        return response
+
+    def _refuse(self, request: Request) -> None:
+        self._usage(request.role).over_budget += 1
+
+    def _run_batched(self, requests, keys, misses, results, bar) -> None:
+        for start in range(0, len(misses), self.max_concurrency):
+            chunk = []
+            for i in misses[start:start + self.max_concurrency]:
+                if self.budget.try_take():  # nothing is in flight between batches: True or False
+                    chunk.append(i)
+                else:
+                    self._refuse(requests[i])
+            responses = self.backend.complete_batch([requests[i] for i in chunk]) if chunk else []
+            for i, response in zip(chunk, responses):
+                results[i] = self._record(requests[i], keys[i], response)
+            bar.update(len(misses[start:start + self.max_concurrency]))
+
+    async def _run_concurrent(self, requests, keys, misses, results, bar) -> None:
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                while (slot := self.budget.try_take()) is None:
+                    await asyncio.sleep(0.005)  # wait for an in-flight request to settle
+                if slot:
+                    results[i] = self._record(requests[i], keys[i], await self._with_retries(requests[i]))
+                else:
+                    self._refuse(requests[i])
+            bar.update(1)
+
+        await self.backend.open()
+        try:
+            await asyncio.gather(*(one(i) for i in misses))
+        finally:
+            await self.backend.close()
+
+    async def _with_retries(self, request: Request) -> Response | None:
+        usage = self._usage(request.role)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await self.backend.acomplete(request)
+            except RejectedError as error:
+                usage.faults[error.kind] = usage.faults.get(error.kind, 0) + 1
+                return None
+            except RetryableError as error:
+                usage.faults[error.kind] = usage.faults.get(error.kind, 0) + 1
+                if attempt == self.max_attempts:
+                    return None
+                usage.retries += 1
+                # exponential backoff with full jitter; a server's Retry-After is a floor
+                delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+                await asyncio.sleep(max(delay, error.retry_after or 0.0))
+        return None
+
+    def usage_report(self) -> dict:
+        """Per role: queries, cache hits, failures, retries, refusals, tokens, dollars; for the run record."""
+        return {role: {**asdict(usage), "cost_usd": self.cost(role)} for role, usage in self.usage.items()}
+
+    def cost(self, role: str | None = None) -> float:
+        roles = [role] if role else list(self.usage)
+        return sum(
+            self.usage[r].prompt_tokens / 1e6 * self.prices.get("input_per_mtok", 0.0)
+            + self.usage[r].completion_tokens / 1e6 * self.prices.get("output_per_mtok", 0.0)
+            for r in roles if r in self.usage
+        )

@@ -1,0 +1,95 @@
+"""Teachers that run in this process: a transformers model (any `from_pretrained` path) or vLLM's
+offline engine (an optional extra, imported only when chosen)."""
+
+from collections import defaultdict
+
+import torch
+
+from bench.errors import BenchError
+from bench.students import torch_dtype
+from bench.teachers.base import LocalBackend, Request, Response
+from bench.teachers.cache import cache_key
+
+
+def request_seed(backend: str, model: str, request: Request) -> int:
+    """A sampling seed that is a function of the request alone, so answers do not depend on batching."""
+    return int(cache_key(request.identity(backend, model))[:8], 16)
+
+
+class HFBackend(LocalBackend):
+    name = "hf"
+
+    def __init__(self, model: str, dtype: str = "auto"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = model
+        self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype(dtype)).to(device).eval()
+
+    def _render(self, request: Request) -> str:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(list(request.messages), tokenize=False,
+                                                      add_generation_prompt=True)
+        # a base model without a chat template reads the conversation as plain text
+        turns = "\n\n".join(f"{m['role']}: {m['content']}" for m in request.messages)
+        return f"{turns}\n\nassistant:"
+
+    @torch.no_grad()
+    def complete_batch(self, requests: list) -> list:
+        # one generate() per group of equal sampling parameters, rows in request order
+        groups = defaultdict(list)
+        for i, request in enumerate(requests):
+            groups[(request.temperature, request.top_p, request.max_tokens)].append(i)
+        responses: list = [None] * len(requests)
+        eos = self.tokenizer.eos_token_id
+        for (temperature, top_p, max_tokens), rows in groups.items():
+            texts = [self._render(requests[i]) for i in rows]
+            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = batch.to(self._model.device)
+            torch.manual_seed(request_seed(self.name, self.model, requests[rows[0]]))
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
+                else {"do_sample": False}
+            output = self._model.generate(**batch, max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                          **sampling)
+            prompt_length = batch["input_ids"].shape[1]
+            for row, i in enumerate(rows):
+                new = output[row, prompt_length:].tolist()
+                stopped = eos in new
+                new = new[: new.index(eos)] if stopped else new
+                responses[i] = Response(
+                    text=self.tokenizer.decode(new, skip_special_tokens=True),
+                    finish_reason="stop" if stopped else "length",
+                    prompt_tokens=int(batch["attention_mask"][row].sum()),
+                    completion_tokens=len(new),
+                )
+        return responses
+
+
+class VLLMBackend(LocalBackend):
+    name = "vllm"
+
+    def __init__(self, model: str, dtype: str = "auto", tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise BenchError("teacher=vllm needs vLLM on a GPU machine: pip install 'synthbench-llm[vllm]', "
+                             "or serve the model with `vllm serve` and use teacher=vllm_server") from None
+        self.model = model
+        self._llm = LLM(model=model, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+                        gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len)
+
+    def complete_batch(self, requests: list) -> list:
+        from vllm import SamplingParams
+
+        params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
+                                 seed=request_seed(self.name, self.model, r)) for r in requests]
+        outputs = self._llm.chat([list(r.messages) for r in requests], params, use_tqdm=False)
+        return [
+            Response(text=out.outputs[0].text, finish_reason=out.outputs[0].finish_reason or "stop",
+                     prompt_tokens=len(out.prompt_token_ids), completion_tokens=len(out.outputs[0].token_ids))
+            for out in outputs
+        ]

@@ -1,0 +1,103 @@
+"""A local OpenAI-compatible chat-completions server on 127.0.0.1 with a fixed latency and injected
+faults, for the tests and the teacher benchmark: the real HTTP path, no network. GET /v1/stats reports
+what reached it.
+
+    with LocalChatServer(latency_s=0.05, faults=["429", "500", "hang", "malformed", "length"]) as server:
+        ... OpenAIBackend(model="local", base_url=server.base_url) ...
+
+Each listed fault is served once, to the first requests that arrive, then every answer is normal:
+an HTTP status such as '429' (with Retry-After) or '500', 'hang' (no answer until the client gives up), 'malformed' (a body
+that is not JSON) and 'length' (finish_reason 'length', a truncated answer)."""
+
+import asyncio
+import threading
+from collections import Counter
+from typing import Self
+
+from aiohttp import web
+
+
+class LocalChatServer:
+    def __init__(self, latency_s: float = 0.0, faults: list | None = None, retry_after_s: float = 0.2,
+                 hang_s: float = 30.0, port: int = 0):
+        self.port = port
+        self.latency_s = latency_s
+        self.pending_faults = list(faults or [])
+        self.retry_after_s = retry_after_s
+        self.hang_s = hang_s
+        self.received = 0  # every request that reached the server
+        self.served = Counter()  # what it answered: 'ok' or the fault
+        self.authorization: list = []  # the Authorization headers seen (tests check keys travel only here)
+        self._lock = threading.Lock()
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"received": self.received, "served": dict(self.served)})
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self._lock:
+            self.received += 1
+            fault = self.pending_faults.pop(0) if self.pending_faults else "ok"
+            self.served[fault] += 1
+            self.authorization.append(request.headers.get("Authorization"))
+        await asyncio.sleep(self.latency_s)
+        if fault.isdigit():  # an HTTP error status: '429' (with Retry-After), '500', '401', ...
+            headers = {"Retry-After": str(self.retry_after_s)} if fault == "429" else {}
+            return web.json_response({"error": {"message": f"injected {fault}"}}, status=int(fault), headers=headers)
+        if fault == "hang":
+            await asyncio.sleep(self.hang_s)
+        if fault == "malformed":
+            return web.Response(text='{"choices": [', content_type="application/json")
+        prompt = body["messages"][-1]["content"]
+        text = f"echo: {prompt}"
+        return web.json_response({
+            "id": f"chatcmpl-{self.received}",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text[:5] if fault == "length" else text},
+                         "finish_reason": "length" if fault == "length" else "stop"}],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
+                      "total_tokens": len(prompt.split()) + len(text.split())},
+        })
+
+    def __enter__(self) -> Self:
+        started = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", self._chat)
+            app.router.add_get("/v1/stats", self._stats)
+            self._runner = web.AppRunner(app, access_log=None)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
+            self._loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]
+            started.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self._runner.cleanup())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        started.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+
+if __name__ == "__main__":  # a server in its own process: python -m bench.teachers.local_server PORT LATENCY_S
+    import sys
+    import time
+
+    with LocalChatServer(port=int(sys.argv[1]), latency_s=float(sys.argv[2])) as server:
+        print(server.base_url, flush=True)
+        while True:
+            time.sleep(3600)

@@ -1,0 +1,46 @@
+"""Replays an earlier run: answers come from its generation records (`generations.jsonl` in the run
+directory), matched on the request's messages, sampling parameters and sample index. A request the
+recording lacks is an error, never a silent new answer."""
+
+import json
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.teachers.base import LocalBackend, Response
+from bench.teachers.cache import cache_key
+
+
+def replay_key(identity: dict) -> str:
+    """The identity without backend and model: a replay answers for whichever model was recorded."""
+    return cache_key({k: v for k, v in identity.items() if k not in ("backend", "model")})
+
+
+class ReplayBackend(LocalBackend):
+    name = "replay"
+
+    def __init__(self, records: str | list):
+        paths = [records] if isinstance(records, str) else list(records)
+        self._answers = {}
+        models = set()
+        for path in map(Path, paths):
+            if not path.is_file():
+                raise BenchError(f"teacher=replay: no generation records at {path}; "
+                                 "set teacher.backend.records to an earlier run's generations.jsonl")
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                self._answers[replay_key(record["identity"])] = record["response"]
+                models.add(f"{record['identity']['backend']}:{record['identity']['model']}")
+        self.model = "+".join(sorted(models))
+        self._paths = paths
+
+    def complete_batch(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            answer = self._answers.get(replay_key(request.identity("", "")))
+            if answer is None:
+                prompt = request.messages[-1]["content"][:60].replace("\n", " ")
+                raise BenchError(f"teacher=replay: the recording {', '.join(self._paths)} has no answer for a "
+                                 f"{request.kind} request (sample {request.sample_index}, prompt '{prompt}...'); "
+                                 "replay the same config, or use the original teacher")
+            responses.append(Response(**answer))
+        return responses

@@ -1,0 +1,120 @@
+"""The simulated teacher: an offline stand-in for an LLM, for the embedded default and the tests. It is a
+simulator, not a model — it never writes anything new. Asked for a new example like a source example,
+it returns the most similar *unused* training example (never a seed or test example; of the same label
+when the request names one); asked to rephrase, it rewords the source with rule-based edits that keep
+its label or answer; asked to answer, it returns the gold answer. Each reply is rendered in the text
+format the prompt asks for (`Request.reply_format`), so the real parsers run on it. Deterministic given
+`seed`; `error_rate` makes a share of answers wrong, so verification has something to catch."""
+
+import random
+import re
+
+import jinja2
+import numpy as np
+
+from bench.errors import BenchError
+from bench.tasks import Example, TaskData, question_of
+from bench.teachers.base import LocalBackend, Request, Response
+from bench.teachers.cache import cache_key
+
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined)
+DEFAULT_REPLY = {
+    "new_example": "Question: {{ question }}\nAnswer: {{ answer }}",
+    "new_question": "Question: {{ question }}",
+    "rephrase": "Question: {{ question }}",
+    "answer": "{{ answer }}",
+    "check": "Yes",
+}
+# Word-level rewrites that change the wording, never the meaning, the numbers or the label.
+_REWRITES = [
+    (r"\bHow many\b", "What is the number of"), (r"\bWhat is\b", "What's"), (r"\bbuys\b", "purchases"),
+    (r"\bbought\b", "purchased"), (r"\bbuy\b", "purchase"), (r"\beach\b", "every"), (r"\btotal\b", "overall"),
+    (r"\bmovie\b", "film"), (r"\bmovies\b", "films"), (r"\bfind\b", "look up"), (r"\bshow me\b", "give me"),
+    (r"\bplease\b", "kindly"), (r"\bbig\b", "large"), (r"\bsmall\b", "little"), (r"\bquickly\b", "fast"),
+    (r"\bgood\b", "fine"), (r"\bstarts\b", "begins"), (r"\bearns\b", "makes"), (r"\bgets\b", "receives"),
+]
+_PREFIXES = ["", "", "Question: ", "Tell me: ", "I'd like to know: "]
+
+
+class SimulatedBackend(LocalBackend):
+    name = "simulated"
+    needs_task = True  # built with the task's data and the ids it must never hand out
+
+    def __init__(self, task: TaskData, exclude_ids: set, seed: int = 0, error_rate: float = 0.0,
+                 model: str = "simulator-v1"):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        # the cache key holds the model name: the settings that change answers must be in it too
+        self.model = f"{model}/seed={seed}/error_rate={error_rate:g}"
+        self.task = task
+        self.seed = seed
+        self.error_rate = error_rate
+        self.pool = [e for e in task.train if e.id not in exclude_ids]
+        if not self.pool:
+            raise BenchError("the simulated teacher has no unused training examples to draw from")
+        self._vectorizer = TfidfVectorizer(sublinear_tf=True).fit([question_of(e, task) for e in task.train])
+        self._pool_vectors = self._vectorizer.transform([question_of(e, task) for e in self.pool])
+        self._gold = {question_of(e, task): e for e in task.train}
+
+    def complete_batch(self, requests: list) -> list:
+        return [self._reply(request) for request in requests]
+
+    def _rng(self, request: Request) -> random.Random:
+        return random.Random(f"{self.seed}/{cache_key(request.identity(self.name, self.model))}")
+
+    def _reply(self, request: Request) -> Response:
+        source = request.source or {}
+        if request.kind in ("new_example", "new_question"):
+            chosen = self._nearest_unused(source, request.sample_index)
+            fields = {"question": question_of(chosen, self.task), "answer": chosen.target, "label": chosen.label}
+        elif request.kind == "rephrase":
+            fields = {"question": self._rephrase(source["question"], self._rng(request)),
+                      "answer": source.get("target", ""), "label": source.get("label", "")}
+        elif request.kind == "answer":
+            fields = self._answer(source, self._rng(request))
+        elif request.kind == "check":  # a self-check: the simulator's questions are real ones
+            fields = {"question": source.get("question", "")}
+        else:
+            raise BenchError(f"the simulated teacher cannot answer requests of kind {request.kind!r}")
+        template = request.reply_format or DEFAULT_REPLY[request.kind]
+        text = _JINJA.from_string(template).render(**fields)
+        prompt_words = sum(len(m["content"].split()) for m in request.messages)
+        return Response(text=text, prompt_tokens=prompt_words, completion_tokens=len(text.split()))
+
+    def _nearest_unused(self, source: dict, sample_index: int) -> Example:
+        """The (sample_index + 1)-th most similar pool example, of the requested label if any."""
+        candidates = np.arange(len(self.pool))
+        if source.get("target_label") is not None:
+            candidates = np.array([i for i in candidates if self.pool[i].label == source["target_label"]])
+            if candidates.size == 0:
+                raise BenchError(f"no unused training example has label {source['target_label']!r}")
+        query = self._vectorizer.transform([source.get("question", "")])
+        similarity = (self._pool_vectors[candidates] @ query.T).toarray().ravel()
+        order = candidates[np.lexsort((candidates, -similarity))]  # most similar first, ties by position
+        return self.pool[order[sample_index % len(order)]]
+
+    def _rephrase(self, question: str, rng: random.Random) -> str:
+        text = question
+        for pattern, replacement in _REWRITES:
+            if rng.random() < 0.7:
+                text = re.sub(pattern, replacement, text)
+        prefixes = _PREFIXES if text != question else [p for p in _PREFIXES if p]  # always reword
+        return rng.choice(prefixes) + text
+
+    def _answer(self, source: dict, rng: random.Random) -> dict:
+        known = self._gold.get(source.get("question", ""))
+        target = source.get("target") or (known.target if known else None)
+        label = source.get("label") or (known.label if known else None)
+        if target is None:
+            return {"answer": "I cannot answer this question.", "label": "", "question": source.get("question", "")}
+        if rng.random() < self.error_rate:
+            target, label = self._wrong(target, label, rng)
+        return {"answer": target, "label": label, "question": source.get("question", "")}
+
+    def _wrong(self, target: str, label: str, rng: random.Random) -> tuple:
+        if self.task.config.kind == "math":  # shift the final number
+            head, _, number = target.rpartition("####")
+            wrong = str(int(float(number.replace(",", "").strip() or 0)) + rng.randint(1, 9))
+            return f"{head}#### {wrong}", wrong
+        other = rng.choice([x for x in self.task.config.labels if x != label] or [label])
+        return other, other

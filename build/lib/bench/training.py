@@ -1,0 +1,115 @@
+"""Fine-tuning through transformers' Trainer, so FSDP, DeepSpeed and multi-GPU come from
+`accelerate launch` / `torchrun` and `train.trainer_args`. What the suite adds: the loss is on the
+target tokens only (prompt masked, as LLM2LLM), batches group similar lengths, and padding is counted."""
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+from bench.config import TrainConfig
+from bench.tasks import Example
+
+IGNORE = -100  # label id the loss skips
+
+
+def encode(examples: Sequence[Example], tokenizer, max_length: int) -> list[dict]:
+    """Token ids of prompt + ' ' + target + EOS, labels masked over the prompt. The split point is
+    the prompt's own encoding, as lm-eval splits context from continuation. Too-long examples lose
+    prompt tokens from the left, never target tokens."""
+    prompts = tokenizer([e.prompt for e in examples])["input_ids"]
+    wholes = tokenizer([f"{e.prompt} {e.target}" for e in examples])["input_ids"]
+    features = []
+    for prompt_ids, whole in zip(prompts, wholes):
+        ids = whole + [tokenizer.eos_token_id]
+        labels = [IGNORE] * len(prompt_ids) + ids[len(prompt_ids):]
+        ids, labels = ids[-max_length:], labels[-max_length:]
+        features.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    return features
+
+
+class CountingCollator(DataCollatorForSeq2Seq):
+    """Dynamic padding to the longest sequence of each batch, counting real and padded tokens."""
+
+    real_tokens = 0
+    padded_tokens = 0
+
+    def __call__(self, features, return_tensors=None):
+        batch = super().__call__(features, return_tensors)
+        real = int(batch["attention_mask"].sum())
+        self.real_tokens += real
+        self.padded_tokens += batch["attention_mask"].numel() - real
+        return batch
+
+
+@dataclass
+class TrainStats:
+    examples: int
+    steps: int
+    seconds: float
+    train_loss: float
+    real_tokens: int
+    padded_tokens: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.real_tokens / self.seconds
+
+    @property
+    def padding_share(self) -> float:
+        return self.padded_tokens / max(1, self.real_tokens + self.padded_tokens)
+
+
+def training_arguments(cfg: TrainConfig, output_dir: Path, bf16: bool, report_to: list[str]) -> TrainingArguments:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    accumulation = max(1, round(cfg.effective_batch_size / (cfg.per_device_batch_size * world_size)))
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the total steps
+        weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        activation_checkpointing=cfg.activation_checkpointing,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        seed=cfg.seed,
+        save_strategy="no",
+        logging_steps=0.1,  # ten loss points per run
+        report_to=report_to,
+        dataloader_num_workers=0,
+        **cfg.trainer_args,
+    )
+
+
+def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, output_dir: Path,
+             report_to: Sequence[str] = ("none",)):
+    """Train `model` in place on `examples`; return it (ready to score) with the run's figures."""
+    features = encode(examples, tokenizer, cfg.max_length)
+    bf16 = next(model.parameters()).dtype == torch.bfloat16
+    collator = CountingCollator(tokenizer, padding="longest", label_pad_token_id=IGNORE,
+                                pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg, output_dir, bf16, list(report_to)),
+        train_dataset=features,
+        data_collator=collator,
+    )
+    started = time.perf_counter()
+    result = trainer.train()
+    stats = TrainStats(
+        examples=len(features),
+        steps=result.global_step,
+        seconds=time.perf_counter() - started,
+        train_loss=result.training_loss,
+        real_tokens=collator.real_tokens,
+        padded_tokens=collator.padded_tokens,
+    )
+    return trainer.model, stats
