@@ -1,1 +1,0 @@
-"""Strategies: how the seed set becomes training data (one class per strategy, one YAML in conf/strategy/)."""
