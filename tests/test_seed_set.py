@@ -50,9 +50,12 @@ def test_stratified_keeps_label_shares(trec):
     (SeedSetConfig(size=-5), "positive"),
     (SeedSetConfig(size=100000), "exceeds the 5442 training examples"),
     (SeedSetConfig(fraction=1.5), "fraction"),
-    (SeedSetConfig(), "exactly one"),
-    (SeedSetConfig(size=10, fraction=0.1), "exactly one"),
+    (SeedSetConfig(size=10, fraction=0.1), "one of seed_set.size and seed_set.fraction"),
 ])
 def test_bad_sizes(trec, cfg, message):
     with pytest.raises(BenchError, match=message):
         sample_seed_set(trec.train, cfg, "trec")
+
+
+def test_no_size_and_no_fraction_is_the_whole_split(trec):
+    assert len(sample_seed_set(trec.train, SeedSetConfig(), "trec")) == len(trec.train)  # |S| = full

@@ -20,7 +20,7 @@ from tests.conftest import QUICK, compose_config, run_cli, typed_config
 
 @dataclass
 class FakeRound:
-    model: object
+    name: str
     wrong_ids: set
 
 
@@ -34,12 +34,12 @@ class RecordingJob:
     teacher: object
     augmenter: object
     wrong: callable = lambda scored, iteration: {e.id for e in scored[:5]}
-    trained: list = field(default_factory=list)  # (iteration, example ids, start_from)
+    trained: list = field(default_factory=list)  # (iteration, example ids, start_from, keep_weights)
     generated: dict = field(default_factory=dict)
 
-    def train_and_score(self, examples, iteration, start_from=None, score_on=()):
-        self.trained.append((iteration, [e.id for e in examples], start_from))
-        return FakeRound(model=f"model-{iteration}", wrong_ids=self.wrong(list(score_on), iteration))
+    def train_and_score(self, examples, iteration, start_from=None, score_on=(), keep_weights=False):
+        self.trained.append((iteration, [e.id for e in examples], start_from and start_from.name, keep_weights))
+        return FakeRound(f"stage-{iteration}", wrong_ids=self.wrong(list(score_on), iteration))
 
     def add_generated(self, iteration, generated, tally):
         self.generated[iteration] = (generated, dict(tally.counts))
@@ -79,7 +79,7 @@ def test_llm2llm_augments_only_the_wrong_seed_examples_and_retrains_from_base(tm
     strategy.run(job)
     seed_ids = [e.id for e in job.seed_set]
     assert [t[0] for t in job.trained] == [0, 1, 2]
-    assert all(start is None for _, _, start in job.trained)  # every round from the base weights
+    assert all(start is None and not keep for _, _, start, keep in job.trained)  # every round from base
     for iteration in (1, 2):
         generated, counts = job.generated[iteration]
         assert counts["requested"] == 5  # one per wrong seed example
@@ -100,7 +100,8 @@ def test_llm2llm_ablations(tmp_path, data_dir):
                             "strategy.continue_training=true", "strategy.augment_synthetic=true",
                             wrong=lambda scored, it: {e.id for e in scored[:1] + [e for e in scored if e.id.startswith("gen-")]})
     strategy.run(job)
-    assert [start for _, _, start in job.trained] == [None, "model-0", "model-1"]  # continued training
+    assert [t[2] for t in job.trained] == [None, "stage-0", "stage-1"]  # continued training
+    assert [t[3] for t in job.trained] == [True, True, False]  # weights kept for the next stage only
     round_two_sources = {g.provenance["source_id"] for g in job.generated[2][0]}
     assert any(source.startswith("gen-1-") for source in round_two_sources)  # synthetic examples augmented
 
@@ -108,6 +109,11 @@ def test_llm2llm_ablations(tmp_path, data_dir):
                             "strategy.one_shot_examples=12")
     one_shot.run(job)
     assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 12
+
+    # the preset's form: each of the 5 wrong seed examples gets (iterations - 1) new examples at once
+    one_shot, job = job_for(tmp_path / "preset", data_dir, "strategy=llm2llm_one_shot", "strategy.iterations=4")
+    one_shot.run(job)
+    assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 15
 
 
 def test_decontamination_catches_a_planted_test_question(tmp_path, data_dir):

@@ -2,6 +2,7 @@
 into examples (an invalid reply is dropped and counted, never a crash), the filters, and provenance."""
 
 import re
+import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,11 +45,15 @@ class Strategy(ABC):
     name = "strategy"
 
     def __init__(self, prompts: dict | None = None, filters: dict | None = None, temperature: float = 1.0,
-                 max_tokens: int = 512):
+                 max_tokens: int = 512, personas: int = 0, persona_pool: list | None = None):
         self.prompts = prompts or {}
         self.filter_settings = filters or {}
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.personas = list(persona_pool or [])[:personas]
+        if personas < 0 or len(self.personas) < personas:
+            raise BenchError(f"strategy.personas={personas}: use 0 to {len(persona_pool or [])} "
+                             "(the voices in strategy.persona_pool)")
 
     @abstractmethod
     def run(self, job) -> None:
@@ -71,8 +76,12 @@ class Strategy(ABC):
         context = {**fields, "description": task.config.description,
                    "labels": ", ".join(task.config.labels), "cue": task.config.cue}
         messages = []
-        if template.get("system"):
-            messages.append({"role": "system", "content": _JINJA.from_string(template["system"]).render(context)})
+        system = _JINJA.from_string(template["system"]).render(context) if template.get("system") else ""
+        if self.personas:  # a voice per (source, sample), stable across reruns
+            persona = self.personas[zlib.crc32(f"{fields.get('id')}/{sample_index}/{step}".encode()) % len(self.personas)]
+            system = f"{system}\n\nWrite as {persona}.".strip()
+        if system:
+            messages.append({"role": "system", "content": system})
         if template.get("example_user"):
             messages.append({"role": "user", "content": template["example_user"]})
             messages.append({"role": "assistant", "content": template["example_assistant"]})

@@ -7,4 +7,5 @@ class Finetune(Strategy):
     name = "finetune"
 
     def run(self, job) -> None:
-        job.train_and_score(job.seed_set, iteration=0)
+        # scoring S as well makes this the very stage LLM2LLM's iteration 0 is: a sweep trains it once
+        job.train_and_score(job.seed_set, iteration=0, score_on=job.seed_set)

@@ -16,8 +16,9 @@ class LLM2LLM(Strategy):
         super().__init__(**shared)
         if iterations < 1 or per_wrong < 1:
             raise BenchError("strategy.iterations and strategy.per_wrong must be at least 1")
-        if one_shot and not one_shot_examples:
-            raise BenchError("strategy.one_shot=true needs strategy.one_shot_examples (the total to generate)")
+        if one_shot_examples is not None and one_shot_examples < 1:
+            raise BenchError("strategy.one_shot_examples must be at least 1 (or null: (iterations - 1) x "
+                             "per_wrong per wrong seed example)")
         self.iterations = iterations
         self.per_wrong = per_wrong
         self.continue_training = continue_training
@@ -30,20 +31,20 @@ class LLM2LLM(Strategy):
         training, synthetic = list(seed), []
         filters = self.filters(job.task, training)
         rounds = 2 if self.one_shot else self.iterations
-        model = None
+        previous = None
         for iteration in range(rounds):
             last = iteration == rounds - 1
             # only seed examples are augmented, unless the ablation says synthetic ones too
             scored = [] if last else seed + (synthetic if self.augment_synthetic else [])
-            result = job.train_and_score(training, iteration, start_from=model if self.continue_training else None,
-                                         score_on=scored)
-            model = result.model
+            result = job.train_and_score(training, iteration, start_from=previous, score_on=scored,
+                                         keep_weights=self.continue_training and not last)
+            previous = result if self.continue_training else None
             if last:
                 break
             wrong = [example for example in scored if example.id in result.wrong_ids]
-            if self.one_shot:  # the same total amount of data in one round, cycling the wrong examples
-                sources = [(wrong[i % len(wrong)], i // len(wrong)) for i in range(self.one_shot_examples)] \
-                    if wrong else []
+            if self.one_shot:  # all the data in one round, cycling over the wrong examples
+                total = self.one_shot_examples or (self.iterations - 1) * self.per_wrong * len(wrong)
+                sources = [(wrong[i % len(wrong)], i // len(wrong)) for i in range(total)] if wrong else []
             else:
                 sources = [(example, iteration * self.per_wrong + k) for example in wrong
                            for k in range(self.per_wrong)]

@@ -12,7 +12,8 @@ from bench.tasks import TaskData
 from bench.teachers.base import Budget, Request, Response, Teacher
 from bench.teachers.cache import GenerationCache
 
-__all__ = ["Request", "Response", "Teacher", "build_teachers", "query_budget"]
+__all__ = ["Budget", "GenerationCache", "Request", "Response", "Teacher", "build_backend", "build_teachers",
+           "make_teacher", "query_budget"]
 
 
 def query_budget(cfg: BudgetConfig, seed_size: int) -> int | None:
@@ -28,7 +29,7 @@ def query_budget(cfg: BudgetConfig, seed_size: int) -> int | None:
     return cfg.max_queries
 
 
-def _backend(cfg: TeacherConfig, task: TaskData, exclude_ids: set):
+def build_backend(cfg: TeacherConfig, task: TaskData, exclude_ids: set):
     settings = dict(cfg.backend)
     if "_target_" not in settings:
         raise BenchError(f"teacher {cfg.name}: backend._target_ must name the backend class")
@@ -51,14 +52,15 @@ def build_teachers(cfg: BenchConfig, task: TaskData, seed_ids: list) -> tuple:
     # the test split is never in task.train; the seed set is what the simulator must not hand out
     exclude = set(seed_ids)
 
-    def make(teacher_cfg: TeacherConfig, backend, role_budget: Budget) -> Teacher:
-        return Teacher(backend, cache, role_budget, max_concurrency=teacher_cfg.max_concurrency,
-                       max_attempts=teacher_cfg.max_attempts, backoff_s=teacher_cfg.backoff_s,
-                       max_backoff_s=teacher_cfg.max_backoff_s, prices=dict(teacher_cfg.prices))
-
-    teacher_backend = _backend(cfg.teacher, task, exclude)
-    teacher = make(cfg.teacher, teacher_backend, budget)
+    teacher_backend = build_backend(cfg.teacher, task, exclude)
+    teacher = make_teacher(cfg.teacher, teacher_backend, cache, budget)
     augmenter_cfg = cfg.augmenter or cfg.teacher
-    augmenter_backend = teacher_backend if cfg.augmenter is None else _backend(cfg.augmenter, task, exclude)
-    augmenter = make(augmenter_cfg, augmenter_backend, budget if cfg.budget.count_augmenter else Budget(None))
+    augmenter_backend = teacher_backend if cfg.augmenter is None else build_backend(cfg.augmenter, task, exclude)
+    augmenter = make_teacher(augmenter_cfg, augmenter_backend, cache,
+                             budget if cfg.budget.count_augmenter else Budget(None))
     return teacher, augmenter
+
+
+def make_teacher(cfg: TeacherConfig, backend, cache: GenerationCache, budget: Budget) -> Teacher:
+    return Teacher(backend, cache, budget, max_concurrency=cfg.max_concurrency, max_attempts=cfg.max_attempts,
+                   backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s, prices=dict(cfg.prices))

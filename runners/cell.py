@@ -1,0 +1,96 @@
+"""One cell of a grid (or a single run): skipped when the results store already holds it, run
+otherwise, and recorded either way (`record.json` in its run folder). In a sweep a failing cell is
+recorded with its error and the sweep goes on; runners/sweep.py lists the failures at the end."""
+
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from bench.errors import BenchError
+from bench.store import CellStore, cell_config, cell_id, code_version, find_records, read_json, write_json
+
+
+def run(cfg: DictConfig) -> int:
+    """Run the job Hydra composed; the exit status (2: the config or data needs fixing)."""
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    multirun = hydra.mode == RunMode.MULTIRUN
+    cell, store = cell_id(cfg), CellStore(Path(cfg.store_dir))
+    record = {"cell_id": cell, "run_dir": str(run_dir), "overrides": list(hydra.overrides.task),
+              "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
+              "sweep": sweep_of(hydra) if multirun else None}
+    if multirun:
+        print(progress(hydra, record["overrides"]), flush=True)
+
+    finished = store.finished(cell) if cfg.resume else None
+    if finished is not None:
+        write_json(run_dir / "record.json", {**finished, **record, "skipped": True,
+                                             "first_run_dir": finished["run_dir"]})
+        print(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it")
+        return 0
+
+    record.update(config=cell_config(cfg), provenance={**code_version(), "host": platform.node(),
+                                                       "started": datetime.now(UTC).isoformat()})
+    started = time.perf_counter()
+    try:
+        if multirun:
+            share_cores(hydra)
+        from runners import pipeline  # heavy imports only for cells that run
+
+        outcome = pipeline.run(cfg, run_dir, sweep=record["sweep"]["group"] if multirun else None)
+    except Exception as error:  # recorded first; then, outside a sweep, reported as before
+        first_line = (str(error).splitlines() or [""])[0]
+        message = first_line if isinstance(error, BenchError) else f"{type(error).__name__}: {first_line}"
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        write_json(run_dir / "record.json", {**record, "status": "failed", "error": message,
+                                             "seconds": time.perf_counter() - started})
+        if isinstance(error, BenchError):
+            print(f"error: {message}", file=sys.stderr)
+            return 0 if multirun else 2
+        if not multirun:
+            raise
+        print(f"error: cell failed: {message} (traceback in {run_dir / 'error.txt'})", file=sys.stderr)
+        return 0
+    record.update(outcome, status="done", skipped=False, seconds=time.perf_counter() - started)
+    record["provenance"]["finished"] = datetime.now(UTC).isoformat()
+    write_json(run_dir / "record.json", record)
+    store.add(record)
+    return 0
+
+
+def sweep_of(hydra) -> dict:
+    experiment = hydra.runtime.choices.get("experiment")
+    stamp = Path(hydra.sweep.dir).name
+    return {"dir": str(Path(hydra.sweep.dir).resolve()), "job_num": hydra.job.num,
+            "group": f"{experiment or 'sweep'}-{stamp}"}
+
+
+def progress(hydra, overrides: list) -> str:
+    """`[cell 3 of 12] task=trec ... · so far 1 done, 1 skipped, 0 failed`."""
+    sweep_dir = Path(hydra.sweep.dir)
+    plan = sweep_dir / "sweep.json"
+    total = read_json(plan)["cells"] if plan.is_file() else "?"
+    records = find_records(sweep_dir)
+    skipped = sum(r.get("skipped", False) for r in records)
+    failed = sum(r.get("status") == "failed" for r in records)
+    done = len(records) - skipped - failed
+    return (f"[cell {hydra.job.num + 1} of {total}] {' '.join(overrides)} · so far {done} done, "
+            f"{skipped} skipped, {failed} failed")
+
+
+def share_cores(hydra) -> None:
+    """Parallel local cells (joblib) split the cores instead of each taking all of them."""
+    n_jobs = OmegaConf.select(hydra, "launcher.n_jobs")
+    if n_jobs:
+        import torch
+
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // (cores if n_jobs < 0 else n_jobs)))

@@ -1,0 +1,335 @@
+"""Tables and plots from the cell records of a sweep, shaped like the papers' tables:
+`python -m runners.report <sweep dir> [--out DIR]` (it also runs at the end of every multirun).
+
+- LLM2LLM (Lee et al., Table 1): rows task x |S|, columns finetune, each LLM2LLM variant and its gain;
+- budget strategies (Chan, Pu et al.): accuracy per strategy over the budget ratio BR, for each |S|;
+- diversity: each diversity score of the cells' generated data against their accuracy (Spearman and
+  Pearson with bootstrap intervals, a scatter per score), ranked by how well it predicts accuracy;
+- every cell: its overrides, accuracy, time, trainings and teacher cost.
+Several seeds (seed_set.seed) of one cell are shown as mean ± std. Writes report.md, one CSV per
+table and PNG plots into DIR (default <sweep dir>/report)."""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.diversity.baselines import DIRECTION
+from bench.store import find_records, write_json
+
+BUDGETED = ("answer_augmentation", "question_rephrase", "new_question")
+
+
+def frame(records: list[dict]) -> pd.DataFrame:
+    """One row per finished cell (skipped cells count: they hold an earlier run's result)."""
+    rows = []
+    for r in records:
+        if r.get("status") != "done":
+            continue
+        config, metrics = r["config"], r["metrics"]
+        budgets = r.get("cost", {}).get("budget", [])
+        capped = [b for b in budgets if b.get("max_queries")]
+        queries = capped[0]["max_queries"] if capped else None
+        rows.append({
+            "task": config["task"]["name"], "student": config["student"]["name"],
+            "teacher": config["teacher"]["name"], "strategy": r["strategy"],
+            "variant": r.get("choices", {}).get("strategy", r["strategy"]),
+            "seed_size": r["seed_set_size"], "seed": config["seed_set"]["seed"],
+            "budget_ratio": round(queries / r["seed_set_size"], 2) if queries else None,
+            "queries_paid": sum(b["paid"] for b in budgets), "accuracy": metrics["final/test_acc"],
+            "stderr": metrics["final/test_acc_stderr"],
+            "iterations": [i["test_acc"] for i in r.get("iterations", [])],
+            "seconds": r.get("seconds"), "trainings": r["stages"]["trained"], "reused": r["stages"]["reused"],
+            "cost_usd": sum(line.get("cost_usd", 0) for role, line in r.get("cost", {}).items() if role != "budget"),
+            "diversity": r.get("diversity", {}),
+            "skipped": r.get("skipped", False), "cell": " ".join(r["overrides"]) or "(defaults)",
+            "cell_id": r["cell_id"],
+        })
+    return pd.DataFrame(rows)
+
+
+def mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n={len(values)})"
+
+
+def row_keys(df: pd.DataFrame, always: list[str]) -> list[str]:
+    """The given keys, plus student and teacher when the sweep varied them."""
+    return [k for k in ("task", "student", "teacher") if k in always or df[k].nunique() > 1] + \
+           [k for k in always if k not in ("task", "student", "teacher")]
+
+
+def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    cells = df[df.strategy.isin(["finetune", "llm2llm"])]
+    if cells.empty or not (cells.strategy == "llm2llm").any():
+        return None
+    keys = row_keys(cells, ["task", "seed_size"])
+    variants = sorted(cells[cells.strategy == "llm2llm"].variant.unique())
+    rows = []
+    for group, block in cells.groupby(keys, sort=True):
+        row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
+        base = block[block.strategy == "finetune"].accuracy
+        row["finetune"] = mean_std(base)
+        for variant in variants:
+            accuracy = block[block.variant == variant].accuracy
+            row[variant] = mean_std(accuracy)
+            gain = accuracy.mean() - base.mean() if len(accuracy) and len(base) else math.nan
+            row[f"{variant} gain"] = "" if math.isnan(gain) else f"{100 * gain:+.1f} pts"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def budgeted_cells(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df.strategy.isin(BUDGETED) & df.budget_ratio.notna()]
+
+
+def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    cells = budgeted_cells(df)
+    if cells.empty:
+        return None
+    keys = row_keys(cells, ["task", "seed_size", "budget_ratio"])
+    strategies = [s for s in BUDGETED if s in set(cells.strategy)]
+    rows = []
+    for group, block in cells.groupby(keys, sort=True):
+        row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
+        means = {}
+        for strategy in strategies:
+            accuracy = block[block.strategy == strategy].accuracy
+            row[strategy] = mean_std(accuracy)
+            if len(accuracy):
+                means[strategy] = accuracy.mean()
+        row["best"] = max(means, key=means.get) if means else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cells_table(df: pd.DataFrame) -> pd.DataFrame:
+    table = df[["cell", "accuracy", "stderr", "seconds", "trainings", "reused", "queries_paid", "cost_usd",
+                "skipped"]].copy()
+    table["accuracy"] = table.accuracy.map("{:.3f}".format)
+    table["stderr"] = table.stderr.map("{:.3f}".format)
+    table["seconds"] = table.seconds.map(lambda s: "" if pd.isna(s) else f"{s:.0f}")
+    table["cost_usd"] = table.cost_usd.map("{:.4f}".format)
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    columns = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
+    """Accuracy over BR (log scale), one line per strategy, one panel per (task, |S|)."""
+    cells = budgeted_cells(df)
+    if cells.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted(cells.groupby(["task", "seed_size"]).groups)
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for axis, (task, size) in zip(axes[0], panels, strict=True):
+        block = cells[(cells.task == task) & (cells.seed_size == size)]
+        for strategy in BUDGETED:
+            points = block[block.strategy == strategy].groupby("budget_ratio").accuracy.agg(["mean", "std"])
+            if not points.empty:
+                axis.errorbar(points.index, points["mean"], yerr=points["std"].fillna(0), marker="o",
+                              capsize=3, label=strategy.replace("_", " "))
+        axis.set(xscale="log", xlabel="budget ratio BR = Q / |S|", ylabel="test accuracy",
+                 title=f"{task}, |S| = {size}")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
+    """Test accuracy per LLM2LLM iteration (iteration 0 is the finetune baseline), one panel per task."""
+    cells = df[df.strategy == "llm2llm"]
+    if cells.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted(cells.task.unique())
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for (variant, size), block in cells[cells.task == task].groupby(["variant", "seed_size"]):
+            curves = pd.DataFrame(block.iterations.tolist())  # seeds x iterations (ragged: NaN)
+            axis.errorbar(curves.columns, curves.mean(), yerr=curves.std().fillna(0), marker="o", capsize=3,
+                          label=f"{variant}, |S| = {size}")
+        axis.set(xlabel="iteration", ylabel="test accuracy", title=task)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+DIVERSITY_DATASET = "generated/all"  # the cell's whole generated dataset
+
+
+def diversity_scores(df: pd.DataFrame) -> pd.DataFrame:
+    """Cells x diversity scores of their generated data (cells without generated data left out)."""
+    rows = {i: {m: v for m, v in d.get(DIVERSITY_DATASET, {}).items() if m in DIRECTION and v is not None}
+            for i, d in df.diversity.items() if isinstance(d, dict)}
+    return pd.DataFrame.from_dict({i: r for i, r in rows.items() if r}, orient="index").dropna(axis=1, how="all")
+
+
+def correlations(x: np.ndarray, y: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """Spearman and Pearson of x with y, each with a 95% percentile bootstrap interval over cells."""
+    from scipy.stats import rankdata
+
+    def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # row-wise
+        a = a - a.mean(axis=-1, keepdims=True)
+        b = b - b.mean(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+    index = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    xs, ys = x[index], y[index]
+    result = {}
+    for name, a, b, boot_a, boot_b in (("pearson", x, y, xs, ys),
+                                       ("spearman", rankdata(x), rankdata(y), rankdata(xs, axis=1),
+                                        rankdata(ys, axis=1))):
+        boot = pearson(boot_a, boot_b)
+        boot = boot[~np.isnan(boot)]  # resamples with a constant column have no correlation
+        low, high = np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan)
+        result[name] = (float(pearson(a, b)), float(low), float(high))
+    return result
+
+
+def diversity_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Each diversity score's correlation with test accuracy across cells, ranked by |Spearman|: how
+    well it predicts what the data does for the student (the cluster-agent paper's comparison)."""
+    scores = diversity_scores(df)
+    if len(scores) < 3:
+        return None
+    accuracy = df.loc[scores.index, "accuracy"].to_numpy(dtype=float)
+    rows = []
+    for metric in scores.columns:
+        x = scores[metric].to_numpy(dtype=float)
+        keep = ~np.isnan(x)
+        if keep.sum() < 3 or np.ptp(x[keep]) == 0:
+            continue
+        c = correlations(x[keep], accuracy[keep])
+        direction = {1: "higher", -1: "lower", 0: "-"}[DIRECTION[metric]]
+        rows.append({"score": metric, "more diverse is": direction, "cells": int(keep.sum()),
+                     "spearman": round(c["spearman"][0], 3),
+                     "spearman 95% CI": f"[{c['spearman'][1]:.2f}, {c['spearman'][2]:.2f}]",
+                     "pearson": round(c["pearson"][0], 3),
+                     "pearson 95% CI": f"[{c['pearson'][1]:.2f}, {c['pearson'][2]:.2f}]"})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    table = table.iloc[table.spearman.abs().sort_values(ascending=False).index].reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
+def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
+    """Test accuracy against each diversity score, one panel per score, one colour per strategy."""
+    scores = diversity_scores(df)
+    if len(scores) < 3:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 4
+    rows = math.ceil(len(scores.columns) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    strategies = df.loc[scores.index, "strategy"]
+    for axis, metric in zip(axes.flat, scores.columns):
+        for strategy in sorted(strategies.unique()):
+            cells = scores.index[strategies == strategy]
+            axis.scatter(scores.loc[cells, metric], df.loc[cells, "accuracy"], label=strategy.replace("_", " "), s=18)
+        axis.set(xlabel=metric, ylabel="test accuracy")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(scores.columns):]:
+        axis.axis("off")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def build(records: list[dict], out: Path) -> dict:
+    """Write report.md, the CSVs and the plots into `out`; return {name: table or plot path}."""
+    out.mkdir(parents=True, exist_ok=True)
+    df = frame(records)
+    failed = [r for r in records if r.get("status") == "failed"]
+    parts, made = [f"# Sweep report\n\n{len(df)} finished cells, {len(failed)} failed."], {}
+    if not df.empty:
+        trained, reused = int(df.trainings.sum()), int(df.reused.sum())
+        parts[0] += (f" Trainings performed {trained}; stages reused from earlier cells or runs {reused}; "
+                     f"teacher queries paid {int(df.queries_paid.sum())}; ${df.cost_usd.sum():.4f}.")
+        sections = [("llm2llm", "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)",
+                     llm2llm_table(df)),
+                    ("budget_strategies", "Budgeted strategies: test accuracy per strategy over BR = Q / |S|",
+                     budget_table(df)),
+                    ("diversity", ("Diversity of the generated data vs test accuracy: correlation across cells "
+                                   "(95% bootstrap intervals), ranked by |Spearman|"), diversity_table(df)),
+                    ("cells", "Every cell", cells_table(df))]
+        for name, title, table in sections:
+            if table is not None:
+                table.to_csv(out / f"{name}.csv", index=False)
+                parts.append(f"## {title}\n\n{markdown(table)}")
+                made[name] = table
+        for name, plot in (("accuracy_vs_budget_ratio", plot_budget), ("accuracy_per_iteration", plot_iterations),
+                           ("accuracy_vs_diversity", plot_diversity)):
+            path = plot(df, out / f"{name}.png")
+            if path:
+                parts.append(f"![{name}]({path.name})")
+                made[name] = path
+    if failed:
+        parts.append("## Failed cells\n\n" + "\n".join(f"- `{' '.join(r['overrides'])}`: {r['error']} "
+                                                       f"({r['run_dir']})" for r in failed))
+    (out / "report.md").write_text("\n\n".join(parts) + "\n")
+    made["report"] = out / "report.md"
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runners.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder (outputs/multiruns/...) or any folder of records")
+    parser.add_argument("--out", type=Path, help="where to write the report (default <sweep dir>/report); "
+                        "the records are copied there too, so the folder is self-contained")
+    args = parser.parse_args(argv)
+    records = find_records(args.sweep_dir)
+    if not records:
+        print(f"error: no cell records under {args.sweep_dir}: point at a multirun folder "
+              "(outputs/multiruns/<date>) or a results folder", file=sys.stderr)
+        return 2
+    out = args.out or args.sweep_dir / "report"
+    if args.out:
+        for record in records:
+            if record.get("status") == "done":
+                write_json(out / "records" / f"{record['cell_id']}.json", record)
+    made = build(records, out)
+    print((out / "report.md").read_text())
+    print(f"report: {made['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Diversity: the cluster-agent score on hand-made partitions, malformed clustering replies, the
+baselines on strings with known values, the simulated clusterer end to end, and the correlation report."""
+
+import json
+import math
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from bench.config import DiversityConfig
+from bench.diversity import ClusterAgent, score_dataset
+from bench.diversity.baselines import (
+    compression_ratio,
+    kmeans_inertia,
+    mean_length,
+    ngram_diversity,
+    pairwise_rouge_l,
+    self_repetition,
+    vendi,
+)
+from bench.diversity.cluster_agent import parse_partition, round_score
+from bench.tasks import Example, load_task
+from bench.teachers import Budget, GenerationCache, Teacher
+from bench.teachers.base import LocalBackend, Response
+from runners import report
+from tests.conftest import REPO, compose_config, run_cli, typed_config
+
+# -- the score -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("partition, expected", [
+    ([[i] for i in range(10)], 10.0),  # all singletons: C = 10, S = 1
+    ([list(range(10))], 0.1),  # one cluster: C = 1, S = 10
+    ([[0, 1, 2, 3], [4, 5], [6], [7], [8], [9]], 3.6),  # C = 6, S = 10 / 6
+])
+def test_round_score_is_clusters_over_mean_size(partition, expected):
+    assert round_score(partition) == pytest.approx(expected)
+
+
+def test_malformed_replies_are_repaired_or_dropped_and_counted():
+    counts = Counter()
+    assert parse_partition('{"clusters": [[1, 2], [3]]}', 3, counts) == [[0, 1], [2]] and not counts
+    # out of range, repeated and missing samples
+    assert parse_partition('Sure! {"clusters": [[1, 2, 9], [2, 3]]} Hope this helps.', 4, counts) == [[0, 1], [2], [3]]
+    assert counts == {"out_of_range": 1, "duplicate": 1, "missing": 1, "repaired_rounds": 1}
+    counts.clear()
+    assert parse_partition('```json\n[[0, 1], ["2"]]\n```', 3, counts) == [[0, 1], [2]]  # 0-based, fenced
+    assert counts["zero_based"] == 1
+    counts.clear()
+    assert parse_partition('{"clusters": [{"members": [1, 3]}, {"members": [2]}]}', 3, counts) == [[0, 2], [1]]
+    for reply, reason in [("I think they are all different.", "invalid_json"), ('{"groups": 3}', "no_cluster_list"),
+                          ('{"clusters": []}', "empty_partition")]:
+        counts.clear()
+        assert parse_partition(reply, 3, counts) is None and counts[reason] == 1
+
+
+class Scripted(LocalBackend):
+    """A clustering LLM that replies from a script: the real Teacher path, no model."""
+
+    name, model = "scripted", "v1"
+
+    def __init__(self, cluster_replies, verdict="Yes"):
+        self.cluster_replies, self.verdict, self.calls = cluster_replies, verdict, Counter()
+
+    def complete_batch(self, requests):
+        replies = []
+        for r in requests:
+            self.calls[r.kind] += 1
+            if r.kind == "diversity_cluster":
+                replies.append(Response(text=self.cluster_replies[r.sample_index % len(self.cluster_replies)]))
+            elif r.kind == "diversity_verify":
+                replies.append(Response(text=self.verdict))
+            else:
+                replies.append(Response(text="- Same topic.\n- Same kind of answer."))
+        return replies
+
+
+def agent(tmp_path, backend, **settings):
+    cfg = replace(typed_config().diversity.cluster_agent,
+                  **{"criteria_rounds": 3, "clustering_rounds": 4, "clustering_samples": 4, **settings})
+    return ClusterAgent(cfg, Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None)))
+
+
+def test_the_score_averages_rounds_and_counts_what_was_dropped(tmp_path):
+    replies = ['{"clusters": [[1], [2], [3], [4]]}', '{"clusters": [[1, 2, 3, 4]]}', "not json", '[[1, 2], [3], [4]]']
+    backend = Scripted(replies)
+    result = agent(tmp_path, backend).score([f"text {i}" for i in range(12)])
+    scores = [4.0, 0.25, 9 / 4]  # the third round is dropped
+    assert result["score"] == pytest.approx(sum(scores) / 3) and result["rounds"] == 3
+    assert result["stderr"] == pytest.approx(np.std(scores, ddof=1) / math.sqrt(3))
+    assert result["counts"]["invalid_json"] == 1 and result["counts"]["dropped_rounds"] == 1
+    assert result["criteria"] == ["Same topic.", "Same kind of answer."]
+    assert backend.calls == {"diversity_criteria": 3, "diversity_criteria_summary": 1,
+                             "diversity_criteria_sentences": 1, "diversity_cluster": 4, "diversity_verify": 2}
+    # a rerun is answered from the cache: the metric is cheap to rerun
+    again = agent(tmp_path, Scripted(replies))
+    assert again.score([f"text {i}" for i in range(12)])["score"] == result["score"]
+    assert again.teacher.usage_report()["diversity"]["cache_hits"] == 11
+
+
+@pytest.mark.parametrize("rule, expected", [("split", [4.0, 4.0, 4.0, 4.0]), ("drop", None)])
+def test_invalid_clusters_are_split_or_dropped(tmp_path, rule, expected):
+    result = agent(tmp_path, Scripted(['{"clusters": [[1, 2, 3, 4]]}'], verdict="No, they differ."),
+                   invalid_clusters=rule).score([f"text {i}" for i in range(8)])
+    if expected is None:  # the round's only cluster was invalid: nothing is left of it
+        assert result["score"] is None and result["counts"]["dropped_rounds"] == 4
+    else:
+        assert result["score"] == pytest.approx(4.0)
+    assert result["counts"]["invalid_clusters"] == 4
+
+
+# -- baselines -----------------------------------------------------------------------------------------
+
+def test_baselines_on_strings_with_known_values():
+    assert ngram_diversity(["a b", "a b"], max_n=2) == pytest.approx(2 / 4 + 2 / 3)  # {a, b}; {ab, ba}
+    assert ngram_diversity(["a b c d"], max_n=4) == pytest.approx(4.0)  # nothing repeats
+    assert self_repetition(["a b c d", "a b c d", "e f g h"], n=4) == pytest.approx((2 * math.log(2) + 0) / 3)
+    assert self_repetition(["a b c d", "e f g h"], n=4) == 0.0
+    assert mean_length(["one two", "three four five six"]) == 3.0
+    assert pairwise_rouge_l(["the cat sat", "the cat sat", "dogs bark loudly"]) == pytest.approx(1 / 3)
+    repetitive, varied = ["the same sentence again"] * 50, [f"sentence number {i} about {i * 7}" for i in range(50)]
+    assert compression_ratio(repetitive) > 10 > compression_ratio(varied)
+    assert vendi(np.eye(5)) == pytest.approx(5.0) and vendi(np.ones((5, 3))) == pytest.approx(1.0)
+    assert kmeans_inertia(np.ones((6, 3)) / math.sqrt(3), clusters=2) == pytest.approx(0.0)
+
+
+def test_embedding_scores_use_the_packaged_minilm():
+    examples = [Example(id=str(i), prompt=q, target="x", label="x", record={"question": q}) for i, q in enumerate(
+        ["How far is the moon?", "What is the distance to the moon?", "Who wrote Hamlet?", "Name a Shakespeare play."])]
+    scores = score_dataset(examples, replace(DiversityConfig(), text="question", kmeans_clusters=2))
+    assert 1 < scores["vendi"] < 4 and scores["kmeans_inertia"] > 0 and scores["examples"] == 4
+
+
+def test_the_simulated_clusterer_groups_alike_samples(tmp_path, data_dir):
+    from bench.teachers.simulated import SimulatedBackend
+
+    trec = load_task(typed_config("task=trec").task, str(data_dir))
+    backend = SimulatedBackend(trec, set())
+    texts = ["How far is the moon from the earth?", "What is the distance between the earth and the moon?",
+             "Who wrote the play Hamlet?", "Which playwright wrote Hamlet?"]
+    cluster_agent = agent(tmp_path, backend, clustering_rounds=3, criteria_rounds=2)
+    reply = cluster_agent.ask([cluster_agent.request("cluster", {"criteria": [], "samples": texts}, 0,
+                                                     {"samples": texts})], "clustering")[0]
+    assert sorted(map(sorted, json.loads(reply.text)["clusters"])) == [[1, 2], [3, 4]]
+    assert cluster_agent.score(texts)["score"] == pytest.approx(1.0)  # two pairs: C = 2, S = 2
+
+
+# -- in a run, and in the report -----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_every_generated_dataset_is_scored_in_the_run_record(tmp_path):
+    result = run_cli("seed_set.size=48", "train.epochs=1", "eval.limit=24", "student.architecture.num_hidden_layers=1",
+                     "student.tokenizer_vocab_size=600", "logger=wandb", "strategy=llm2llm_quick",
+                     "train.epochs=0.5", "diversity.cluster_agent.enabled=true",
+                     "diversity.cluster_agent.clustering_rounds=50", "diversity.cluster_agent.criteria_rounds=4",
+                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    diversity = record["diversity"]
+    assert set(diversity) == {"generated/iteration_1", "generated/iteration_2", "generated/all"}
+    total = diversity["generated/all"]
+    assert total["examples"] == diversity["generated/iteration_1"]["examples"] + diversity["generated/iteration_2"]["examples"]
+    assert {"ngram_diversity", "compression_ratio", "self_repetition", "mean_length", "pairwise_rouge_l",
+            "kmeans_inertia", "vendi", "cluster_agent", "cluster_agent_stderr"} <= set(total)
+    assert 0 < total["cluster_agent"] <= 10 and total["cluster_agent_detail"]["rounds"] == 50
+    assert record["cost"]["diversity"]["requests"] > 50  # accounted like every other role
+    assert "diversity: " in result.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["diversity/generated/all/vendi"] == total["vendi"]
+    assert b"diversity/generated/all/cluster_agent" in next((tmp_path / "run" / "wandb").glob(
+        "offline-run-*/run-*.wandb")).read_bytes()
+
+
+def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(12):
+        accuracy = 0.4 + 0.03 * i
+        records.append({"cell_id": f"c{i}", "status": "done", "strategy": "new_question", "seed_set_size": 100,
+                        "overrides": [f"seed_set.seed={i}"], "choices": {}, "run_dir": "x",
+                        "config": {"task": {"name": "trec"}, "student": {"name": "tiny"},
+                                   "teacher": {"name": "simulated"}, "seed_set": {"seed": i}},
+                        "metrics": {"final/test_acc": accuracy, "final/test_acc_stderr": 0.02},
+                        "cost": {}, "stages": {"trained": 1, "reused": 0}, "seconds": 1.0,
+                        "diversity": {"generated/all": {"vendi": 10 + i, "cluster_agent": 3 + 0.1 * i + rng.normal(0, 0.3),
+                                                        "mean_length": rng.normal(10, 1)}}})
+    made = report.build(records, tmp_path)
+    table = made["diversity"]
+    assert list(table.score[:2]) == ["vendi", "cluster_agent"] and table.spearman[0] == 1.0
+    low, high = (float(x) for x in table["spearman 95% CI"][0].strip("[]").split(","))
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
+    assert made["accuracy_vs_diversity"].stat().st_size > 10_000
+    assert "Diversity of the generated data vs test accuracy" in (tmp_path / "report.md").read_text()
+
+
+def test_the_diversity_preset_and_the_pretraining_shapes_compose():
+    cfg = typed_config("experiment=diversity")
+    assert cfg.diversity.cluster_agent.enabled and cfg.budget.max_queries == 600
+    ca = typed_config().diversity.cluster_agent
+    assert (ca.criteria_rounds, ca.criteria_samples, ca.clustering_rounds, ca.clustering_samples) == (100, 5, 5000, 10)
+    shapes = {"350m_scratch": (0.33e9, 0.35e9), "1.4b_scratch": (1.35e9, 1.45e9)}
+    for student, (low, high) in shapes.items():
+        c = compose_config(f"student={student}").student
+        with torch.device("meta"):
+            model = LlamaForCausalLM(LlamaConfig(vocab_size=c.tokenizer_vocab_size, **c.architecture))
+        assert low < sum(p.numel() for p in model.parameters()) < high
+    assert (REPO / "conf" / "prompts" / "personas.yaml").is_file()
+
+
+def test_personas_vary_the_writers_voice(tmp_path, data_dir):
+    from runners.pipeline import build_strategy
+
+    strategy = build_strategy(compose_config("strategy=new_question", "strategy.personas=3"))
+    trec = load_task(typed_config().task, str(data_dir))
+    systems = {strategy.request("new_question", "new_question", trec, e, "augmenter").messages[0]["content"]
+               for e in trec.train[:30]}
+    assert len(systems) == 3 and all("Write as " in s for s in systems)

@@ -1,0 +1,226 @@
+"""Sweeps through `python run.py -m`: presets, launchers, resuming, shared stages, the report and the
+advisor. The sweeps run the real pipeline at the QUICK size."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from bench.store import find_records
+from runners import advise, report
+from runners.pipeline import validated
+from runners.sweep import count_cells
+from tests.conftest import DATA_DIR, QUICK, REPO, run_cli
+
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+TINY = ["student=tiny", "train=scratch", "teacher=simulated"]  # the README's tiny override
+
+
+def grid(preset: str) -> list[list[str]]:
+    """The cells `python run.py -m experiment=<preset> <TINY>` launches, as override lists."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}", *TINY], return_hydra_config=True)
+    params = cfg.hydra.sweeper.get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + [f"experiment={preset}", *TINY]
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
+    return [cell for batch in batches for cell in batch]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_cell_by_cell(preset):
+    cells = grid(preset)
+    for overrides in cells:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            config = validated(compose("config", overrides=[f"data_dir={DATA_DIR}", *overrides]))
+        assert config.student.name == "tiny" and config.teacher.name == "simulated"
+    expected = {"llm2llm": 5 * 4 * 2, "llm2llm_ablations": 4, "budget_strategies": 3 * 3 * 5, "smoke": 4}
+    if preset in expected:
+        assert len(cells) == expected[preset]
+
+
+def test_paper_presets_keep_the_papers_models_without_the_tiny_override():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        llm2llm = compose("config", overrides=["experiment=llm2llm"])
+        budget = compose("config", overrides=["experiment=budget_strategies"])
+    assert (llm2llm.student.pretrained, llm2llm.teacher.backend.model) == ("meta-llama/Llama-2-7b-hf", "gpt-3.5-turbo")
+    assert budget.student.pretrained == "meta-llama/Llama-2-7b-chat-hf"
+    assert budget.teacher.backend.model == "meta-llama/Llama-3.1-70B-Instruct" and budget.train.learning_rate == 4e-5
+
+
+def sweep(tmp_path, name, *args, **env):
+    return run_cli("-m", "experiment=smoke", *QUICK, f"hydra.sweep.dir={tmp_path / name}", *args, cwd=tmp_path,
+                   **env)
+
+
+@pytest.mark.slow
+def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
+    first = sweep(tmp_path, "first", "hydra/launcher=parallel", "logger=wandb")
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = find_records(tmp_path / "first")
+    assert len(records) == 4 and all(r["status"] == "done" for r in records)
+    by_strategy = {r["strategy"]: r for r in records}
+    # LLM2LLM's iteration 0 is the finetune cell's stage: one training for both, whichever ran first
+    assert by_strategy["llm2llm"]["stages"]["keys"][0] == by_strategy["finetune"]["stages"]["keys"][0]
+    trained = sum(r["stages"]["trained"] for r in records)
+    stages = sum(len(r["stages"]["keys"]) for r in records)
+    assert trained == stages - 1 == 5
+    assert {r["provenance"]["git_commit"] is not None for r in records} == {True}
+    report_dir = tmp_path / "first" / "report"
+    text = (report_dir / "report.md").read_text()
+    assert "| trec | 48 |" in text and "answer_augmentation" in text and "llm2llm_quick gain" in text
+    assert (report_dir / "accuracy_vs_budget_ratio.png").stat().st_size > 10_000
+    assert (report_dir / "accuracy_per_iteration.png").stat().st_size > 10_000
+    assert "sweep done: 4 cells ran, 0 skipped" in first.stdout
+    assert "[cell 4 of 4]" in first.stdout + first.stderr
+    # W&B: every cell a run in the sweep's group with a flattened config, plus a summary run
+    # (the offline .wandb file holds the run's protobuf records: its strings appear as they are)
+    group = records[0]["sweep"]["group"].encode()
+    assert group.startswith(b"smoke-") and {r["sweep"]["group"] for r in records} == {group.decode()}
+    cell_run = next((tmp_path / "first" / "1" / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
+    assert group in cell_run and b"train.learning_rate" in cell_run and b"llm2llm" in cell_run
+    summary = next((tmp_path / "first" / "wandb").glob("offline-run-*"))
+    assert group in next(summary.glob("run-*.wandb")).read_bytes()
+    assert b"sweep-summary" in next(summary.glob("run-*.wandb")).read_bytes()
+    assert "llm2llm_quick gain" in next(summary.glob("files/media/table/tables/llm2llm_*.table.json")).read_text()
+    plots = {p.name.rsplit("_", 2)[0] for p in summary.glob("files/media/images/plots/*.png")}
+    assert {"accuracy_vs_budget_ratio", "accuracy_per_iteration"} <= plots
+
+    again = sweep(tmp_path, "again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "sweep done: 0 cells ran, 4 skipped (already done), 0 failed; 0 trainings performed" in again.stdout
+    rerun = find_records(tmp_path / "again")
+    assert [r["metrics"]["final/test_acc"] for r in rerun] == [r["metrics"]["final/test_acc"] for r in records]
+    assert "| trec | 48 |" in (tmp_path / "again" / "report" / "report.md").read_text()
+
+
+def cache_rows(stores: Path) -> int:
+    with sqlite3.connect(stores / "generations.sqlite") as db:
+        return db.execute("select count(*) from generations").fetchone()[0]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_cell_resumes_to_the_uninterrupted_result(tmp_path):
+    reference = sweep(tmp_path, "reference", BENCH_CACHE_DIR=str(tmp_path / "reference-stores"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    stores = tmp_path / "stores"
+    env = {**os.environ, "BENCH_DATA_DIR": str(DATA_DIR), "BENCH_CACHE_DIR": str(stores)}
+    killed = subprocess.Popen([sys.executable, str(REPO / "run.py"), "-m", "experiment=smoke", *QUICK,
+                               f"hydra.sweep.dir={tmp_path / 'killed'}"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    mid_llm2llm = tmp_path / "killed" / "1" / "generated" / "iteration_1.jsonl"  # round 1 asked, not trained
+    deadline = time.monotonic() + 300
+    while not mid_llm2llm.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert mid_llm2llm.exists()
+    paid_before_the_kill = cache_rows(stores)  # every paid answer is in the cache before it is used
+
+    resumed = sweep(tmp_path, "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = {r["strategy"]: r for r in find_records(tmp_path / "resumed")}
+    expected = {r["strategy"]: r for r in find_records(tmp_path / "reference")}
+    assert runs["finetune"]["skipped"] and not runs["llm2llm"]["skipped"]
+    assert runs["llm2llm"]["stages"]["reused"] == 1  # iteration 0 survived the kill
+    for strategy, record in expected.items():
+        assert runs[strategy]["iterations"] == [{**i, "train_seconds": r["train_seconds"], "reused": r["reused"]}
+                                                for i, r in zip(record["iterations"], runs[strategy]["iterations"])]
+    paid_after = sum(b["paid"] for r in runs.values() if not r["skipped"] for b in r["cost"].get("budget", []))
+    paid_reference = sum(b["paid"] for r in expected.values() for b in r["cost"].get("budget", []))
+    assert paid_before_the_kill + paid_after == paid_reference  # nothing paid twice
+    assert runs["llm2llm"]["cost"]["budget"][0]["from_cache"] > 0
+
+
+def test_a_failing_cell_is_recorded_and_the_others_finish(tmp_path):
+    result = run_cli("-m", *QUICK, "strategy=finetune", "train.epochs=0.2", "seed_set.size=48,100000",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "sweep done: 1 cells ran, 0 skipped (already done), 1 failed" in result.stdout
+    failures = [line for line in result.stdout.splitlines() if line.startswith("  failed: ")]
+    assert len(failures) == 1 and "seed_set.size=100000 exceeds the 5442 training examples" in failures[0]
+    failed = json.loads((tmp_path / "sweep" / "1" / "record.json").read_text())
+    assert failed["status"] == "failed" and "choose seed_set.size<=" in failed["error"]
+    assert "## Failed cells" in (tmp_path / "sweep" / "report" / "report.md").read_text()
+
+
+def test_the_slurm_launcher_submits_one_array_job(tmp_path):
+    """Up to job creation: the real Hydra -> submitit -> sbatch path, with an `sbatch` on PATH that
+    keeps the submission script and stops there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\n"
+                                    "echo 'dry run: submission recorded' >&2\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it before submitting
+    (bin_dir / "srun").chmod(0o755)
+    result = run_cli("-m", *QUICK, "strategy=finetune", "seed_set.seed=0,1,2", "hydra/launcher=slurm",
+                     "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+                     PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert "dry run: submission recorded" in result.stderr
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in ("#SBATCH --array=0-2%3", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB", "#SBATCH --time=720", "#SBATCH --signal=USR2@"):
+        assert line in script
+    assert "submitit.core._submit" in script
+
+
+def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", variant=None, iterations=()):
+    budget = [{"max_queries": ratio * size, "paid": ratio * size, "from_cache": 0, "spent": ratio * size}] if ratio else []
+    return {"cell_id": f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}", "status": "done", "strategy": strategy,
+            "seed_set_size": size, "overrides": [f"strategy={variant or strategy}"],
+            "choices": {"strategy": variant or strategy}, "run_dir": "x",
+            "config": {"task": {"name": task}, "student": {"name": "tiny"}, "teacher": {"name": "simulated"},
+                       "seed_set": {"seed": seed}},
+            "metrics": {"final/test_acc": accuracy, "final/test_acc_stderr": 0.02},
+            "iterations": [{"test_acc": a} for a in iterations], "cost": {"budget": budget},
+            "stages": {"trained": 1, "reused": 0}, "seconds": 10.0}
+
+
+def test_report_tables_have_the_papers_shape(tmp_path):
+    records = [fake_record("finetune", 0.50, seed=0), fake_record("finetune", 0.54, seed=1),
+               fake_record("llm2llm", 0.60, seed=0, iterations=(0.5, 0.6)),
+               fake_record("llm2llm", 0.64, seed=1, iterations=(0.54, 0.64)),
+               fake_record("answer_augmentation", 0.7, ratio=1), fake_record("new_question", 0.6, ratio=1),
+               fake_record("answer_augmentation", 0.7, ratio=30), fake_record("new_question", 0.8, ratio=30)]
+    made = report.build(records, tmp_path)
+    llm2llm = made["llm2llm"].iloc[0]
+    assert llm2llm["finetune"] == "0.520 ± 0.028 (n=2)" and llm2llm["llm2llm gain"] == "+10.0 pts"
+    budget = made["budget_strategies"]
+    assert list(budget.best) == ["answer_augmentation", "new_question"] and list(budget.budget_ratio) == [1, 30]
+    assert (tmp_path / "budget_strategies.csv").read_text().startswith("task,seed_size,budget_ratio,")
+    assert made["accuracy_vs_budget_ratio"].is_file() and made["accuracy_per_iteration"].is_file()
+
+
+def test_advisor_uses_the_nearest_measurements_or_the_published_rule(tmp_path, capsys):
+    store = tmp_path / "results" / "records"
+    for record in [fake_record("answer_augmentation", 0.7, ratio=1), fake_record("new_question", 0.6, ratio=1),
+                   fake_record("answer_augmentation", 0.7, ratio=30), fake_record("new_question", 0.8, ratio=30),
+                   fake_record("new_question", 0.9, ratio=1, size=1000)]:
+        (store / record["cell_id"]).mkdir(parents=True)
+        (store / f"{record['cell_id']}.json").write_text(json.dumps(record))
+    low = advise.advise("trec", 120, 2.0, [tmp_path / "results"])
+    assert "recommendation: answer_augmentation" in low and "|S| = 100 and BR = 1" in low
+    high = advise.advise("trec", 90, 20.0, [tmp_path / "results"])
+    assert "recommendation: new_question" in high and "|S| = 100 and BR = 30" in high
+    unmeasured = advise.advise("gsm8k", 100, 60.0, [tmp_path / "results"])
+    assert "recommendation: new_question" in unmeasured and "published rule" in unmeasured
+    assert "recommendation: answer_augmentation" in advise.advise("gsm8k", 1000, 5.0, [tmp_path / "none"])
+    assert advise.main(["task=trec"]) == 2 and "usage" in capsys.readouterr().err
+
+
+def test_the_grid_size_is_counted_for_progress():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=budget_strategies"], return_hydra_config=True)
+    cfg.hydra.overrides.task = ["experiment=budget_strategies", "budget.ratio=1,2"]
+    assert count_cells(cfg) == 3 * 3 * 2  # the command line's BR grid replaces the preset's
