@@ -114,3 +114,25 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
             "correct": bool(sample["acc"]),
         })
     return EvalResult(split, metrics["acc,none"], metrics["acc_stderr,none"], records)
+
+
+def zero_shot(model, tokenizer, tasks: list[str], include_path: str | None, batch_size: int,
+              limit: int | None = None) -> dict:
+    """lm-eval tasks by name (its built-in ones load their data from the Hub; `include_path` adds a
+    folder of task YAMLs), zero-shot: {task: {metric: value}}."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    model.eval()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    try:
+        output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=0, limit=limit,
+                                         task_manager=TaskManager(include_path=include_path))
+    except (KeyError, ValueError, OSError, ConnectionError) as error:
+        raise BenchError(f"zero-shot tasks {list(tasks)}: {str(error).splitlines()[0] if str(error) else error!r} "
+                         "(check the task names with `lm_eval ls tasks`, and Hub access for their data)") from None
+    return {task: {metric.split(",")[0]: value for metric, value in metrics.items()
+                   if "," in metric and isinstance(value, int | float)}  # "acc,none": lm-eval's metric,filter
+            for task, metrics in output["results"].items()}

@@ -13,9 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from bench.config import BenchConfig
+from bench.config import BenchConfig, TrainConfig
 from bench.errors import BenchError
-from bench.evaluation import EvalResult, evaluate
+from bench.evaluation import EvalResult, evaluate, zero_shot
 from bench.seed_set import sample_seed_set
 from bench.store import STAGE_FORMAT, StageStore, digest, write_json, write_jsonl
 from bench.students import Student, parameter_count
@@ -86,10 +86,10 @@ class Job:
     def augmenter(self):
         return self._teachers[1]
 
-    def stage_key(self, examples: list, start_from: Round | None, score_on: list) -> str:
+    def stage_key(self, examples: list, start_from: Round | None, score_on: list, recipe: TrainConfig) -> str:
         c = self.config
         return digest({"format": STAGE_FORMAT, "task": asdict(c.task), "student": asdict(c.student),
-                       "train": asdict(c.train), "eval": asdict(c.eval), "examples": examples_digest(examples),
+                       "train": asdict(recipe), "eval": asdict(c.eval), "examples": examples_digest(examples),
                        "start_from": start_from.key if start_from else "base",
                        "score_on": examples_digest(score_on)})
 
@@ -103,12 +103,13 @@ class Job:
         return stage.model
 
     def train_and_score(self, examples: list, iteration: int, start_from: Round | None = None,
-                        score_on: list = (), keep_weights: bool = False) -> Round:
+                        score_on: list = (), keep_weights: bool = False, recipe: TrainConfig | None = None) -> Round:
         """Train from the base weights (or the stage `start_from`) on `examples`, score the test split
         and, when asked, `score_on` (training examples, through the same lm-eval path). `keep_weights`
-        stores the trained weights too, for a later stage that continues from them."""
-        score_on = list(score_on)
-        key = self.stage_key(examples, start_from, score_on)
+        stores the trained weights too, for a later stage that continues from them; `recipe` replaces
+        the train config (a pre-training stage)."""
+        score_on, recipe = list(score_on), recipe or self.config.train
+        key = self.stage_key(examples, start_from, score_on, recipe)
         with self.stages.claim(key):  # another cell of the sweep may be computing this very stage
             done = self.stages.load(key, need_weights=keep_weights)
             if done is not None:
@@ -116,7 +117,7 @@ class Job:
                               EvalResult(**done["scored"]) if done["scored"] else None, done["parameters"],
                               reused=True)
             else:
-                stage = self.compute(examples, iteration, key, start_from, score_on)
+                stage = self.compute(examples, iteration, key, start_from, score_on, recipe)
                 self.stages.save(key, {"stats": vars(stage.stats), "test": vars(stage.test),
                                        "scored": vars(stage.scored) if stage.scored else None,
                                        "parameters": stage.parameters},
@@ -138,15 +139,23 @@ class Job:
         return stage
 
     def compute(self, examples: list, iteration: int, key: str, start_from: Round | None,
-                score_on: list) -> Round:
+                score_on: list, recipe: TrainConfig) -> Round:
         where = self.run_dir / f"iteration_{iteration}"
         model = self.model_of(start_from) if start_from is not None else self.student.base_model()
-        model, stats = finetune(model, self.student.tokenizer, examples, self.config.train, where / "trainer",
+        model, stats = finetune(model, self.student.tokenizer, examples, recipe, where / "trainer",
                                 self.tracker.report_to)
         tokenizer, task, cfg = self.student.tokenizer, self.config.task, self.config.eval
         scored = evaluate(model, tokenizer, task, "train", score_on, cfg, where) if score_on else None
         test = evaluate(model, tokenizer, task, "test", self.task.test, cfg, where, limit=cfg.limit)
         return Round(iteration, key, stats, test, scored, parameter_count(model), reused=False, model=model)
+
+    def zero_shot(self, stage: Round, tasks: list, include_path: str | None, limit: int | None) -> dict:
+        """lm-eval's own tasks (ARC, BoolQ, ...) on a stage's model, zero-shot; logged per iteration."""
+        scores = zero_shot(self.model_of(stage), self.student.tokenizer, tasks, include_path,
+                           self.config.eval.batch_size, limit)
+        self.tracker.log({f"zero_shot/iteration_{stage.iteration}/{task}/{metric}": value
+                          for task, metrics in scores.items() for metric, value in metrics.items()})
+        return scores
 
     def add_generated(self, iteration: int, generated: list, tally) -> None:
         """Save a round's generated examples (JSONL, loadable with `datasets`) and what was dropped."""
@@ -169,7 +178,8 @@ class Job:
         datasets = {name: examples for name, examples in self.generated_datasets().items() if len(examples) > 1}
         if not cfg.enabled or not datasets:
             return {}
-        from bench.diversity import ClusterAgent, score_dataset
+        from bench.diversity import score_dataset
+        from bench.diversity.cluster_agent import ClusterAgent
 
         agent = ClusterAgent(cfg.cluster_agent, self.cluster_teacher) if cfg.cluster_agent.enabled else None
         scores = {}

@@ -11,14 +11,16 @@ table and PNG plots into DIR (default <sweep dir>/report)."""
 
 import argparse
 import math
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.diversity.baselines import DIRECTION
-from bench.store import find_records, write_json
+from bench.diversity import DIRECTION
+from bench.store import digest, find_records, write_json
 
 BUDGETED = ("answer_augmentation", "question_rephrase", "new_question")
 
@@ -193,10 +195,24 @@ def diversity_scores(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict({i: r for i, r in rows.items() if r}, orient="index").dropna(axis=1, how="all")
 
 
+def average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks (from 1) along the last axis, tied values sharing their mean rank, as
+    scipy.stats.rankdata does (whose import alone would cost a rerun's report seconds)."""
+    order = np.argsort(a, axis=-1, kind="stable")
+    ordered = np.take_along_axis(a, order, -1)
+    n, edge = a.shape[-1], np.ones(a.shape[:-1] + (1,), dtype=bool)
+    change = ordered[..., 1:] != ordered[..., :-1]
+    position = np.broadcast_to(np.arange(n), a.shape)
+    first = np.maximum.accumulate(np.where(np.concatenate([edge, change], -1), position, 0), axis=-1)
+    last = np.minimum.accumulate(np.where(np.concatenate([change, edge], -1), position, n - 1)[..., ::-1],
+                                 axis=-1)[..., ::-1]
+    ranks = np.empty(a.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, -1)
+    return ranks
+
+
 def correlations(x: np.ndarray, y: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
     """Spearman and Pearson of x with y, each with a 95% percentile bootstrap interval over cells."""
-    from scipy.stats import rankdata
-
     def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # row-wise
         a = a - a.mean(axis=-1, keepdims=True)
         b = b - b.mean(axis=-1, keepdims=True)
@@ -207,8 +223,8 @@ def correlations(x: np.ndarray, y: np.ndarray, resamples: int = 2000, seed: int 
     xs, ys = x[index], y[index]
     result = {}
     for name, a, b, boot_a, boot_b in (("pearson", x, y, xs, ys),
-                                       ("spearman", rankdata(x), rankdata(y), rankdata(xs, axis=1),
-                                        rankdata(ys, axis=1))):
+                                       ("spearman", average_ranks(x), average_ranks(y), average_ranks(xs),
+                                        average_ranks(ys))):
         boot = pearson(boot_a, boot_b)
         boot = boot[~np.isnan(boot)]  # resamples with a constant column have no correlation
         low, high = np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan)
@@ -273,8 +289,27 @@ def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
     return path
 
 
-def build(records: list[dict], out: Path) -> dict:
-    """Write report.md, the CSVs and the plots into `out`; return {name: table or plot path}."""
+def cached_plot(plot, df: pd.DataFrame, path: Path, cache: Path | None) -> Path | None:
+    """Draw the plot, or copy it from `cache` when the same cells were drawn before (a rerun of a
+    sweep whose cells were all done then costs no drawing)."""
+    if cache is None:
+        return plot(df, path)
+    stored = cache / f"{digest([plot.__name__, df.drop(columns=['skipped']).to_json()])}.png"
+    if stored.is_file():
+        shutil.copyfile(stored, path)
+        return path
+    made = plot(df, path)
+    if made:
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = stored.with_suffix(".partial")
+        shutil.copyfile(path, partial)
+        os.replace(partial, stored)
+    return made
+
+
+def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dict:
+    """Write report.md, the CSVs and the plots into `out`; return {name: table or plot path}.
+    `plot_cache`: a folder of plots drawn before, by content."""
     out.mkdir(parents=True, exist_ok=True)
     df = frame(records)
     failed = [r for r in records if r.get("status") == "failed"]
@@ -297,7 +332,7 @@ def build(records: list[dict], out: Path) -> dict:
                 made[name] = table
         for name, plot in (("accuracy_vs_budget_ratio", plot_budget), ("accuracy_per_iteration", plot_iterations),
                            ("accuracy_vs_diversity", plot_diversity)):
-            path = plot(df, out / f"{name}.png")
+            path = cached_plot(plot, df, out / f"{name}.png", plot_cache)
             if path:
                 parts.append(f"![{name}]({path.name})")
                 made[name] = path

@@ -40,7 +40,7 @@ class SweepCallback(Callback):
         failed = [r for r in records if r.get("status") == "failed"]
         ran = len(records) - len(skipped) - len(failed)
         trained = sum(r["stages"]["trained"] for r in records if r.get("status") == "done" and not r.get("skipped"))
-        made = build(records, sweep_dir / "report")
+        made = build(records, sweep_dir / "report", plot_cache=Path(config.store_dir) / "plots")
         print(f"\nsweep done: {ran} cells ran, {len(skipped)} skipped (already done), {len(failed)} failed; "
               f"{trained} trainings performed; report {made['report']}")
         for record in failed:

@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.config import DiversityConfig
-from bench.diversity import ClusterAgent, score_dataset
+from bench.diversity import score_dataset
 from bench.diversity.baselines import (
     compression_ratio,
     kmeans_inertia,
@@ -22,7 +22,7 @@ from bench.diversity.baselines import (
     self_repetition,
     vendi,
 )
-from bench.diversity.cluster_agent import parse_partition, round_score
+from bench.diversity.cluster_agent import ClusterAgent, parse_partition, round_score
 from bench.tasks import Example, load_task
 from bench.teachers import Budget, GenerationCache, Teacher
 from bench.teachers.base import LocalBackend, Response
@@ -218,3 +218,40 @@ def test_personas_vary_the_writers_voice(tmp_path, data_dir):
     systems = {strategy.request("new_question", "new_question", trec, e, "augmenter").messages[0]["content"]
                for e in trec.train[:30]}
     assert len(systems) == 3 and all("Write as " in s for s in systems)
+
+
+def test_average_ranks_match_scipy_with_ties():
+    from scipy.stats import rankdata
+
+    values = np.random.default_rng(1).integers(0, 5, size=(50, 9)).astype(float)
+    assert np.array_equal(report.average_ranks(values), rankdata(values, axis=1))
+    assert np.array_equal(report.average_ranks(values[0]), rankdata(values[0]))
+
+
+@pytest.mark.slow
+def test_the_pretraining_protocol_runs_end_to_end_at_tiny_size(tmp_path):
+    """Corpus from topic x style x persona prompts -> pre-training from scratch -> SFT on the seed set,
+    scored on the task and on an lm-eval zero-shot task (a local multiple-choice YAML: the built-in
+    ones need the Hub)."""
+    rows = [{"question": "Is the sky blue?", "choices": ["yes", "no"], "answer": 0},
+            {"question": "Is fire cold?", "choices": ["yes", "no"], "answer": 1}] * 4
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tiny_mc.yaml").write_text(
+        f"task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {tmp_path / 'mc.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n")
+    result = run_cli("strategy=synthetic_pretraining", "seed_set.size=48", "train.epochs=1", "eval.limit=24",
+                     "logger=none", "student.architecture.num_hidden_layers=1", "student.tokenizer_vocab_size=600",
+                     "strategy.generations_per_topic=2", "strategy.zero_shot_tasks=[tiny_mc]",
+                     f"strategy.zero_shot_include_path={tmp_path / 'tasks'}", f"hydra.run.dir={tmp_path / 'run'}",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert [i["train_examples"] for i in record["iterations"]] == [96, 48]  # corpus, then the seed set
+    corpus = [json.loads(line) for line in (tmp_path / "run" / "generated" / "iteration_0.jsonl").open()]
+    assert len(corpus) == 96 and len({c["style"] for c in corpus}) == 6
+    assert record["diversity"]["generated/all"]["examples"] == 96
+    for iteration in (0, 1):
+        assert 0 <= record["metrics"][f"zero_shot/iteration_{iteration}/tiny_mc/acc"] <= 1
+    assert record["stages"]["trained"] == 2

@@ -1,15 +1,14 @@
 """Diversity of generated datasets: the classic baselines (baselines.py) and the LLM cluster-agent
 metric (cluster_agent.py), scored on every generated dataset of a run."""
 
-from bench.diversity.baselines import DIRECTION, baseline_scores
-from bench.diversity.cluster_agent import ClusterAgent
 from bench.errors import BenchError
-from bench.tasks import Example
 
-__all__ = ["DIRECTION", "ClusterAgent", "baseline_scores", "score_dataset", "text_of"]
+# +1: a higher score means more diverse; -1: a lower one does (reports read this without the models)
+DIRECTION = {"ngram_diversity": 1, "compression_ratio": -1, "self_repetition": -1, "mean_length": 0,
+             "pairwise_rouge_l": -1, "kmeans_inertia": 1, "vendi": 1, "cluster_agent": 1}
 
 
-def text_of(example: Example, what: str) -> str:
+def text_of(example, what: str) -> str:
     """The text a score sees: the question alone, or the question with its answer."""
     question = (example.record or {}).get("question") or example.prompt
     if what == "question":
@@ -19,8 +18,11 @@ def text_of(example: Example, what: str) -> str:
     raise BenchError(f"diversity.text={what!r}: use example or question")
 
 
-def score_dataset(examples: list, cfg, cluster_agent: ClusterAgent | None = None) -> dict:
-    """Every enabled score of one dataset; the cluster agent's as `cluster_agent` (+ stderr, counts)."""
+def score_dataset(examples: list, cfg, cluster_agent=None) -> dict:
+    """Every enabled score of one dataset; the cluster agent's (a ClusterAgent) as `cluster_agent`,
+    with its stderr and the detail of its rounds."""
+    from bench.diversity.baselines import baseline_scores
+
     texts = [text_of(e, cfg.text) for e in examples]
     scores = {"examples": len(texts), **baseline_scores(texts, cfg)}
     if cluster_agent is not None:

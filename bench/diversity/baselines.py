@@ -15,10 +15,6 @@ import numpy as np
 
 from bench.strategies.filters import rouge_l, words
 
-# +1: a higher score means more diverse; -1: a lower one does
-DIRECTION = {"ngram_diversity": 1, "compression_ratio": -1, "self_repetition": -1, "mean_length": 0,
-             "pairwise_rouge_l": -1, "kmeans_inertia": 1, "vendi": 1, "cluster_agent": 1}
-
 
 def ngram_diversity(texts: list[str], max_n: int = 4) -> float:
     """Sum over n = 1..max_n of unique / total word n-grams of the concatenated texts."""

@@ -30,6 +30,7 @@ DEFAULT_REPLY = {
     "rephrase": "Question: {{ question }}",
     "answer": "{{ answer }}",
     "check": "Yes",
+    "corpus": "Text: {{ question }}",
 }
 # Word-level rewrites that change the wording, never the meaning, the numbers or the label.
 _REWRITES = [
@@ -79,7 +80,7 @@ class SimulatedBackend(LocalBackend):
             text = self._cluster_agent(request.kind.removeprefix("diversity_"), source)
             return Response(text=text, prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
                             completion_tokens=len(text.split()))
-        if request.kind in ("new_example", "new_question"):
+        if request.kind in ("new_example", "new_question", "corpus"):  # a corpus text: one near the topic
             rank = request.sample_index
             if self.temperature_spread > 0:  # hotter sampling reaches further from the source
                 rank += self._rng(request).randrange(max(1, round(request.temperature * self.temperature_spread)))

@@ -1,0 +1,76 @@
+"""The diversity study's pre-training protocol (Chen et al. 2024; REFERENCE §3): the teacher writes a
+synthetic corpus, one text per topic x style (each in one of `personas` voices); the student is
+pre-trained on it (the loss on every token), then fine-tuned on the seed set from those weights. Both
+stages are scored on the task's test split and on lm-eval's zero-shot tasks, when named."""
+
+from dataclasses import replace
+
+from bench.errors import BenchError
+from bench.strategies.base import Generated, Strategy, Tally, writer
+from bench.tasks import Example
+
+
+class SyntheticPretraining(Strategy):
+    name = "synthetic_pretraining"
+
+    def __init__(self, topics: list | None = None, styles: list | None = None, generations_per_topic: int = 1,
+                 pretrain: dict | None = None, zero_shot_tasks: list | None = None,
+                 zero_shot_include_path: str | None = None, zero_shot_limit: int | None = None, **shared):
+        super().__init__(**shared)
+        if not styles or generations_per_topic < 1:
+            raise BenchError("strategy.styles must list at least one style, and generations_per_topic be >= 1")
+        self.topics = list(topics or [])
+        self.styles = list(styles)
+        self.generations_per_topic = generations_per_topic
+        self.pretrain = dict(pretrain or {})
+        self.zero_shot_tasks = list(zero_shot_tasks or [])
+        self.zero_shot_include_path = zero_shot_include_path
+        self.zero_shot_limit = zero_shot_limit
+
+    def run(self, job) -> None:
+        corpus = self.corpus(job)
+        if not corpus:
+            raise BenchError("the teacher wrote no usable corpus text; see generation/* in the run's metrics")
+        try:
+            recipe = replace(job.config.train, **self.pretrain)
+        except TypeError as error:
+            raise BenchError(f"strategy.pretrain: {error} (use keys of the train config)") from None
+        keep = bool(self.zero_shot_tasks)
+        pretrained = job.train_and_score(corpus, iteration=0, keep_weights=True, recipe=recipe)
+        self.score_zero_shot(job, pretrained)
+        tuned = job.train_and_score(job.seed_set, iteration=1, start_from=pretrained, keep_weights=keep)
+        self.score_zero_shot(job, tuned)
+
+    def corpus(self, job) -> list:
+        """One text per (topic, generation); style and persona vary with the generation."""
+        task, teacher, tally = job.task, job.teacher, Tally()
+        topics = self.topics or [e.record.get("question") or e.prompt for e in job.seed_set]
+        sources, requests = [], []
+        for t, topic in enumerate(topics):
+            for g in range(self.generations_per_topic):
+                style = self.styles[(t + g) % len(self.styles)]
+                fields = {"id": f"topic-{t}", "topic": topic, "style": style, "question": topic}
+                sources.append(fields)
+                requests.append(self.request("corpus", "corpus", task, fields, "teacher", g))
+        tally.add("requested", len(requests))
+        texts = []
+        for fields, response in zip(sources, teacher.generate(requests, "corpus: teacher")):
+            if response is None:
+                tally.add("no_answer")
+                continue
+            parsed = self.parse("corpus", task, response.text, tally)
+            if parsed is None:
+                continue
+            example = Example(id=f"corpus-{len(texts)}", prompt="", target=parsed["text"], label="",
+                              record={"question": parsed["text"]})
+            texts.append(Generated(example, {"strategy": self.name, "iteration": 0, "source_id": fields["id"],
+                                             "topic": fields["topic"], "style": fields["style"],
+                                             "written_by": writer(teacher), "role": "teacher",
+                                             "cache_key": response.key}))
+        tally.add("added", len(texts))
+        job.add_generated(0, texts, tally)
+        return [g.example for g in texts]
+
+    def score_zero_shot(self, job, stage) -> None:
+        if self.zero_shot_tasks:
+            job.zero_shot(stage, self.zero_shot_tasks, self.zero_shot_include_path, self.zero_shot_limit)
