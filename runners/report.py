@@ -41,7 +41,10 @@ def frame(records: list[dict]) -> pd.DataFrame:
             "variant": r.get("choices", {}).get("strategy", r["strategy"]),
             "seed_size": r["seed_set_size"], "seed": config["seed_set"]["seed"],
             "budget_ratio": round(queries / r["seed_set_size"], 2) if queries else None,
-            "queries_paid": sum(b["paid"] for b in budgets), "accuracy": metrics["final/test_acc"],
+            # generation only: the cluster agent's own queries (role diversity) are not the strategy's cost
+            "queries_paid": sum(line.get("requests", 0) for role, line in r.get("cost", {}).items()
+                                if role not in ("budget", "diversity")),
+            "accuracy": metrics["final/test_acc"],
             "stderr": metrics["final/test_acc_stderr"],
             "iterations": [i["test_acc"] for i in r.get("iterations", [])],
             "seconds": r.get("seconds"), "trainings": r["stages"]["trained"], "reused": r["stages"]["reused"],
@@ -172,7 +175,8 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         for (variant, size), block in cells[cells.task == task].groupby(["variant", "seed_size"]):
-            curves = pd.DataFrame(block.iterations.tolist())  # seeds x iterations (ragged: NaN)
+            longest = max(len(i) for i in block.iterations)  # a run that stopped early is shorter
+            curves = pd.DataFrame([i + [np.nan] * (longest - len(i)) for i in block.iterations])
             axis.errorbar(curves.columns, curves.mean(), yerr=curves.std().fillna(0), marker="o", capsize=3,
                           label=f"{variant}, |S| = {size}")
         axis.set(xlabel="iteration", ylabel="test accuracy", title=task)
@@ -186,6 +190,7 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
 
 
 DIVERSITY_DATASET = "generated/all"  # the cell's whole generated dataset
+MIN_CELLS = 5  # fewer cells than this make no correlation worth a table
 
 
 def diversity_scores(df: pd.DataFrame) -> pd.DataFrame:
@@ -236,14 +241,14 @@ def diversity_table(df: pd.DataFrame) -> pd.DataFrame | None:
     """Each diversity score's correlation with test accuracy across cells, ranked by |Spearman|: how
     well it predicts what the data does for the student (the cluster-agent paper's comparison)."""
     scores = diversity_scores(df)
-    if len(scores) < 3:
+    if len(scores) < MIN_CELLS:
         return None
     accuracy = df.loc[scores.index, "accuracy"].to_numpy(dtype=float)
     rows = []
     for metric in scores.columns:
         x = scores[metric].to_numpy(dtype=float)
         keep = ~np.isnan(x)
-        if keep.sum() < 3 or np.ptp(x[keep]) == 0:
+        if keep.sum() < MIN_CELLS or np.ptp(x[keep]) == 0:
             continue
         c = correlations(x[keep], accuracy[keep])
         direction = {1: "higher", -1: "lower", 0: "-"}[DIRECTION[metric]]
@@ -263,7 +268,7 @@ def diversity_table(df: pd.DataFrame) -> pd.DataFrame | None:
 def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
     """Test accuracy against each diversity score, one panel per score, one colour per strategy."""
     scores = diversity_scores(df)
-    if len(scores) < 3:
+    if len(scores) < MIN_CELLS:
         return None
     import matplotlib
 

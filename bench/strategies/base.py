@@ -112,6 +112,18 @@ class Strategy(ABC):
             fields["label"] = label
         return fields
 
+    def parsed_replies(self, teacher: Teacher, step: str, task: TaskData, requests: list, description: str,
+                       tally: Tally):
+        """(request index, parsed fields, response) for each reply that came back and parsed; the
+        requests without an answer and the replies that do not parse are counted in `tally`."""
+        for index, response in enumerate(teacher.generate(requests, description)):
+            if response is None:
+                tally.add("no_answer")
+                continue
+            fields = self.parse(step, task, response.text, tally)
+            if fields is not None:
+                yield index, fields, response
+
     def filters(self, task: TaskData, training: list) -> Filters:
         return Filters(task, training, near_duplicate_rouge_l=self.filter_settings.get("near_duplicate_rouge_l"),
                        decontaminate_ngram=self.filter_settings.get("decontaminate_ngram"))

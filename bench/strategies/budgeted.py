@@ -77,13 +77,9 @@ class BudgetedStrategy(Strategy):
             requests.append(self.request("answer", "answer", task, fields, "teacher", sample_index))
         tally.add("answer_requests", len(requests))
         added = []
-        for (example, question, origin, _), response in zip(asks, teacher.generate(requests, f"{self.name}: teacher")):
-            if response is None:
-                tally.add("no_answer")
-                continue
-            fields = self.parse("answer", task, response.text, tally)
-            if fields is None:
-                continue
+        for i, fields, response in self.parsed_replies(teacher, "answer", task, requests, f"{self.name}: teacher",
+                                                       tally):
+            example, question, origin, _ = asks[i]
             if self.verify == "gold" and self.gold_known and fields["label"] != example.label:
                 tally.add("failed_verification")
                 continue

@@ -66,13 +66,10 @@ class LLM2LLM(Strategy):
             requests.append(self.request("new_example", "new_example", task, fields, "teacher", sample_index))
         tally.add("requested", len(requests))
         added = []
-        for (example, _), request, response in zip(sources, requests,
-                                                   teacher.generate(requests, f"iteration {iteration}: teacher")):
-            if response is None:
-                tally.add("no_answer")
-                continue
-            fields = self.parse("new_example", task, response.text, tally)
-            if fields is None or not filters.admit(fields["question"], tally):
+        for i, fields, response in self.parsed_replies(teacher, "new_example", task, requests,
+                                                       f"iteration {iteration}: teacher", tally):
+            example = sources[i][0]
+            if not filters.admit(fields["question"], tally):
                 continue
             target = fields["answer"] if task.config.kind == "math" else fields["label"]
             new = make_example(task, f"gen-{iteration}-{len(added)}", fields["question"], target, fields["label"])

@@ -54,13 +54,8 @@ class SyntheticPretraining(Strategy):
                 requests.append(self.request("corpus", "corpus", task, fields, "teacher", g))
         tally.add("requested", len(requests))
         texts = []
-        for fields, response in zip(sources, teacher.generate(requests, "corpus: teacher")):
-            if response is None:
-                tally.add("no_answer")
-                continue
-            parsed = self.parse("corpus", task, response.text, tally)
-            if parsed is None:
-                continue
+        for i, parsed, response in self.parsed_replies(teacher, "corpus", task, requests, "corpus: teacher", tally):
+            fields = sources[i]
             example = Example(id=f"corpus-{len(texts)}", prompt="", target=parsed["text"], label="",
                               record={"question": parsed["text"]})
             texts.append(Generated(example, {"strategy": self.name, "iteration": 0, "source_id": fields["id"],
