@@ -224,3 +224,22 @@ def test_the_grid_size_is_counted_for_progress():
         cfg = compose("config", overrides=["experiment=budget_strategies"], return_hydra_config=True)
     cfg.hydra.overrides.task = ["experiment=budget_strategies", "budget.ratio=1,2"]
     assert count_cells(cfg) == 3 * 3 * 2  # the command line's BR grid replaces the preset's
+
+
+@pytest.mark.slow
+def test_continued_training_resumes_from_stored_weights(tmp_path):
+    """llm2llm_continued keeps each non-final stage's weights; a longer run reuses stage 0 from the store
+    and trains stage 1 again from stage 0's stored weights (in run 1, stage 1 was final: it scored no
+    seed examples, so it is another stage)."""
+    args = [*QUICK, "strategy=llm2llm_continued", "train.epochs=0.5"]
+    first = run_cli(*args, "strategy.iterations=2", f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    longer = run_cli(*args, "strategy.iterations=3", f"hydra.run.dir={tmp_path / 'longer'}", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "record.json").read_text()) for d in ("first", "longer"))
+    assert [i["reused"] for i in two["iterations"]] == [True, False, False]
+    assert two["stages"]["keys"][0] == one["stages"]["keys"][0]
+    # stage 1 retrained from stage 0's stored weights gives what run 1 got from them in memory
+    assert two["iterations"][1]["test_acc"] == one["iterations"][1]["test_acc"]
+    stages = tmp_path / "stores" / "stages"
+    assert (stages / two["stages"]["keys"][1] / "model.safetensors").is_file()
