@@ -85,7 +85,7 @@ class StageStore:
     def claim(self, key: str):
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(self.root / f"{key}.lock"):
-            yield self.root / key
+            yield
 
     def load(self, key: str, need_weights: bool = False) -> dict | None:
         """The stage's result, or None when it was never computed (or its weights are needed and were
@@ -137,7 +137,8 @@ def find_records(folder: Path) -> list[dict]:
     """The cell records under a folder: a sweep's `<job>/record.json`, or a results folder's
     `records/*.json` (or a store's `cells/*.json`); one per cell id, in job order."""
     folder = Path(folder)
-    paths = [*folder.rglob("record.json"), *folder.rglob("records/*.json"), *folder.rglob("cells/*.json")]
+    paths = [*folder.rglob("record.json"), *folder.rglob("records/*.json"), *folder.rglob("cells/*.json"),
+             *(folder.glob("*.json") if folder.name in ("records", "cells") else ())]
     by_cell = {}
     for path in paths:
         record = read_json(path)

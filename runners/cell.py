@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import BenchError
-from bench.store import CellStore, cell_config, cell_id, code_version, find_records, read_json, write_json
+from bench.store import CellStore, cell_config, cell_id, code_version, read_json, write_json
 
 
 def run(cfg: DictConfig) -> int:
@@ -78,7 +78,7 @@ def progress(hydra, overrides: list) -> str:
     sweep_dir = Path(hydra.sweep.dir)
     plan = sweep_dir / "sweep.json"
     total = read_json(plan)["cells"] if plan.is_file() else "?"
-    records = find_records(sweep_dir)
+    records = [read_json(path) for path in sweep_dir.glob("*/record.json")]  # one folder per job
     skipped = sum(r.get("skipped", False) for r in records)
     failed = sum(r.get("status") == "failed" for r in records)
     done = len(records) - skipped - failed

@@ -132,18 +132,32 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
-    """Accuracy over BR (log scale), one line per strategy, one panel per (task, |S|)."""
-    cells = budgeted_cells(df)
-    if cells.empty:
-        return None
+def panels_figure(rows: int, columns: int, panel_size: tuple):
+    """A figure of rows x columns panels, drawn off-screen (matplotlib is imported only to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(rows, columns, figsize=(panel_size[0] * columns, panel_size[1] * rows), squeeze=False)
+
+
+def save_figure(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
+    """Accuracy over BR (log scale), one line per strategy, one panel per (task, |S|)."""
+    cells = budgeted_cells(df)
+    if cells.empty:
+        return None
     panels = sorted(cells.groupby(["task", "seed_size"]).groups)
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    figure, axes = panels_figure(1, len(panels), (4.5, 3.6))
     for axis, (task, size) in zip(axes[0], panels, strict=True):
         block = cells[(cells.task == task) & (cells.seed_size == size)]
         for strategy in BUDGETED:
@@ -155,10 +169,7 @@ def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
                  title=f"{task}, |S| = {size}")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
@@ -166,13 +177,8 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
     cells = df[df.strategy == "llm2llm"]
     if cells.empty:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = sorted(cells.task.unique())
-    figure, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    figure, axes = panels_figure(1, len(tasks), (4.5, 3.6))
     for axis, task in zip(axes[0], tasks, strict=True):
         for (variant, size), block in cells[cells.task == task].groupby(["variant", "seed_size"]):
             longest = max(len(i) for i in block.iterations)  # a run that stopped early is shorter
@@ -183,10 +189,7 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 DIVERSITY_DATASET = "generated/all"  # the cell's whole generated dataset
@@ -270,14 +273,8 @@ def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
     scores = diversity_scores(df)
     if len(scores) < MIN_CELLS:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     columns = 4
-    rows = math.ceil(len(scores.columns) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    figure, axes = panels_figure(math.ceil(len(scores.columns) / columns), columns, (4, 3.2))
     strategies = df.loc[scores.index, "strategy"]
     for axis, metric in zip(axes.flat, scores.columns):
         for strategy in sorted(strategies.unique()):
@@ -288,10 +285,7 @@ def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
     for axis in list(axes.flat)[len(scores.columns):]:
         axis.axis("off")
     axes[0][0].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def cached_plot(plot, df: pd.DataFrame, path: Path, cache: Path | None) -> Path | None:

@@ -200,6 +200,11 @@ def test_report_tables_have_the_papers_shape(tmp_path):
     assert list(budget.best) == ["answer_augmentation", "new_question"] and list(budget.budget_ratio) == [1, 30]
     assert (tmp_path / "budget_strategies.csv").read_text().startswith("task,seed_size,budget_ratio,")
     assert made["accuracy_vs_budget_ratio"].is_file() and made["accuracy_per_iteration"].is_file()
+    # a results folder's records are found from the folder or from its records/ itself
+    for record in records:
+        (tmp_path / "results" / "records").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / "records" / f"{record['cell_id']}.json").write_text(json.dumps(record))
+    assert len(find_records(tmp_path / "results")) == len(find_records(tmp_path / "results" / "records")) == 8
 
 
 def test_advisor_uses_the_nearest_measurements_or_the_published_rule(tmp_path, capsys):

@@ -77,9 +77,7 @@ class SimulatedBackend(LocalBackend):
     def _reply(self, request: Request) -> Response:
         source = request.source or {}
         if request.kind.startswith("diversity_"):
-            text = self._cluster_agent(request.kind.removeprefix("diversity_"), source)
-            return Response(text=text, prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
-                            completion_tokens=len(text.split()))
+            return self._response(request, self._cluster_agent(request.kind.removeprefix("diversity_"), source))
         if request.kind in ("new_example", "new_question", "corpus"):  # a corpus text: one near the topic
             rank = request.sample_index
             if self.temperature_spread > 0:  # hotter sampling reaches further from the source
@@ -96,7 +94,11 @@ class SimulatedBackend(LocalBackend):
         else:
             raise BenchError(f"the simulated teacher cannot answer requests of kind {request.kind!r}")
         template = request.reply_format or DEFAULT_REPLY[request.kind]
-        text = _JINJA.from_string(template).render(**fields)
+        return self._response(request, _JINJA.from_string(template).render(**fields))
+
+    @staticmethod
+    def _response(request: Request, text: str) -> Response:
+        """The reply, with word counts standing in for token counts."""
         prompt_words = sum(len(m["content"].split()) for m in request.messages)
         return Response(text=text, prompt_tokens=prompt_words, completion_tokens=len(text.split()))
 
