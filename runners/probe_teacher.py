@@ -14,14 +14,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import register_configs
+from bench.config import register_configs, validated
 from bench.errors import BenchError
-from bench.scoring import is_correct
 from bench.seed_set import sample_seed_set
 from bench.tasks import load_task, question_of
 from bench.teachers import Request, build_teachers
 from bench.tracking import Tracker
-from runners.pipeline import validated
 
 register_configs()
 
@@ -47,7 +45,7 @@ def probe(cfg: DictConfig, run_dir: Path) -> dict:
         started = time.perf_counter()
         answers = teacher.generate(requests, description=f"asking {config.teacher.name}")
         seconds = time.perf_counter() - started
-        correct = [a is not None and is_correct(config.task.kind, a.text, e.label, config.task.labels)
+        correct = [a is not None and data.kind.is_correct(a.text, e.label, config.task.labels)
                    for a, e in zip(answers, seed_set)]
         usage = tracker.log_teachers(teacher, augmenter)
         tracker.log({"probe/accuracy": sum(correct) / len(correct), "probe/seconds": seconds,

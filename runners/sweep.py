@@ -29,7 +29,9 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         cells = count_cells(config)
         write_json(sweep_dir / "sweep.json", {"cells": cells, "overrides": list(config.hydra.overrides.task)})
-        print(f"sweep of {cells if cells is not None else 'an open number of'} cells -> {sweep_dir}", flush=True)
+        print(
+            f"sweep of {cells if cells is not None else 'an open number of'} cells -> {sweep_dir}", flush=True
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from runners.report import build
@@ -39,7 +41,9 @@ class SweepCallback(Callback):
         skipped = [r for r in records if r.get("skipped")]
         failed = [r for r in records if r.get("status") == "failed"]
         ran = len(records) - len(skipped) - len(failed)
-        trained = sum(r["stages"]["trained"] for r in records if r.get("status") == "done" and not r.get("skipped"))
+        trained = sum(
+            r["stages"]["trained"] for r in records if r.get("status") == "done" and not r.get("skipped")
+        )
         made = build(records, sweep_dir / "report", plot_cache=Path(config.store_dir) / "plots")
         print(f"\nsweep done: {ran} cells ran, {len(skipped)} skipped (already done), {len(failed)} failed; "
               f"{trained} trainings performed; report {made['report']}")

@@ -1,14 +1,14 @@
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from bench.config import register_configs
-from runners.pipeline import validated
+from bench.config import register_configs, validated
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
@@ -23,6 +23,21 @@ register_configs()
 def own_stores(tmp_path, monkeypatch):
     """Each test its own generation cache, results store and stage store: nothing carries over."""
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "stores"))
+
+
+@pytest.fixture
+def user_conf(tmp_path):
+    """`write("task/x.yaml", body)` puts a user's YAML in a config folder of the test's own and returns
+    the override that adds it to Hydra's search path: the repo's conf/ is never written."""
+    root = tmp_path / "user_conf"
+
+    def write(relative: str, body: str) -> str:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(body))
+        return f"hydra.searchpath=[file://{root}]"
+
+    return write
 
 
 @pytest.fixture(scope="session")

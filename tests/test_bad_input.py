@@ -1,10 +1,8 @@
 """Bad input: one clear line naming the problem and the fix, a non-zero exit, no traceback."""
 
-import textwrap
-
 import pytest
 
-from tests.conftest import QUICK, REPO, run_cli
+from tests.conftest import QUICK, run_cli
 
 
 def one_line_error(result) -> str:
@@ -37,41 +35,26 @@ def test_bad_seed_sizes(size, message, tmp_path):
     assert message in one_line_error(run_cli(*QUICK, f"seed_set.size={size}", cwd=tmp_path))
 
 
-@pytest.fixture
-def user_task(tmp_path):
-    """Writes conf/task/<name>.yaml for one test and removes it after."""
-    written = []
-
-    def write(name: str, body: str):
-        path = REPO / "conf" / "task" / f"{name}.yaml"
-        path.write_text(textwrap.dedent(body))
-        written.append(path)
-
-    yield write
-    for path in written:
-        path.unlink()
-
-
-def test_task_yaml_missing_a_required_field(user_task, tmp_path):
+def test_task_yaml_missing_a_required_field(user_conf, tmp_path):
     (tmp_path / "d.csv").write_text("text,label\nhello,a\n")
-    user_task("pytest_nocue", f"""\
+    searchpath = user_conf("task/pytest_nocue.yaml", f"""\
         name: pytest_nocue
         labels: [a]
         local: {{format: csv, train: {tmp_path}/d.csv, test: {tmp_path}/d.csv}}
     """)
-    line = one_line_error(run_cli("task=pytest_nocue", cwd=tmp_path))
+    line = one_line_error(run_cli("task=pytest_nocue", searchpath, cwd=tmp_path))
     assert "task.cue is required" in line and "conf/task/" in line
 
 
-def test_label_outside_the_label_set(user_task, tmp_path):
+def test_label_outside_the_label_set(user_conf, tmp_path):
     (tmp_path / "train.csv").write_text("text,label\nsunny today,weather\nbook a table,food\n")
-    user_task("pytest_labels", f"""\
+    searchpath = user_conf("task/pytest_labels.yaml", f"""\
         name: pytest_labels
         cue: "Intent:"
         labels: [food]
         local: {{format: csv, train: {tmp_path}/train.csv, test: {tmp_path}/train.csv}}
     """)
-    line = one_line_error(run_cli("task=pytest_labels", cwd=tmp_path))
+    line = one_line_error(run_cli("task=pytest_labels", searchpath, cwd=tmp_path))
     assert "train record 0 of" in line and "train.csv" in line
     assert "label 'weather' is not in task.labels ['food']; add it to labels or fix the data" in line
 

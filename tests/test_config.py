@@ -4,8 +4,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
+from bench.config import validated
 from bench.errors import BenchError
-from runners.pipeline import validated
 from tests.conftest import REPO, compose_config, typed_config
 
 TASKS = sorted(p.stem for p in (REPO / "conf" / "task").glob("*.yaml"))
@@ -81,3 +81,44 @@ def test_paper_scale_baseline_preset():
     cfg = typed_config("experiment=finetune_7b")
     assert (cfg.task.name, cfg.student.name, cfg.train.learning_rate) == ("gsm8k", "7b", 2e-5)
     assert (cfg.seed_set.size, cfg.seed_set.fraction) == (None, 0.01)
+
+
+@pytest.mark.parametrize("override", [
+    "eval.decoding=sampeld", "diversity.text=answers", "task.kind=regression", "logger.backend=tensorboard",
+    "logger.mode=onlne", "student.dtype=fp8", "diversity.cluster_agent.invalid_clusters=merge",
+    "task.local.format=parquet",
+])
+def test_an_option_outside_its_set_fails_at_compose_time(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as error:
+        compose_config(override)
+    bad = override.split("=")[1]
+    assert f"Invalid value '{bad}', expected one of" in f"{error.value} {error.value.__cause__}"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.max_concurrency=0", "teacher.max_concurrency=0 must be at least 1"),
+    ("teacher.max_attempts=0", "teacher.max_attempts=0 must be at least 1"),
+    ("train.epochs=-1", "train.epochs=-1.0 must be positive"),
+    ("train.epochs=0", "train.epochs=0.0 must be positive"),
+    ("eval.limit=0", "eval.limit=0 must be at least 1"),
+    ("budget.max_queries=-4", "budget.max_queries=-4 must be at least 0"),
+    ("budget.ratio=-2", "budget.ratio=-2.0 must be positive"),
+    ("train.learning_rate=0", "train.learning_rate=0.0 must be positive"),
+    ("eval.sampling.top_p=1.5", r"eval.sampling.top_p=1.5 must be in \(0, 1\]"),
+    ("diversity.cluster_agent.clustering_samples=1", "clustering_samples=1 must be at least 2"),
+])
+def test_a_number_that_makes_no_sense_fails_before_any_work(override, message):
+    with pytest.raises(BenchError, match=message):
+        typed_config(override)
+
+
+def test_strategy_settings_are_checked_when_the_strategy_is_built():
+    from bench.config import build_strategy
+
+    with pytest.raises(BenchError, match=r"strategy.filters=\['near_duplicate_rouge'\] has unknown keys"):
+        build_strategy(compose_config("+strategy.filters.near_duplicate_rouge=0.9"))
+    with pytest.raises(BenchError, match=r"near_duplicate_rouge_l=1.5 must be in \(0, 1\] or null"):
+        build_strategy(compose_config("strategy.filters.near_duplicate_rouge_l=1.5"))
+    with pytest.raises(BenchError, match=r"strategy.pretrain has unknown keys \['epoch'\]"):
+        build_strategy(compose_config("strategy=synthetic_pretraining", "+strategy.pretrain.epoch=2"))
+

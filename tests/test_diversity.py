@@ -27,6 +27,7 @@ from bench.tasks import Example, load_task
 from bench.teachers import Budget, GenerationCache, Teacher
 from bench.teachers.base import LocalBackend, Response
 from runners import report
+from runners.report import stats
 from tests.conftest import REPO, compose_config, run_cli, typed_config
 
 # -- the score -----------------------------------------------------------------------------------------
@@ -44,15 +45,25 @@ def test_malformed_replies_are_repaired_or_dropped_and_counted():
     counts = Counter()
     assert parse_partition('{"clusters": [[1, 2], [3]]}', 3, counts) == [[0, 1], [2]] and not counts
     # out of range, repeated and missing samples
-    assert parse_partition('Sure! {"clusters": [[1, 2, 9], [2, 3]]} Hope this helps.', 4, counts) == [[0, 1], [2], [3]]
+    assert parse_partition('Sure! {"clusters": [[1, 2, 9], [2, 3]]} Hope this helps.', 4, counts) == [
+        [0, 1],
+        [2],
+        [3],
+    ]
     assert counts == {"out_of_range": 1, "duplicate": 1, "missing": 1, "repaired_rounds": 1}
     counts.clear()
     assert parse_partition('```json\n[[0, 1], ["2"]]\n```', 3, counts) == [[0, 1], [2]]  # 0-based, fenced
     assert counts["zero_based"] == 1
     counts.clear()
-    assert parse_partition('{"clusters": [{"members": [1, 3]}, {"members": [2]}]}', 3, counts) == [[0, 2], [1]]
-    for reply, reason in [("I think they are all different.", "invalid_json"), ('{"groups": 3}', "no_cluster_list"),
-                          ('{"clusters": []}', "empty_partition")]:
+    assert parse_partition('{"clusters": [{"members": [1, 3]}, {"members": [2]}]}', 3, counts) == [
+        [0, 2],
+        [1],
+    ]
+    for reply, reason in [
+        ("I think they are all different.", "invalid_json"),
+        ('{"groups": 3}', "no_cluster_list"),
+        ('{"clusters": []}', "empty_partition"),
+    ]:
         counts.clear()
         assert parse_partition(reply, 3, counts) is None and counts[reason] == 1
 
@@ -70,7 +81,9 @@ class Scripted(LocalBackend):
         for r in requests:
             self.calls[r.kind] += 1
             if r.kind == "diversity_cluster":
-                replies.append(Response(text=self.cluster_replies[r.sample_index % len(self.cluster_replies)]))
+                replies.append(
+                    Response(text=self.cluster_replies[r.sample_index % len(self.cluster_replies)])
+                )
             elif r.kind == "diversity_verify":
                 replies.append(Response(text=self.verdict))
             else:
@@ -85,7 +98,12 @@ def agent(tmp_path, backend, **settings):
 
 
 def test_the_score_averages_rounds_and_counts_what_was_dropped(tmp_path):
-    replies = ['{"clusters": [[1], [2], [3], [4]]}', '{"clusters": [[1, 2, 3, 4]]}', "not json", '[[1, 2], [3], [4]]']
+    replies = [
+        '{"clusters": [[1], [2], [3], [4]]}',
+        '{"clusters": [[1, 2, 3, 4]]}',
+        "not json",
+        "[[1, 2], [3], [4]]",
+    ]
     backend = Scripted(replies)
     result = agent(tmp_path, backend).score([f"text {i}" for i in range(12)])
     scores = [4.0, 0.25, 9 / 4]  # the third round is dropped
@@ -121,15 +139,27 @@ def test_baselines_on_strings_with_known_values():
     assert self_repetition(["a b c d", "e f g h"], n=4) == 0.0
     assert mean_length(["one two", "three four five six"]) == 3.0
     assert pairwise_rouge_l(["the cat sat", "the cat sat", "dogs bark loudly"]) == pytest.approx(1 / 3)
-    repetitive, varied = ["the same sentence again"] * 50, [f"sentence number {i} about {i * 7}" for i in range(50)]
+    repetitive, varied = (
+        ["the same sentence again"] * 50,
+        [f"sentence number {i} about {i * 7}" for i in range(50)],
+    )
     assert compression_ratio(repetitive) > 10 > compression_ratio(varied)
     assert vendi(np.eye(5)) == pytest.approx(5.0) and vendi(np.ones((5, 3))) == pytest.approx(1.0)
     assert kmeans_inertia(np.ones((6, 3)) / math.sqrt(3), clusters=2) == pytest.approx(0.0)
 
 
 def test_embedding_scores_use_the_packaged_minilm():
-    examples = [Example(id=str(i), prompt=q, target="x", label="x", record={"question": q}) for i, q in enumerate(
-        ["How far is the moon?", "What is the distance to the moon?", "Who wrote Hamlet?", "Name a Shakespeare play."])]
+    examples = [
+        Example(id=str(i), prompt=q, target="x", label="x", record={"question": q})
+        for i, q in enumerate(
+            [
+                "How far is the moon?",
+                "What is the distance to the moon?",
+                "Who wrote Hamlet?",
+                "Name a Shakespeare play.",
+            ]
+        )
+    ]
     scores = score_dataset(examples, replace(DiversityConfig(), text="question", kmeans_clusters=2))
     assert 1 < scores["vendi"] < 4 and scores["kmeans_inertia"] > 0 and scores["examples"] == 4
 
@@ -152,17 +182,30 @@ def test_the_simulated_clusterer_groups_alike_samples(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_every_generated_dataset_is_scored_in_the_run_record(tmp_path):
-    result = run_cli("seed_set.size=48", "train.epochs=1", "eval.limit=24", "student.architecture.num_hidden_layers=1",
-                     "student.tokenizer_vocab_size=600", "logger=wandb", "strategy=llm2llm_quick",
-                     "train.epochs=0.5", "diversity.cluster_agent.enabled=true",
-                     "diversity.cluster_agent.clustering_rounds=50", "diversity.cluster_agent.criteria_rounds=4",
-                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_cli(
+        "seed_set.size=48",
+        "train.epochs=1",
+        "eval.limit=24",
+        "student.architecture.num_hidden_layers=1",
+        "student.tokenizer_vocab_size=600",
+        "logger=wandb",
+        "strategy=llm2llm_quick",
+        "train.epochs=0.5",
+        "diversity.cluster_agent.enabled=true",
+        "diversity.cluster_agent.clustering_rounds=50",
+        "diversity.cluster_agent.criteria_rounds=4",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     diversity = record["diversity"]
     assert set(diversity) == {"generated/iteration_1", "generated/iteration_2", "generated/all"}
     total = diversity["generated/all"]
-    assert total["examples"] == diversity["generated/iteration_1"]["examples"] + diversity["generated/iteration_2"]["examples"]
+    assert (
+        total["examples"]
+        == diversity["generated/iteration_1"]["examples"] + diversity["generated/iteration_2"]["examples"]
+    )
     assert {"ngram_diversity", "compression_ratio", "self_repetition", "mean_length", "pairwise_rouge_l",
             "kmeans_inertia", "vendi", "cluster_agent", "cluster_agent_stderr"} <= set(total)
     assert 0 < total["cluster_agent"] <= 10 and total["cluster_agent_detail"]["rounds"] == 50
@@ -179,14 +222,35 @@ def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
     records = []
     for i in range(12):
         accuracy = 0.4 + 0.03 * i
-        records.append({"cell_id": f"c{i}", "status": "done", "strategy": "new_question", "seed_set_size": 100,
-                        "overrides": [f"seed_set.seed={i}"], "choices": {}, "run_dir": "x",
-                        "config": {"task": {"name": "trec"}, "student": {"name": "tiny"},
-                                   "teacher": {"name": "simulated"}, "seed_set": {"seed": i}},
-                        "metrics": {"final/test_acc": accuracy, "final/test_acc_stderr": 0.02},
-                        "cost": {}, "stages": {"trained": 1, "reused": 0}, "seconds": 1.0,
-                        "diversity": {"generated/all": {"vendi": 10 + i, "cluster_agent": 3 + 0.1 * i + rng.normal(0, 0.3),
-                                                        "mean_length": rng.normal(10, 1)}}})
+        records.append(
+            {
+                "cell_id": f"c{i}",
+                "status": "done",
+                "strategy": "new_question",
+                "family": "budgeted",
+                "seed_set_size": 100,
+                "overrides": [f"seed_set.seed={i}"],
+                "choices": {},
+                "run_dir": "x",
+                "config": {
+                    "task": {"name": "trec"},
+                    "student": {"name": "tiny"},
+                    "teacher": {"name": "simulated"},
+                    "seed_set": {"seed": i},
+                },
+                "metrics": {"final/test_acc": accuracy, "final/test_acc_stderr": 0.02},
+                "cost": {},
+                "stages": {"trained": 1, "reused": 0},
+                "seconds": 1.0,
+                "diversity": {
+                    "generated/all": {
+                        "vendi": 10 + i,
+                        "cluster_agent": 3 + 0.1 * i + rng.normal(0, 0.3),
+                        "mean_length": rng.normal(10, 1),
+                    }
+                },
+            }
+        )
     made = report.build(records, tmp_path)
     table = made["diversity"]
     assert list(table.score[:2]) == ["vendi", "cluster_agent"] and table.spearman[0] == 1.0
@@ -200,7 +264,12 @@ def test_the_diversity_preset_and_the_pretraining_shapes_compose():
     cfg = typed_config("experiment=diversity")
     assert cfg.diversity.cluster_agent.enabled and cfg.budget.max_queries == 600
     ca = typed_config().diversity.cluster_agent
-    assert (ca.criteria_rounds, ca.criteria_samples, ca.clustering_rounds, ca.clustering_samples) == (100, 5, 5000, 10)
+    assert (ca.criteria_rounds, ca.criteria_samples, ca.clustering_rounds, ca.clustering_samples) == (
+        100,
+        5,
+        5000,
+        10,
+    )
     shapes = {"350m_scratch": (0.33e9, 0.35e9), "1.4b_scratch": (1.35e9, 1.45e9)}
     for student, (low, high) in shapes.items():
         c = compose_config(f"student={student}").student
@@ -211,7 +280,7 @@ def test_the_diversity_preset_and_the_pretraining_shapes_compose():
 
 
 def test_personas_vary_the_writers_voice(tmp_path, data_dir):
-    from runners.pipeline import build_strategy
+    from bench.config import build_strategy
 
     strategy = build_strategy(compose_config("strategy=new_question", "strategy.personas=3"))
     trec = load_task(typed_config().task, str(data_dir))
@@ -224,8 +293,8 @@ def test_average_ranks_match_scipy_with_ties():
     from scipy.stats import rankdata
 
     values = np.random.default_rng(1).integers(0, 5, size=(50, 9)).astype(float)
-    assert np.array_equal(report.average_ranks(values), rankdata(values, axis=1))
-    assert np.array_equal(report.average_ranks(values[0]), rankdata(values[0]))
+    assert np.array_equal(stats.average_ranks(values), rankdata(values, axis=1))
+    assert np.array_equal(stats.average_ranks(values[0]), rankdata(values[0]))
 
 
 @pytest.mark.slow
@@ -238,14 +307,25 @@ def test_the_pretraining_protocol_runs_end_to_end_at_tiny_size(tmp_path):
     (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "tiny_mc.yaml").write_text(
-        f"task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {tmp_path / 'mc.jsonl'}\n"
+        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {tmp_path / 'mc.jsonl'}\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
-        "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n")
-    result = run_cli("strategy=synthetic_pretraining", "seed_set.size=48", "train.epochs=1", "eval.limit=24",
-                     "logger=none", "student.architecture.num_hidden_layers=1", "student.tokenizer_vocab_size=600",
-                     "strategy.generations_per_topic=2", "strategy.zero_shot_tasks=[tiny_mc]",
-                     f"strategy.zero_shot_include_path={tmp_path / 'tasks'}", f"hydra.run.dir={tmp_path / 'run'}",
-                     cwd=tmp_path)
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n"
+    )
+    result = run_cli(
+        "strategy=synthetic_pretraining",
+        "seed_set.size=48",
+        "train.epochs=1",
+        "eval.limit=24",
+        "logger=none",
+        "student.architecture.num_hidden_layers=1",
+        "student.tokenizer_vocab_size=600",
+        "strategy.generations_per_topic=2",
+        "strategy.zero_shot_tasks=[tiny_mc]",
+        f"strategy.zero_shot_include_path={tmp_path / 'tasks'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert [i["train_examples"] for i in record["iterations"]] == [96, 48]  # corpus, then the seed set

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from bench.teachers.local_server import LocalChatServer
+from runners.benchmarks.local_server import LocalChatServer
 from tests.conftest import DATA_DIR, REPO
 
 

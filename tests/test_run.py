@@ -1,13 +1,14 @@
 """End to end through `python run.py`, as a user runs it."""
 
 import json
-import textwrap
 
 import pytest
 import wandb
 
+from bench import job
+from bench.config import build_strategy, validated
 from runners import pipeline
-from tests.conftest import QUICK, REPO, compose_config, run_cli
+from tests.conftest import QUICK, compose_config, run_cli
 
 
 def run_dir_of(tmp_path):
@@ -25,7 +26,9 @@ def test_a_job_writes_its_run_record_and_an_offline_wandb_run(tmp_path):
     assert len(json.loads((run / "seed_ids.json").read_text())) == 48
     predictions_file = run / "predictions" / "iteration_0" / "test.jsonl"
     predictions = [json.loads(line) for line in predictions_file.read_text().splitlines()]
-    assert len(predictions) == 24 and {"id", "label", "generation", "prediction", "correct"} <= set(predictions[0])
+    assert len(predictions) == 24 and {"id", "label", "generation", "prediction", "correct"} <= set(
+        predictions[0]
+    )
     assert sum(p["correct"] for p in predictions) / 24 == pytest.approx(metrics["final/test_acc"])
     assert "seed_set:\n  size: 48" in (run / "config.yaml").read_text()
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -53,23 +56,22 @@ def test_wandb_run_is_finished_when_the_job_fails(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setattr(pipeline, "evaluate", broken_evaluation)
+    monkeypatch.setattr(job, "evaluate", broken_evaluation)
     cfg = compose_config(*QUICK, "logger=wandb", "train.epochs=0.1")
     with pytest.raises(RuntimeError, match="evaluation broke"):
-        pipeline.run(cfg, tmp_path)
+        pipeline.run(cfg, validated(cfg), build_strategy(cfg), tmp_path)
     assert wandb.run is None  # finished, with a failing exit code
     assert (tmp_path / "seed_ids.json").is_file()  # what was done before the failure is kept
 
 
 @pytest.mark.slow
-def test_a_new_classification_task_is_one_yaml_file(tmp_path):
-    """A user's CSV task: one file in conf/task/, no Python."""
+def test_a_new_classification_task_is_one_yaml_file(tmp_path, user_conf):
+    """A user's CSV task: one file in a task/ config folder, no Python."""
     rows = ["text,topic"] + [f"the match ended {i} to {i + 1},sport" for i in range(30)] + \
         [f"parliament passed bill number {i},politics" for i in range(30)]
     (tmp_path / "train.csv").write_text("\n".join(rows[:21] + rows[31:51]) + "\n")
     (tmp_path / "test.csv").write_text("\n".join(rows[:1] + rows[21:31] + rows[51:61]) + "\n")
-    task_file = REPO / "conf" / "task" / "pytest_news.yaml"
-    task_file.write_text(textwrap.dedent(f"""\
+    searchpath = user_conf("task/pytest_news.yaml", f"""\
         name: pytest_news
         cue: "Topic:"
         target_column: topic
@@ -78,13 +80,10 @@ def test_a_new_classification_task_is_one_yaml_file(tmp_path):
           format: csv
           train: {tmp_path / 'train.csv'}
           test: {tmp_path / 'test.csv'}
-    """))
-    try:
-        result = run_cli("task=pytest_news", "seed_set.size=32", "train.epochs=4", "logger=none",
-                         "student.architecture.num_hidden_layers=1", "student.tokenizer_vocab_size=400",
-                         run_dir_of(tmp_path), cwd=tmp_path)
-    finally:
-        task_file.unlink()
+    """)
+    result = run_cli("task=pytest_news", searchpath, "seed_set.size=32", "train.epochs=4", "logger=none",
+                     "student.architecture.num_hidden_layers=1", "student.tokenizer_vocab_size=400",
+                     run_dir_of(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test/examples"] == 20 and metrics["data/train_pool"] == 40

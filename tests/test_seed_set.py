@@ -33,7 +33,9 @@ def test_seed_sets_come_from_the_training_split_only(trec):
 
 
 def test_fraction(trec):
-    assert len(sample_seed_set(trec.train, SeedSetConfig(fraction=0.01), "trec")) == round(0.01 * len(trec.train))
+    assert len(sample_seed_set(trec.train, SeedSetConfig(fraction=0.01), "trec")) == round(
+        0.01 * len(trec.train)
+    )
 
 
 def test_stratified_keeps_label_shares(trec):
@@ -45,16 +47,20 @@ def test_stratified_keeps_label_shares(trec):
         assert abs(got[label] - 200 * count / len(trec.train)) < 1  # largest-remainder rounding
 
 
-@pytest.mark.parametrize("cfg, message", [
-    (SeedSetConfig(size=0), "positive"),
-    (SeedSetConfig(size=-5), "positive"),
-    (SeedSetConfig(size=100000), "exceeds the 5442 training examples"),
-    (SeedSetConfig(fraction=1.5), "fraction"),
-    (SeedSetConfig(size=10, fraction=0.1), "one of seed_set.size and seed_set.fraction"),
+@pytest.mark.parametrize("settings, message", [
+    ({"size": 0}, "seed_set.size=0 must be a positive number"),
+    ({"size": -5}, "seed_set.size=-5 must be a positive number"),
+    ({"fraction": 1.5}, r"seed_set.fraction=1.5 must be in \(0, 1\]"),
+    ({"size": 10, "fraction": 0.1}, "set one of them, the other to null"),
 ])
-def test_bad_sizes(trec, cfg, message):
+def test_bad_sizes_fail_in_the_schema(settings, message):
     with pytest.raises(BenchError, match=message):
-        sample_seed_set(trec.train, cfg, "trec")
+        SeedSetConfig(**settings)
+
+
+def test_a_size_beyond_the_pool(trec):
+    with pytest.raises(BenchError, match="seed_set.size=100000 exceeds the 5442 training examples of trec"):
+        sample_seed_set(trec.train, SeedSetConfig(size=100000), "trec")
 
 
 def test_no_size_and_no_fraction_is_the_whole_split(trec):

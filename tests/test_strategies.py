@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 import datasets
 import pytest
 
+from bench.config import build_strategy
 from bench.seed_set import sample_seed_set
-from bench.strategies.filters import rouge_l, words
 from bench.tasks import load_task, question_of
 from bench.teachers import build_teachers
 from bench.teachers.base import LocalBackend, Response, Teacher
 from bench.teachers.cache import GenerationCache
-from runners.pipeline import build_strategy
+from bench.text import rouge_l, words
 from tests.conftest import QUICK, compose_config, run_cli, typed_config
 
 
@@ -26,7 +26,7 @@ class FakeRound:
 
 @dataclass
 class RecordingJob:
-    """The Job's interface; training is recorded, and the examples 'gotten wrong' are scripted."""
+    """A StrategyJob (bench/strategies/base.py); training is recorded, the wrong examples scripted."""
 
     config: object
     task: object
@@ -37,8 +37,22 @@ class RecordingJob:
     trained: list = field(default_factory=list)  # (iteration, example ids, start_from, keep_weights)
     generated: dict = field(default_factory=dict)
 
+    @property
+    def budget(self):
+        return self.teacher.budget
+
+    @property
+    def count_augmenter(self):
+        return self.config.budget.count_augmenter
+
+    @property
+    def recipe(self):
+        return self.config.train
+
     def train_and_score(self, examples, iteration, start_from=None, score_on=(), keep_weights=False):
-        self.trained.append((iteration, [e.id for e in examples], start_from and start_from.name, keep_weights))
+        self.trained.append(
+            (iteration, [e.id for e in examples], start_from and start_from.name, keep_weights)
+        )
         return FakeRound(f"stage-{iteration}", wrong_ids=self.wrong(list(score_on), iteration))
 
     def add_generated(self, iteration, generated, tally):
@@ -84,7 +98,10 @@ def test_llm2llm_augments_only_the_wrong_seed_examples_and_retrains_from_base(tm
         generated, counts = job.generated[iteration]
         assert counts["requested"] == 5  # one per wrong seed example
         assert {g.provenance["source_id"] for g in generated} <= set(seed_ids[:5])
-        assert all(g.provenance["strategy"] == "llm2llm" and g.provenance["iteration"] == iteration for g in generated)
+        assert all(
+            g.provenance["strategy"] == "llm2llm" and g.provenance["iteration"] == iteration
+            for g in generated
+        )
         assert all(g.example.label == next(e.label for e in job.seed_set if e.id == g.provenance["source_id"])
                    for g in generated)  # the same label as the seed example it came from
     # the training set is cumulative: seed, then seed + round 1, then seed + rounds 1 and 2
@@ -92,13 +109,21 @@ def test_llm2llm_augments_only_the_wrong_seed_examples_and_retrains_from_base(tm
     assert job.trained[1][1] == seed_ids + added[0] and job.trained[2][1] == seed_ids + added[0] + added[1]
     # a seed example still wrong in round 2 gets a new sample, not its round-1 example again
     assert not set(added[0]) & set(added[1])
-    assert {g.example.prompt for g in job.generated[1][0]}.isdisjoint({g.example.prompt for g in job.generated[2][0]})
+    assert {g.example.prompt for g in job.generated[1][0]}.isdisjoint(
+        {g.example.prompt for g in job.generated[2][0]}
+    )
 
 
 def test_llm2llm_ablations(tmp_path, data_dir):
-    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=3",
-                            "strategy.continue_training=true", "strategy.augment_synthetic=true",
-                            wrong=lambda scored, it: {e.id for e in scored[:1] + [e for e in scored if e.id.startswith("gen-")]})
+    strategy, job = job_for(
+        tmp_path,
+        data_dir,
+        "strategy=llm2llm",
+        "strategy.iterations=3",
+        "strategy.continue_training=true",
+        "strategy.augment_synthetic=true",
+        wrong=lambda scored, it: {e.id for e in scored[:1] + [e for e in scored if e.id.startswith("gen-")]},
+    )
     strategy.run(job)
     assert [t[2] for t in job.trained] == [None, "stage-0", "stage-1"]  # continued training
     assert [t[3] for t in job.trained] == [True, True, False]  # weights kept for the next stage only
@@ -111,7 +136,9 @@ def test_llm2llm_ablations(tmp_path, data_dir):
     assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 12
 
     # the preset's form: each of the 5 wrong seed examples gets (iterations - 1) new examples at once
-    one_shot, job = job_for(tmp_path / "preset", data_dir, "strategy=llm2llm_one_shot", "strategy.iterations=4")
+    one_shot, job = job_for(
+        tmp_path / "preset", data_dir, "strategy=llm2llm_one_shot", "strategy.iterations=4"
+    )
     one_shot.run(job)
     assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 15
 
@@ -121,7 +148,9 @@ def test_decontamination_catches_a_planted_test_question(tmp_path, data_dir):
 
     def replies(request):
         data = job.task
-        question = question_of(data.test[len(planted) % 3], data) if len(planted) < 3 else "How far is the moon ?"
+        question = (
+            question_of(data.test[len(planted) % 3], data) if len(planted) < 3 else "How far is the moon ?"
+        )
         planted[len(planted)] = question
         return f"1. Text: {question}\nLabel: {request.source['label']}"
 
@@ -135,18 +164,34 @@ def test_decontamination_catches_a_planted_test_question(tmp_path, data_dir):
 
 
 def test_invalid_replies_are_dropped_and_counted(tmp_path, data_dir):
-    bad = iter(["no format at all", "1. Text: a question ?\nLabel: WEATHER", "1. Text: what is love ?\nLabel: DESC",
-                "1. Text: who won ?\nLabel: HUM", "Text: where is Rome ?\nLabel: LOC"])
+    bad = iter(
+        [
+            "no format at all",
+            "1. Text: a question ?\nLabel: WEATHER",
+            "1. Text: what is love ?\nLabel: DESC",
+            "1. Text: who won ?\nLabel: HUM",
+            "Text: where is Rome ?\nLabel: LOC",
+        ]
+    )
     strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2",
                             teacher=Scripted(lambda r: next(bad)))
     strategy.run(job)
     counts = job.generated[1][1]
     assert counts["unparseable"] == 1 and counts["label_outside_set"] == 1 and counts["added"] == 3
 
-    answers = iter(["1. Question: What is 2+2?\nAnswer: 2+2=4", "1. Question: What is 3+3?\nAnswer: 3+3=6\n#### 6"])
-    strategy, job = job_for(tmp_path / "m", data_dir, "strategy=llm2llm", "strategy.iterations=2", task="gsm8k",
-                            seed_size=20, teacher=Scripted(lambda r: next(answers, "nonsense")),
-                            wrong=lambda scored, it: {e.id for e in scored[:2]})
+    answers = iter(
+        ["1. Question: What is 2+2?\nAnswer: 2+2=4", "1. Question: What is 3+3?\nAnswer: 3+3=6\n#### 6"]
+    )
+    strategy, job = job_for(
+        tmp_path / "m",
+        data_dir,
+        "strategy=llm2llm",
+        "strategy.iterations=2",
+        task="gsm8k",
+        seed_size=20,
+        teacher=Scripted(lambda r: next(answers, "nonsense")),
+        wrong=lambda scored, it: {e.id for e in scored[:2]},
+    )
     strategy.run(job)
     generated, counts = job.generated[1]
     assert counts["no_final_number"] == 1 and counts["added"] == 1
@@ -162,13 +207,24 @@ def test_invalid_replies_are_dropped_and_counted(tmp_path, data_dir):
     ("new_question", 2.0, True, {"augmenter", "teacher"}),
     ("new_question", 0.5, False, {"teacher"}),  # Q counts teacher answers only
 ])
-def test_the_budget_is_used_exactly_and_never_exceeded(tmp_path, data_dir, strategy, ratio, count_augmenter, roles):
-    strategy, job = job_for(tmp_path, data_dir, f"strategy={strategy}", "budget=ratio", f"budget.ratio={ratio}",
-                            f"budget.count_augmenter={count_augmenter}")
+def test_the_budget_is_used_exactly_and_never_exceeded(
+    tmp_path, data_dir, strategy, ratio, count_augmenter, roles
+):
+    strategy, job = job_for(
+        tmp_path,
+        data_dir,
+        f"strategy={strategy}",
+        "budget=ratio",
+        f"budget.ratio={ratio}",
+        f"budget.count_augmenter={count_augmenter}",
+    )
     strategy.run(job)
     budget = job.teacher.budget
-    asked = {role: line.requests for t in {id(job.teacher): job.teacher, id(job.augmenter): job.augmenter}.values()
-             for role, line in t.usage.items()}
+    asked = {
+        role: line.requests
+        for t in {id(job.teacher): job.teacher, id(job.augmenter): job.augmenter}.values()
+        for role, line in t.usage.items()
+    }
     counted = sum(asked[role] for role in roles)
     assert budget.used == counted == budget.max_queries == round(ratio * 100)
     assert budget.in_flight == 0 and [t[0] for t in job.trained] == [1]
@@ -236,7 +292,9 @@ def test_each_strategy_end_to_end(tmp_path, strategy):
                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "run"
-    generated = datasets.load_dataset("json", data_files=str(run / "generated" / "iteration_1.jsonl"), split="train")
+    generated = datasets.load_dataset(
+        "json", data_files=str(run / "generated" / "iteration_1.jsonl"), split="train"
+    )
     assert {"prompt", "target", "label", "strategy", "iteration", "source_id", "written_by", "cache_key"} <= \
         set(generated.column_names)
     usage = json.loads((run / "teacher_usage.json").read_text())
@@ -263,7 +321,10 @@ def test_rephrased_questions_carry_the_augmenters_provenance(tmp_path, data_dir)
     strategy, job = job_for(tmp_path, data_dir, "strategy=question_rephrase", "budget.max_queries=40")
     strategy.run(job)
     for g in job.generated[1][0]:
-        assert g.provenance["question_by"].startswith("simulated:") and len(g.provenance["question_cache_key"]) == 64
+        assert (
+            g.provenance["question_by"].startswith("simulated:")
+            and len(g.provenance["question_cache_key"]) == 64
+        )
 
 
 def test_llm2llm_stops_when_nothing_is_left_to_add(tmp_path, data_dir):
@@ -285,7 +346,7 @@ def test_left_over_queries_buy_second_answers_not_filtered_duplicates(tmp_path, 
 def test_lcs_matches_the_table_algorithm():
     import random
 
-    from bench.strategies.filters import lcs_length
+    from bench.text import lcs_length
 
     def table(a, b):
         previous = [0] * (len(b) + 1)
@@ -303,16 +364,14 @@ def test_lcs_matches_the_table_algorithm():
         assert lcs_length(a, b) == table(a, b)
 
 
-def test_near_duplicate_filter_is_fast_on_long_texts(data_dir):
+def test_near_duplicate_filter_on_long_texts(data_dir):
     """CaseHOLD items are ~300 words: 200 candidates against the 662-example training split."""
-    import time
-
+    from bench.config import FiltersConfig
     from bench.strategies.base import Tally
     from bench.strategies.filters import Filters
 
     data = load_task(typed_config("task=casehold").task, str(data_dir))
-    filters = Filters(data, data.train[:462], near_duplicate_rouge_l=0.95, decontaminate_ngram=None)
-    started = time.perf_counter()
+    filters = Filters(data, data.train[:462], FiltersConfig(near_duplicate_rouge_l=0.95))
     admitted = [filters.admit(question_of(e, data), Tally()) for e in data.train[462:]]
-    assert time.perf_counter() - started < 20 and sum(admitted) == 200  # real items are not near-copies
+    assert sum(admitted) == 200  # real items are not near-copies
     assert not filters.admit(question_of(data.train[0], data), Tally())  # an exact copy is caught

@@ -39,11 +39,16 @@ def test_from_pretrained_path_loads_a_saved_checkpoint(tmp_path):
     # the same code path as student=350m / 1.4b / 7b, pointed at a local folder
     reloaded = Student(typed_config("student=350m", f"student.pretrained={tmp_path}").student)
     assert same_weights(reloaded.base_model(), model)
-    assert reloaded.tokenizer("Who wrote Hamlet ?")["input_ids"] == scratch.tokenizer("Who wrote Hamlet ?")["input_ids"]
+    assert (
+        reloaded.tokenizer("Who wrote Hamlet ?")["input_ids"]
+        == scratch.tokenizer("Who wrote Hamlet ?")["input_ids"]
+    )
 
 
 def test_lora_is_a_switch():
-    cfg = typed_config("student.architecture.num_hidden_layers=1", "student.lora.enabled=true", "student.lora.r=4")
+    cfg = typed_config(
+        "student.architecture.num_hidden_layers=1", "student.lora.enabled=true", "student.lora.r=4"
+    )
     model = Student(cfg.student, TEXTS).base_model()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert 0 < trainable < parameter_count(model) / 4

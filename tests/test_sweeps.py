@@ -14,9 +14,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from bench.config import validated
 from bench.store import find_records
 from runners import advise, report
-from runners.pipeline import validated
 from runners.sweep import count_cells
 from tests.conftest import DATA_DIR, QUICK, REPO, run_cli
 
@@ -52,14 +52,21 @@ def test_paper_presets_keep_the_papers_models_without_the_tiny_override():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         llm2llm = compose("config", overrides=["experiment=llm2llm"])
         budget = compose("config", overrides=["experiment=budget_strategies"])
-    assert (llm2llm.student.pretrained, llm2llm.teacher.backend.model) == ("meta-llama/Llama-2-7b-hf", "gpt-3.5-turbo")
+    assert (llm2llm.student.pretrained, llm2llm.teacher.backend.model) == (
+        "meta-llama/Llama-2-7b-hf",
+        "gpt-3.5-turbo",
+    )
     assert budget.student.pretrained == "meta-llama/Llama-2-7b-chat-hf"
-    assert budget.teacher.backend.model == "meta-llama/Llama-3.1-70B-Instruct" and budget.train.learning_rate == 4e-5
+    assert (
+        budget.teacher.backend.model == "meta-llama/Llama-3.1-70B-Instruct"
+        and budget.train.learning_rate == 4e-5
+    )
 
 
 def sweep(tmp_path, name, *args, **env):
-    return run_cli("-m", "experiment=smoke", *QUICK, f"hydra.sweep.dir={tmp_path / name}", *args, cwd=tmp_path,
-                   **env)
+    return run_cli(
+        "-m", "experiment=smoke", *QUICK, f"hydra.sweep.dir={tmp_path / name}", *args, cwd=tmp_path, **env
+    )
 
 
 @pytest.mark.slow
@@ -91,15 +98,22 @@ def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
     summary = next((tmp_path / "first" / "wandb").glob("offline-run-*"))
     assert group in next(summary.glob("run-*.wandb")).read_bytes()
     assert b"sweep-summary" in next(summary.glob("run-*.wandb")).read_bytes()
-    assert "llm2llm_quick gain" in next(summary.glob("files/media/table/tables/llm2llm_*.table.json")).read_text()
+    assert (
+        "llm2llm_quick gain"
+        in next(summary.glob("files/media/table/tables/llm2llm_*.table.json")).read_text()
+    )
     plots = {p.name.rsplit("_", 2)[0] for p in summary.glob("files/media/images/plots/*.png")}
     assert {"accuracy_vs_budget_ratio", "accuracy_per_iteration"} <= plots
 
     again = sweep(tmp_path, "again")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "sweep done: 0 cells ran, 4 skipped (already done), 0 failed; 0 trainings performed" in again.stdout
+    assert (
+        "sweep done: 0 cells ran, 4 skipped (already done), 0 failed; 0 trainings performed" in again.stdout
+    )
     rerun = find_records(tmp_path / "again")
-    assert [r["metrics"]["final/test_acc"] for r in rerun] == [r["metrics"]["final/test_acc"] for r in records]
+    assert [r["metrics"]["final/test_acc"] for r in rerun] == [
+        r["metrics"]["final/test_acc"] for r in records
+    ]
     assert "| trec | 48 |" in (tmp_path / "again" / "report" / "report.md").read_text()
 
 
@@ -134,9 +148,13 @@ def test_a_sweep_killed_mid_cell_resumes_to_the_uninterrupted_result(tmp_path):
     assert runs["finetune"]["skipped"] and not runs["llm2llm"]["skipped"]
     assert runs["llm2llm"]["stages"]["reused"] == 1  # iteration 0 survived the kill
     for strategy, record in expected.items():
-        assert runs[strategy]["iterations"] == [{**i, "train_seconds": r["train_seconds"], "reused": r["reused"]}
-                                                for i, r in zip(record["iterations"], runs[strategy]["iterations"])]
-    paid_after = sum(b["paid"] for r in runs.values() if not r["skipped"] for b in r["cost"].get("budget", []))
+        assert runs[strategy]["iterations"] == [
+            {**i, "train_seconds": r["train_seconds"], "reused": r["reused"]}
+            for i, r in zip(record["iterations"], runs[strategy]["iterations"])
+        ]
+    paid_after = sum(
+        b["paid"] for r in runs.values() if not r["skipped"] for b in r["cost"].get("budget", [])
+    )
     paid_reference = sum(b["paid"] for r in expected.values() for b in r["cost"].get("budget", []))
     assert paid_before_the_kill + paid_after == paid_reference  # nothing paid twice
     assert runs["llm2llm"]["cost"]["budget"][0]["from_cache"] > 0
@@ -169,22 +187,50 @@ def test_the_slurm_launcher_submits_one_array_job(tmp_path):
                      PATH=f"{bin_dir}:{os.environ['PATH']}")
     assert "dry run: submission recorded" in result.stderr
     script = (tmp_path / "submitted.sh").read_text()
-    for line in ("#SBATCH --array=0-2%3", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB", "#SBATCH --time=720", "#SBATCH --signal=USR2@"):
+    for line in (
+        "#SBATCH --array=0-2%3",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64GB",
+        "#SBATCH --time=720",
+        "#SBATCH --signal=USR2@",
+    ):
         assert line in script
     assert "submitit.core._submit" in script
 
 
+FAMILY = {"finetune": "finetune", "llm2llm": "llm2llm", "answer_augmentation": "budgeted",
+          "question_rephrase": "budgeted", "new_question": "budgeted"}
+
+
 def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", variant=None, iterations=()):
-    budget = [{"max_queries": ratio * size, "paid": ratio * size, "from_cache": 0, "spent": ratio * size}] if ratio else []
-    return {"cell_id": f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}", "status": "done", "strategy": strategy,
-            "seed_set_size": size, "overrides": [f"strategy={variant or strategy}"],
-            "choices": {"strategy": variant or strategy}, "run_dir": "x",
-            "config": {"task": {"name": task}, "student": {"name": "tiny"}, "teacher": {"name": "simulated"},
-                       "seed_set": {"seed": seed}},
-            "metrics": {"final/test_acc": accuracy, "final/test_acc_stderr": 0.02},
-            "iterations": [{"test_acc": a} for a in iterations], "cost": {"budget": budget},
-            "stages": {"trained": 1, "reused": 0}, "seconds": 10.0}
+    budget = (
+        [{"max_queries": ratio * size, "paid": ratio * size, "from_cache": 0, "spent": ratio * size}]
+        if ratio
+        else []
+    )
+    return {
+        "cell_id": f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}",
+        "status": "done",
+        "strategy": strategy,
+        "family": FAMILY[strategy],
+        "seed_set_size": size,
+        "overrides": [f"strategy={variant or strategy}"],
+        "choices": {"strategy": variant or strategy},
+        "run_dir": "x",
+        "config": {
+            "task": {"name": task},
+            "student": {"name": "tiny"},
+            "teacher": {"name": "simulated"},
+            "seed_set": {"seed": seed},
+        },
+        "metrics": {"final/test_acc": accuracy, "final/test_acc_stderr": 0.02},
+        "iterations": [{"test_acc": a} for a in iterations],
+        "cost": {"budget": budget},
+        "stages": {"trained": 1, "reused": 0},
+        "seconds": 10.0,
+    }
 
 
 def test_report_tables_have_the_papers_shape(tmp_path):
@@ -197,7 +243,10 @@ def test_report_tables_have_the_papers_shape(tmp_path):
     llm2llm = made["llm2llm"].iloc[0]
     assert llm2llm["finetune"] == "0.520 ± 0.028 (n=2)" and llm2llm["llm2llm gain"] == "+10.0 pts"
     budget = made["budget_strategies"]
-    assert list(budget.best) == ["answer_augmentation", "new_question"] and list(budget.budget_ratio) == [1, 30]
+    assert list(budget.best) == ["answer_augmentation", "new_question"] and list(budget.budget_ratio) == [
+        1,
+        30,
+    ]
     assert (tmp_path / "budget_strategies.csv").read_text().startswith("task,seed_size,budget_ratio,")
     assert made["accuracy_vs_budget_ratio"].is_file() and made["accuracy_per_iteration"].is_file()
     # a results folder's records are found from the folder or from its records/ itself
@@ -209,9 +258,13 @@ def test_report_tables_have_the_papers_shape(tmp_path):
 
 def test_advisor_uses_the_nearest_measurements_or_the_published_rule(tmp_path, capsys):
     store = tmp_path / "results" / "records"
-    for record in [fake_record("answer_augmentation", 0.7, ratio=1), fake_record("new_question", 0.6, ratio=1),
-                   fake_record("answer_augmentation", 0.7, ratio=30), fake_record("new_question", 0.8, ratio=30),
-                   fake_record("new_question", 0.9, ratio=1, size=1000)]:
+    for record in [
+        fake_record("answer_augmentation", 0.7, ratio=1),
+        fake_record("new_question", 0.6, ratio=1),
+        fake_record("answer_augmentation", 0.7, ratio=30),
+        fake_record("new_question", 0.8, ratio=30),
+        fake_record("new_question", 0.9, ratio=1, size=1000),
+    ]:
         (store / record["cell_id"]).mkdir(parents=True)
         (store / f"{record['cell_id']}.json").write_text(json.dumps(record))
     low = advise.advise("trec", 120, 2.0, [tmp_path / "results"])

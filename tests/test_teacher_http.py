@@ -7,8 +7,8 @@ import pytest
 from bench.errors import BenchError
 from bench.teachers.base import Budget, Request, Teacher
 from bench.teachers.cache import GenerationCache
-from bench.teachers.local_server import LocalChatServer
 from bench.teachers.openai import OpenAIBackend
+from runners.benchmarks.local_server import LocalChatServer
 
 
 def requests(n: int, role: str = "teacher") -> list:
@@ -16,7 +16,9 @@ def requests(n: int, role: str = "teacher") -> list:
 
 
 def teacher(server, tmp_path, max_queries=None, **kwargs) -> Teacher:
-    backend = OpenAIBackend(model="local-model", base_url=server.base_url, timeout_s=kwargs.pop("timeout_s", 5.0))
+    backend = OpenAIBackend(
+        model="local-model", base_url=server.base_url, timeout_s=kwargs.pop("timeout_s", 5.0)
+    )
     return Teacher(backend, GenerationCache(tmp_path / "cache.sqlite"), Budget(max_queries),
                    backoff_s=0.01, **kwargs)
 
@@ -104,7 +106,9 @@ def test_tokens_per_minute_limit_paces_the_requests(tmp_path):
         backend = OpenAIBackend(model="m", base_url=server.base_url, tokens_per_minute=60 * 52 * 20)
         paced = Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None), max_concurrency=64)
         started = time.perf_counter()
-        paced.generate([Request(messages=({"role": "user", "content": f"q{i}"},), max_tokens=50) for i in range(30)])
+        paced.generate(
+            [Request(messages=({"role": "user", "content": f"q{i}"},), max_tokens=50) for i in range(30)]
+        )
         elapsed = time.perf_counter() - started
     assert 0.35 < elapsed < 3.0
 

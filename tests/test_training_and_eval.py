@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from bench.evaluation import evaluate, generation_kwargs, write_lm_eval_task
-from bench.scoring import is_correct
 from bench.seed_set import sample_seed_set
 from bench.students import Student
+from bench.task_kinds import KINDS
 from bench.tasks import load_task
 from bench.training import IGNORE, encode, finetune
 from tests.conftest import QUICK, typed_config
@@ -77,8 +77,9 @@ def test_evaluation_keeps_per_example_results(trained, tmp_path):
     assert [r["id"] for r in result.records] == [e.id for e in seed[:24]]
     labels = {e.id: e.label for e in seed}
     for record in result.records:  # lm-eval's per-example metric is the suite's scoring
-        assert record["correct"] == is_correct("classification", record["generation"], labels[record["id"]],
-                                               cfg.task.labels)
+        assert record["correct"] == KINDS["classification"].is_correct(
+            record["generation"], labels[record["id"]], cfg.task.labels
+        )
     assert result.accuracy == pytest.approx(sum(r["correct"] for r in result.records) / 24)
     assert 0 < result.stderr < 0.2 or result.accuracy in (0.0, 1.0)
     assert set(result.wrong_ids) == {r["id"] for r in result.records if not r["correct"]}
@@ -86,7 +87,11 @@ def test_evaluation_keeps_per_example_results(trained, tmp_path):
 
 def test_greedy_and_sampled_decoding():
     gsm8k = typed_config("task=gsm8k")
-    assert generation_kwargs(gsm8k.task, gsm8k.eval) == {"until": ["\n\n"], "do_sample": False, "max_gen_toks": 256}
+    assert generation_kwargs(gsm8k.task, gsm8k.eval) == {
+        "until": ["\n\n"],
+        "do_sample": False,
+        "max_gen_toks": 256,
+    }
     sampled = typed_config("task=gsm8k", "eval=llm2llm_sampled")
     assert generation_kwargs(sampled.task, sampled.eval) == {
         "until": ["\n\n"], "do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_gen_toks": 100}

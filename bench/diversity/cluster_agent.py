@@ -1,5 +1,5 @@
-"""The LLM cluster-agent diversity metric (Chen et al. 2024, arXiv 2410.15226; REFERENCE §3). No public
-implementation exists; this one follows the paper's description step by step:
+"""The LLM cluster-agent diversity metric (Chen et al. 2024, arXiv 2410.15226; docs/protocols.md §3).
+No public implementation exists; this one follows the paper's description step by step:
 
 1. Criteria: M rounds, each showing the LLM J random samples and asking for 3-5 metadata and 3-5 metric
    rubrics; all answers are summarised into a short list, which becomes one-sentence criteria.
@@ -112,11 +112,12 @@ def bullet_lines(text: str) -> list[str]:
 
 class ClusterAgent:
     def __init__(self, cfg, teacher: Teacher):
-        if cfg.invalid_clusters not in ("split", "drop"):
-            raise ValueError(f"diversity.cluster_agent.invalid_clusters={cfg.invalid_clusters!r}: use split or drop")
-        for name, value in (("criteria_rounds", cfg.criteria_rounds), ("criteria_samples", cfg.criteria_samples),
-                            ("clustering_rounds", cfg.clustering_rounds),
-                            ("clustering_samples", cfg.clustering_samples)):
+        for name, value in (
+            ("criteria_rounds", cfg.criteria_rounds),
+            ("criteria_samples", cfg.criteria_samples),
+            ("clustering_rounds", cfg.clustering_rounds),
+            ("clustering_samples", cfg.clustering_samples),
+        ):
             if value < 1:
                 raise ValueError(f"diversity.cluster_agent.{name}={value} must be at least 1")
         self.cfg = cfg
@@ -133,7 +134,9 @@ class ClusterAgent:
 
     def criteria(self, texts: list[str], rng: random.Random, counts: Counter) -> list[str]:
         cfg = self.cfg
-        rounds = [rng.sample(texts, min(cfg.criteria_samples, len(texts))) for _ in range(cfg.criteria_rounds)]
+        rounds = [
+            rng.sample(texts, min(cfg.criteria_samples, len(texts))) for _ in range(cfg.criteria_rounds)
+        ]
         answers = self.ask([self.request("criteria", {"samples": s}, i, {"samples": s})
                             for i, s in enumerate(rounds)], "criteria")
         proposals = [a.text for a in answers if a is not None]
@@ -181,9 +184,13 @@ class ClusterAgent:
         return {"score": mean, "stderr": stderr, "rounds": len(scores), "k": k, "criteria": criteria,
                 "counts": dict(counts)}
 
-    def verify(self, rounds: list, partitions: list, texts: list[str], context: dict, counts: Counter) -> list:
+    def verify(
+        self, rounds: list, partitions: list, texts: list[str], context: dict, counts: Counter
+    ) -> list:
         """One check per cluster of two or more; an invalid cluster is split or dropped."""
-        asks = [(n, c) for n, p in enumerate(partitions) if p for c, members in enumerate(p) if len(members) > 1]
+        asks = [
+            (n, c) for n, p in enumerate(partitions) if p for c, members in enumerate(p) if len(members) > 1
+        ]
         requests = []
         for n, c in asks:
             members = [texts[rounds[n][i]] for i in partitions[n][c]]

@@ -1,19 +1,25 @@
-"""What every strategy shares: prompts rendered from the templates in conf/prompts/, replies parsed back
-into examples (an invalid reply is dropped and counted, never a crash), the filters, and provenance."""
+"""What every strategy shares: the contract of the job it drives (`StrategyJob`), prompts rendered from
+the templates in conf/prompts/, replies parsed back into examples (an invalid reply is dropped and
+counted, never a crash), the filters, and provenance."""
 
 import re
 import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import jinja2
 
+from bench.config import FiltersConfig, TrainConfig
 from bench.errors import BenchError
-from bench.scoring import extract_label, extract_number
 from bench.strategies.filters import Filters
 from bench.tasks import Example, TaskData, question_of
-from bench.teachers import Request, Teacher
+from bench.teachers import Budget, Request, Teacher
+
+if TYPE_CHECKING:  # the job's side (bench/job.py) imports torch; a strategy needs only its shape
+    from bench.job import Round
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
 
@@ -38,16 +44,52 @@ class Tally:
         self.counts[what] += n
 
 
+class StrategyJob(Protocol):
+    """What a strategy may use of the job it drives (bench/job.py's `Job` is the implementation)."""
+
+    task: TaskData
+    seed_set: list[Example]
+
+    @property
+    def teacher(self) -> Teacher: ...  # writes answers (and examples)
+
+    @property
+    def augmenter(self) -> Teacher: ...  # writes or rewrites questions; the teacher's model by default
+
+    @property
+    def budget(self) -> Budget: ...  # the query budget Q the teacher draws on
+
+    @property
+    def count_augmenter(self) -> bool: ...  # whether augmenter queries count against Q
+
+    @property
+    def recipe(self) -> TrainConfig: ...  # the training recipe (train config)
+
+    def train_and_score(self, examples: list[Example], iteration: int, start_from: "Round | None" = None,
+                        score_on: Sequence[Example] = (), keep_weights: bool = False,
+                        recipe: TrainConfig | None = None) -> "Round":
+        """Train from the base weights (or `start_from`), score the test split and `score_on`."""
+
+    def add_generated(self, iteration: int, generated: list["Generated"], tally: "Tally") -> None:
+        """Keep a round's generated examples and what happened to its requests."""
+
+    def zero_shot(
+        self, stage: "Round", tasks: list[str], include_path: str | None, limit: int | None
+    ) -> dict:
+        """lm-eval's own tasks on a stage's model."""
+
+
 class Strategy(ABC):
     """Produces training data for the student. `run(job)` drives the rounds: it asks the job to train and
-    score, and hands it what it generated (see runners/pipeline.py for the job's side)."""
+    score, and hands it what it generated."""
 
     name = "strategy"
+    family = "strategy"  # the report's table a strategy's cells go to: finetune, llm2llm, budgeted, ...
 
     def __init__(self, prompts: dict | None = None, filters: dict | None = None, temperature: float = 1.0,
                  max_tokens: int = 512, personas: int = 0, persona_pool: list | None = None):
         self.prompts = prompts or {}
-        self.filter_settings = filters or {}
+        self.filter_settings = FiltersConfig.of(filters)
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.personas = list(persona_pool or [])[:personas]
@@ -56,7 +98,7 @@ class Strategy(ABC):
                              "(the voices in strategy.persona_pool)")
 
     @abstractmethod
-    def run(self, job) -> None:
+    def run(self, job: StrategyJob) -> None:
         """Generate, train and score through `job`, round after round."""
 
     # -- prompts and replies ---------------------------------------------------------------------------
@@ -78,7 +120,9 @@ class Strategy(ABC):
         messages = []
         system = _JINJA.from_string(template["system"]).render(context) if template.get("system") else ""
         if self.personas:  # a voice per (source, sample), stable across reruns
-            persona = self.personas[zlib.crc32(f"{fields.get('id')}/{sample_index}/{step}".encode()) % len(self.personas)]
+            persona = self.personas[
+                zlib.crc32(f"{fields.get('id')}/{sample_index}/{step}".encode()) % len(self.personas)
+            ]
             system = f"{system}\n\nWrite as {persona}.".strip()
         if system:
             messages.append({"role": "system", "content": system})
@@ -98,18 +142,9 @@ class Strategy(ABC):
             tally.add("unparseable")
             return None
         fields = {k: v.strip() for k, v in match.groupdict().items() if v is not None}
-        if "answer" in fields and task.config.kind == "math":
-            number = extract_number(fields["answer"])
-            if number is None:
-                tally.add("no_final_number")
-                return None
-            fields["label"] = str(number)
-        if "label" in fields and task.config.kind == "classification":
-            label = extract_label(fields["label"], task.config.labels)
-            if label not in task.config.labels:
-                tally.add("label_outside_set")
-                return None
-            fields["label"] = label
+        fields, dropped = task.kind.read_reply(fields, task.config.labels)
+        if dropped:
+            tally.add(dropped)
         return fields
 
     def parsed_replies(self, teacher: Teacher, step: str, task: TaskData, requests: list, description: str,
@@ -125,8 +160,7 @@ class Strategy(ABC):
                 yield index, fields, response
 
     def filters(self, task: TaskData, training: list) -> Filters:
-        return Filters(task, training, near_duplicate_rouge_l=self.filter_settings.get("near_duplicate_rouge_l"),
-                       decontaminate_ngram=self.filter_settings.get("decontaminate_ngram"))
+        return Filters(task, training, self.filter_settings)
 
 
 def source_fields(example: Example, task: TaskData) -> dict:
@@ -137,8 +171,13 @@ def source_fields(example: Example, task: TaskData) -> dict:
 
 def make_example(task: TaskData, example_id: str, question: str, target: str, label: str) -> Example:
     cfg = task.config
-    return Example(id=example_id, prompt=f"{question.strip()}{cfg.cue_separator}{cfg.cue}", target=target.strip(),
-                   label=label, record={"question": question})
+    return Example(
+        id=example_id,
+        prompt=f"{question.strip()}{cfg.cue_separator}{cfg.cue}",
+        target=target.strip(),
+        label=label,
+        record={"question": question},
+    )
 
 
 def writer(teacher: Teacher) -> str:

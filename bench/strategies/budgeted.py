@@ -1,4 +1,4 @@
-"""The three strategies of the budget study (Chan, Pu et al. 2024; REFERENCE §2), at a query budget Q
+"""The three strategies of the budget study (Chan, Pu et al. 2024; docs/protocols.md §2), at a query budget Q
 (budget.max_queries, or budget.ratio x |S|).
 
 How Q is spread (the rule the study leaves open, made explicit): one generated example costs `c` queries —
@@ -13,10 +13,11 @@ answers to the first questions, so the budget is spent exactly. Drops and failur
 budget is a hard cap in the Teacher, so Q is never exceeded."""
 
 from bench.errors import BenchError
-from bench.strategies.base import Generated, Strategy, Tally, make_example, source_fields, writer
+from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, make_example, source_fields, writer
 
 
 class BudgetedStrategy(Strategy):
+    family = "budgeted"
     augmenter_steps = 0  # augmenter queries per generated example
     gold_known = True  # the question's gold answer is the seed's (answer augmentation, rephrase)
 
@@ -29,12 +30,12 @@ class BudgetedStrategy(Strategy):
 
     max_rounds = 20  # top-up rounds for budget freed by dropped questions and failed requests
 
-    def cost(self, job) -> int:
+    def cost(self, job: StrategyJob) -> int:
         """Queries one generated example costs against Q."""
-        return 1 + (self.augmenter_steps if job.config.budget.count_augmenter else 0)
+        return 1 + (self.augmenter_steps if job.count_augmenter else 0)
 
-    def run(self, job) -> None:
-        budget = job.teacher.budget
+    def run(self, job: StrategyJob) -> None:
+        budget = job.budget
         if budget.max_queries is None:
             raise BenchError(f"strategy {self.name} needs a query budget: budget.max_queries=Q or "
                              "budget=ratio budget.ratio=BR")
@@ -58,14 +59,14 @@ class BudgetedStrategy(Strategy):
         job.add_generated(1, added, tally)
         job.train_and_score(seed + [g.example for g in added], iteration=1)
 
-    def questions(self, job, sources: list, filters, tally: Tally) -> list:
+    def questions(self, job: StrategyJob, sources: list, filters, tally: Tally) -> list:
         """[(seed example, question, its provenance, which answer to it this is)]; answer augmentation
         keeps the seed questions."""
         # the k-th pass over the seed set asks for each question's k-th answer
         return [(example, source_fields(example, job.task)["question"], {"question_by": "seed"}, index)
                 for example, index in sources]
 
-    def answers(self, job, asks: list, tally: Tally) -> list:
+    def answers(self, job: StrategyJob, asks: list, tally: Tally) -> list:
         if not asks:
             return []
         task, teacher = job.task, job.teacher
@@ -77,20 +78,22 @@ class BudgetedStrategy(Strategy):
             requests.append(self.request("answer", "answer", task, fields, "teacher", sample_index))
         tally.add("answer_requests", len(requests))
         added = []
-        for i, fields, response in self.parsed_replies(teacher, "answer", task, requests, f"{self.name}: teacher",
-                                                       tally):
+        for i, fields, response in self.parsed_replies(
+            teacher, "answer", task, requests, f"{self.name}: teacher", tally
+        ):
             example, question, origin, _ = asks[i]
             if self.verify == "gold" and self.gold_known and fields["label"] != example.label:
                 tally.add("failed_verification")
                 continue
-            target = fields["answer"] if task.config.kind == "math" else fields["label"]
-            new = make_example(task, f"gen-1-{len(added)}", question, target, fields["label"])
+            new = make_example(
+                task, f"gen-1-{len(added)}", question, task.kind.target(fields), fields["label"]
+            )
             added.append(Generated(new, {"strategy": self.name, "iteration": 1, "source_id": example.id,
                                          **origin, "written_by": writer(teacher), "role": "teacher",
                                          "cache_key": response.key}))
         return added
 
-    def augmented_questions(self, job, step: str, sources: list, filters, tally: Tally) -> list:
+    def augmented_questions(self, job: StrategyJob, step: str, sources: list, filters, tally: Tally) -> list:
         """The augmenter's questions for `step` (rephrase or new_question), parsed; the k-th question
         from one seed is the seed's k-th sample."""
         task, augmenter = job.task, job.augmenter
@@ -98,7 +101,9 @@ class BudgetedStrategy(Strategy):
                     for example, index in sources]
         tally.add(f"{step}_requests", len(requests))
         kept = []
-        for (example, index), response in zip(sources, augmenter.generate(requests, f"{self.name}: augmenter")):
+        for (example, index), response in zip(
+            sources, augmenter.generate(requests, f"{self.name}: augmenter")
+        ):
             if response is None:
                 tally.add("no_question")
                 continue
@@ -121,7 +126,7 @@ class QuestionRephrase(BudgetedStrategy):
     name = "question_rephrase"
     augmenter_steps = 1
 
-    def questions(self, job, sources: list, filters, tally: Tally) -> list:
+    def questions(self, job: StrategyJob, sources: list, filters, tally: Tally) -> list:
         return self.augmented_questions(job, "rephrase", sources, filters, tally)
 
 
@@ -136,13 +141,15 @@ class NewQuestion(BudgetedStrategy):
     def augmenter_steps(self) -> int:
         return 2 if self.self_check else 1
 
-    def questions(self, job, sources: list, filters, tally: Tally) -> list:
+    def questions(self, job: StrategyJob, sources: list, filters, tally: Tally) -> list:
         questions = self.augmented_questions(job, "new_question", sources, filters, tally)
         if not self.self_check:
             return questions
         task = job.task
-        requests = [self.request("check", "check", task, {"id": example.id, "question": question}, "augmenter")
-                    for example, question, _, _ in questions]
+        requests = [
+            self.request("check", "check", task, {"id": example.id, "question": question}, "augmenter")
+            for example, question, _, _ in questions
+        ]
         kept = []
         for item, response in zip(questions, job.augmenter.generate(requests, "new_question: self-check")):
             fields = self.parse("check", task, response.text, tally) if response is not None else None

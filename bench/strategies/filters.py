@@ -2,42 +2,17 @@
 overlap, or an exact copy of a short test question) and near-duplicates by ROUGE-L (LLM2LLM drops
 >= 0.95; self-instruct's classic threshold is 0.7)."""
 
-import re
 from collections import Counter
 
+from bench.config import FiltersConfig
 from bench.tasks import TaskData, question_of
-
-
-def words(text: str) -> list:
-    return re.findall(r"\w+", text.lower())
-
-
-def lcs_length(a: list, b: list) -> int:
-    """Longest common subsequence of two token lists, bit-parallel (Allison-Dix): one pass over `a`
-    with |b|-bit integers instead of an |a| x |b| table."""
-    masks: dict = {}
-    for i, token in enumerate(b):
-        masks[token] = masks.get(token, 0) | (1 << i)
-    full = (1 << len(b)) - 1
-    v = full
-    for token in a:
-        u = v & masks.get(token, 0)
-        v = ((v + u) | (v - u)) & full
-    return len(b) - v.bit_count()
-
-
-def rouge_l(a: list, b: list) -> float:
-    """ROUGE-L F1 of two token lists."""
-    if not a or not b:
-        return 0.0
-    return 2 * lcs_length(a, b) / (len(a) + len(b))
+from bench.text import rouge_l, words
 
 
 class Filters:
-    def __init__(self, task: TaskData, training: list, near_duplicate_rouge_l: float | None,
-                 decontaminate_ngram: int | None):
-        self.threshold = near_duplicate_rouge_l
-        self.n = decontaminate_ngram
+    def __init__(self, task: TaskData, training: list, settings: FiltersConfig):
+        self.threshold = settings.near_duplicate_rouge_l
+        self.n = settings.decontaminate_ngram
         self.known = []  # (tokens, bag of tokens) of the training questions; grows as questions are admitted
         for example in training:
             self.remember(words(question_of(example, task)))
@@ -49,7 +24,9 @@ class Filters:
     def contaminated(self, tokens: list) -> bool:
         if " ".join(tokens) in self.test_texts:
             return True
-        return any(" ".join(tokens[i:i + self.n]) in self.test_ngrams for i in range(len(tokens) - self.n + 1))
+        return any(
+            " ".join(tokens[i : i + self.n]) in self.test_ngrams for i in range(len(tokens) - self.n + 1)
+        )
 
     def remember(self, tokens: list) -> None:
         self.known.append((tokens, Counter(tokens)))

@@ -1,11 +1,12 @@
-from bench.strategies.base import Strategy
+from bench.strategies.base import Strategy, StrategyJob
 
 
 class Finetune(Strategy):
     """No augmentation: the student is fine-tuned on the seed set alone (the baseline)."""
 
     name = "finetune"
+    family = "finetune"
 
-    def run(self, job) -> None:
+    def run(self, job: StrategyJob) -> None:
         # scoring S as well makes this the very stage LLM2LLM's iteration 0 is: a sweep trains it once
         job.train_and_score(job.seed_set, iteration=0, score_on=job.seed_set)

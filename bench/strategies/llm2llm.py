@@ -1,18 +1,26 @@
-"""LLM2LLM (Lee et al. 2024; REFERENCE §1): iteration 0 fine-tunes on the seed set; then, each round, the
-seed examples the student gets wrong (from lm-eval's per-example results on the seed set) each get
+"""LLM2LLM (Lee et al. 2024; docs/protocols.md §1): iteration 0 fine-tunes on the seed set; then, each
+round, the seed examples the student gets wrong (from lm-eval's per-example results on the seed set) each get
 `per_wrong` new examples written by the teacher, which sees the seed question and its gold answer; the
 cumulative set is retrained from the base weights."""
 
 from bench.errors import BenchError
-from bench.strategies.base import Generated, Strategy, Tally, make_example, source_fields, writer
+from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, make_example, source_fields, writer
 
 
 class LLM2LLM(Strategy):
     name = "llm2llm"
+    family = "llm2llm"
 
-    def __init__(self, iterations: int = 10, per_wrong: int = 1, continue_training: bool = False,
-                 augment_synthetic: bool = False, one_shot: bool = False, one_shot_examples: int | None = None,
-                 **shared):
+    def __init__(
+        self,
+        iterations: int = 10,
+        per_wrong: int = 1,
+        continue_training: bool = False,
+        augment_synthetic: bool = False,
+        one_shot: bool = False,
+        one_shot_examples: int | None = None,
+        **shared,
+    ):
         super().__init__(**shared)
         if iterations < 1 or per_wrong < 1:
             raise BenchError("strategy.iterations and strategy.per_wrong must be at least 1")
@@ -26,7 +34,7 @@ class LLM2LLM(Strategy):
         self.one_shot = one_shot
         self.one_shot_examples = one_shot_examples
 
-    def run(self, job) -> None:
+    def run(self, job: StrategyJob) -> None:
         seed = list(job.seed_set)
         training, synthetic = list(seed), []
         filters = self.filters(job.task, training)
@@ -54,15 +62,13 @@ class LLM2LLM(Strategy):
             synthetic += [g.example for g in added]
             training += [g.example for g in added]
 
-    def augment(self, job, sources: list, iteration: int, filters) -> list:
+    def augment(self, job: StrategyJob, sources: list, iteration: int, filters) -> list:
         """One new example per (source, sample index): the sample index grows with the round, so a seed
         example still wrong later gets a fresh sample rather than its cached earlier one."""
         task, teacher, tally = job.task, job.teacher, Tally()
         requests = []
         for example, sample_index in sources:
-            fields = source_fields(example, task)
-            if task.config.kind == "classification":
-                fields["target_label"] = example.label  # the prompt asks for the same label
+            fields = {**source_fields(example, task), **task.kind.prompt_fields(example.label)}
             requests.append(self.request("new_example", "new_example", task, fields, "teacher", sample_index))
         tally.add("requested", len(requests))
         added = []
@@ -71,10 +77,26 @@ class LLM2LLM(Strategy):
             example = sources[i][0]
             if not filters.admit(fields["question"], tally):
                 continue
-            target = fields["answer"] if task.config.kind == "math" else fields["label"]
-            new = make_example(task, f"gen-{iteration}-{len(added)}", fields["question"], target, fields["label"])
-            added.append(Generated(new, {"strategy": self.name, "iteration": iteration, "source_id": example.id,
-                                         "written_by": writer(teacher), "role": "teacher", "cache_key": response.key}))
+            new = make_example(
+                task,
+                f"gen-{iteration}-{len(added)}",
+                fields["question"],
+                task.kind.target(fields),
+                fields["label"],
+            )
+            added.append(
+                Generated(
+                    new,
+                    {
+                        "strategy": self.name,
+                        "iteration": iteration,
+                        "source_id": example.id,
+                        "written_by": writer(teacher),
+                        "role": "teacher",
+                        "cache_key": response.key,
+                    },
+                )
+            )
         tally.add("added", len(added))
         job.add_generated(iteration, added, tally)
         return added

@@ -1,47 +1,52 @@
-"""The diversity study's pre-training protocol (Chen et al. 2024; REFERENCE §3): the teacher writes a
+"""The diversity study's pre-training protocol (Chen et al. 2024; docs/protocols.md §3): the teacher writes a
 synthetic corpus, one text per topic x style (each in one of `personas` voices); the student is
 pre-trained on it (the loss on every token), then fine-tuned on the seed set from those weights. Both
 stages are scored on the task's test split and on lm-eval's zero-shot tasks, when named."""
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
+from bench.config import TrainConfig
 from bench.errors import BenchError
-from bench.strategies.base import Generated, Strategy, Tally, writer
+from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, writer
 from bench.tasks import Example
 
 
 class SyntheticPretraining(Strategy):
     name = "synthetic_pretraining"
+    family = "pretraining"
 
     def __init__(self, topics: list | None = None, styles: list | None = None, generations_per_topic: int = 1,
                  pretrain: dict | None = None, zero_shot_tasks: list | None = None,
                  zero_shot_include_path: str | None = None, zero_shot_limit: int | None = None, **shared):
         super().__init__(**shared)
         if not styles or generations_per_topic < 1:
-            raise BenchError("strategy.styles must list at least one style, and generations_per_topic be >= 1")
+            raise BenchError(
+                "strategy.styles must list at least one style, and generations_per_topic be >= 1"
+            )
         self.topics = list(topics or [])
         self.styles = list(styles)
         self.generations_per_topic = generations_per_topic
-        self.pretrain = dict(pretrain or {})
+        self.pretrain = dict(pretrain or {})  # the pre-training stage's recipe: the train config, changed
+        unknown = sorted(set(self.pretrain) - {f.name for f in fields(TrainConfig)})
+        if unknown:
+            raise BenchError(f"strategy.pretrain has unknown keys {unknown}: use keys of the train config "
+                             "(conf/train/)")
         self.zero_shot_tasks = list(zero_shot_tasks or [])
         self.zero_shot_include_path = zero_shot_include_path
         self.zero_shot_limit = zero_shot_limit
 
-    def run(self, job) -> None:
+    def run(self, job: StrategyJob) -> None:
         corpus = self.corpus(job)
         if not corpus:
             raise BenchError("the teacher wrote no usable corpus text; see generation/* in the run's metrics")
-        try:
-            recipe = replace(job.config.train, **self.pretrain)
-        except TypeError as error:
-            raise BenchError(f"strategy.pretrain: {error} (use keys of the train config)") from None
+        recipe = replace(job.recipe, **self.pretrain)  # TrainConfig checks the values
         keep = bool(self.zero_shot_tasks)
         pretrained = job.train_and_score(corpus, iteration=0, keep_weights=True, recipe=recipe)
         self.score_zero_shot(job, pretrained)
         tuned = job.train_and_score(job.seed_set, iteration=1, start_from=pretrained, keep_weights=keep)
         self.score_zero_shot(job, tuned)
 
-    def corpus(self, job) -> list:
+    def corpus(self, job: StrategyJob) -> list:
         """One text per (topic, generation); style and persona vary with the generation."""
         task, teacher, tally = job.task, job.teacher, Tally()
         topics = self.topics or [e.record.get("question") or e.prompt for e in job.seed_set]
@@ -54,7 +59,9 @@ class SyntheticPretraining(Strategy):
                 requests.append(self.request("corpus", "corpus", task, fields, "teacher", g))
         tally.add("requested", len(requests))
         texts = []
-        for i, parsed, response in self.parsed_replies(teacher, "corpus", task, requests, "corpus: teacher", tally):
+        for i, parsed, response in self.parsed_replies(
+            teacher, "corpus", task, requests, "corpus: teacher", tally
+        ):
             fields = sources[i]
             example = Example(id=f"corpus-{len(texts)}", prompt="", target=parsed["text"], label="",
                               record={"question": parsed["text"]})
@@ -66,6 +73,6 @@ class SyntheticPretraining(Strategy):
         job.add_generated(0, texts, tally)
         return [g.example for g in texts]
 
-    def score_zero_shot(self, job, stage) -> None:
+    def score_zero_shot(self, job: StrategyJob, stage) -> None:
         if self.zero_shot_tasks:
             job.zero_shot(stage, self.zero_shot_tasks, self.zero_shot_include_path, self.zero_shot_limit)

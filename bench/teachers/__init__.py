@@ -17,15 +17,10 @@ __all__ = ["Budget", "GenerationCache", "Request", "Response", "Teacher", "build
 
 
 def query_budget(cfg: BudgetConfig, seed_size: int) -> int | None:
-    """Q: max_queries, or floor(ratio x |S|) so the ratio form never exceeds its budget."""
-    if cfg.max_queries is not None and cfg.ratio is not None:
-        raise BenchError("set budget.max_queries or budget.ratio, not both (the other to null)")
+    """Q: max_queries, or floor(ratio x |S|) so the ratio form never exceeds its budget (the ranges are
+    checked in BudgetConfig)."""
     if cfg.ratio is not None:
-        if cfg.ratio <= 0:
-            raise BenchError(f"budget.ratio={cfg.ratio} must be positive")
         return math.floor(round(cfg.ratio * seed_size, 6))  # 2.01 x 100 is 200.999...97 in floating point
-    if cfg.max_queries is not None and cfg.max_queries < 0:
-        raise BenchError(f"budget.max_queries={cfg.max_queries} must be zero or more")
     return cfg.max_queries
 
 
@@ -55,7 +50,9 @@ def build_teachers(cfg: BenchConfig, task: TaskData, seed_ids: list) -> tuple:
     teacher_backend = build_backend(cfg.teacher, task, exclude)
     teacher = make_teacher(cfg.teacher, teacher_backend, cache, budget)
     augmenter_cfg = cfg.augmenter or cfg.teacher
-    augmenter_backend = teacher_backend if cfg.augmenter is None else build_backend(cfg.augmenter, task, exclude)
+    augmenter_backend = (
+        teacher_backend if cfg.augmenter is None else build_backend(cfg.augmenter, task, exclude)
+    )
     augmenter = make_teacher(augmenter_cfg, augmenter_backend, cache,
                              budget if cfg.budget.count_augmenter else Budget(None))
     return teacher, augmenter

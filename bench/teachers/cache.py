@@ -51,7 +51,12 @@ class GenerationCache:
     def put(self, key: str, request: dict, response: dict) -> None:
         self._connection().execute(
             "INSERT OR REPLACE INTO generations (key, request, response, created) VALUES (?, ?, ?, ?)",
-            (key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False), time.time()),
+            (
+                key,
+                json.dumps(request, ensure_ascii=False),
+                json.dumps(response, ensure_ascii=False),
+                time.time(),
+            ),
         )
 
     def __len__(self) -> int:

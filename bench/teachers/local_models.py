@@ -52,8 +52,9 @@ class HFBackend(LocalBackend):
             torch.manual_seed(request_seed(self.name, self.model, requests[rows[0]]))
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
                 else {"do_sample": False}
-            output = self._model.generate(**batch, max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                          **sampling)
+            output = self._model.generate(
+                **batch, max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
+            )
             prompt_length = batch["input_ids"].shape[1]
             for row, i in enumerate(rows):
                 new = output[row, prompt_length:].tolist()

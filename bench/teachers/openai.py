@@ -49,13 +49,22 @@ def _retry_after(value: str | None) -> float | None:
 class OpenAIBackend(RemoteBackend):
     name = "openai"
 
-    def __init__(self, model: str, base_url: str = "https://api.openai.com/v1", api_key_env: str = "OPENAI_API_KEY",
-                 api_key_file: str | None = None, timeout_s: float = 60.0, requests_per_minute: float | None = None,
-                 tokens_per_minute: float | None = None):
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "https://api.openai.com/v1",
+        api_key_env: str = "OPENAI_API_KEY",
+        api_key_file: str | None = None,
+        timeout_s: float = 60.0,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+    ):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self._api_key = Path(api_key_file).read_text().strip() if api_key_file else os.environ.get(api_key_env, "")
+        self._api_key = (
+            Path(api_key_file).read_text().strip() if api_key_file else os.environ.get(api_key_env, "")
+        )
         self._rpm = requests_per_minute
         self._tpm = tokens_per_minute
         self._session: aiohttp.ClientSession | None = None
@@ -64,8 +73,11 @@ class OpenAIBackend(RemoteBackend):
         # made inside the running event loop; limiters too, since asyncio primitives bind to it.
         # aiohttp rather than httpx: httpx's pool tops out near 130 requests/s at 64 in flight here.
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                                              connector=aiohttp.TCPConnector(limit=0))
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
         self._request_limit = RateLimiter(self._rpm) if self._rpm else None
         self._token_limit = RateLimiter(self._tpm) if self._tpm else None
 
@@ -103,8 +115,11 @@ class OpenAIBackend(RemoteBackend):
             data = json.loads(payload)
             choice = data["choices"][0]
             usage = data.get("usage") or {}
-            return Response(text=choice["message"]["content"], finish_reason=choice.get("finish_reason") or "stop",
-                            prompt_tokens=usage.get("prompt_tokens", 0),
-                            completion_tokens=usage.get("completion_tokens", 0))
+            return Response(
+                text=choice["message"]["content"],
+                finish_reason=choice.get("finish_reason") or "stop",
+                prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+            )
         except (ValueError, KeyError, IndexError, TypeError):
             raise RetryableError("malformed") from None

@@ -39,8 +39,10 @@ class ReplayBackend(LocalBackend):
             answer = self._answers.get(replay_key(request.identity("", "")))
             if answer is None:
                 prompt = request.messages[-1]["content"][:60].replace("\n", " ")
-                raise BenchError(f"teacher=replay: the recording {', '.join(self._paths)} has no answer for a "
-                                 f"{request.kind} request (sample {request.sample_index}, prompt '{prompt}...'); "
-                                 "replay the same config, or use the original teacher")
+                raise BenchError(
+                    f"teacher=replay: the recording {', '.join(self._paths)} has no answer for a "
+                    f"{request.kind} request (sample {request.sample_index}, prompt '{prompt}...'); "
+                    "replay the same config, or use the original teacher"
+                )
             responses.append(Response(**answer))
         return responses

@@ -77,13 +77,21 @@ class SimulatedBackend(LocalBackend):
     def _reply(self, request: Request) -> Response:
         source = request.source or {}
         if request.kind.startswith("diversity_"):
-            return self._response(request, self._cluster_agent(request.kind.removeprefix("diversity_"), source))
+            return self._response(
+                request, self._cluster_agent(request.kind.removeprefix("diversity_"), source)
+            )
         if request.kind in ("new_example", "new_question", "corpus"):  # a corpus text: one near the topic
             rank = request.sample_index
             if self.temperature_spread > 0:  # hotter sampling reaches further from the source
-                rank += self._rng(request).randrange(max(1, round(request.temperature * self.temperature_spread)))
+                rank += self._rng(request).randrange(
+                    max(1, round(request.temperature * self.temperature_spread))
+                )
             chosen = self._nearest_unused(source, rank)
-            fields = {"question": question_of(chosen, self.task), "answer": chosen.target, "label": chosen.label}
+            fields = {
+                "question": question_of(chosen, self.task),
+                "answer": chosen.target,
+                "label": chosen.label,
+            }
         elif request.kind == "rephrase":
             fields = {"question": self._rephrase(source["question"], self._rng(request)),
                       "answer": source.get("target", ""), "label": source.get("label", "")}
@@ -108,9 +116,12 @@ class SimulatedBackend(LocalBackend):
 
     def _cluster_agent(self, step: str, source: dict) -> str:
         if step == "criteria":
-            return ("Metadata:\n- topic: the subject of the sample\n- answer type: what kind of answer it asks for\n"
-                    "- form: question, request or statement\nMetrics:\n- specificity: 1 vague, 5 precise\n"
-                    "- complexity: 1 one step, 5 many steps\n- length: 1 a few words, 5 a paragraph")
+            return (
+                "Metadata:\n- topic: the subject of the sample\n"
+                "- answer type: what kind of answer it asks for\n"
+                "- form: question, request or statement\nMetrics:\n- specificity: 1 vague, 5 precise\n"
+                "- complexity: 1 one step, 5 many steps\n- length: 1 a few words, 5 a paragraph"
+            )
         if step in ("criteria_summary", "criteria_sentences"):
             return self.CRITERIA
         vectors = self._embed(source["samples"])
@@ -121,7 +132,9 @@ class SimulatedBackend(LocalBackend):
 
             labels = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
                                              distance_threshold=self.cluster_distance).fit(vectors).labels_
-            clusters = [[i + 1 for i, label in enumerate(labels) if label == c] for c in dict.fromkeys(labels)]
+            clusters = [
+                [i + 1 for i, label in enumerate(labels) if label == c] for c in dict.fromkeys(labels)
+            ]
             return json.dumps({"clusters": clusters})
         if step == "verify":  # stricter than the clustering: every pair, not the average, within the distance
             farthest = 1 - float((vectors @ vectors.T).min())
@@ -131,7 +144,7 @@ class SimulatedBackend(LocalBackend):
 
     def _embed(self, texts: list) -> np.ndarray:
         if self.embedding_model:
-            from bench.diversity.baselines import embed
+            from bench.embeddings import embed
 
             return embed(texts, self.embedding_model)
         vectors = self._vectorizer.transform(texts).toarray()
@@ -162,15 +175,12 @@ class SimulatedBackend(LocalBackend):
         target = source.get("target") or (known.target if known else None)
         label = source.get("label") or (known.label if known else None)
         if target is None:
-            return {"answer": "I cannot answer this question.", "label": "", "question": source.get("question", "")}
+            return {
+                "answer": "I cannot answer this question.",
+                "label": "",
+                "question": source.get("question", ""),
+            }
         if rng.random() < self.error_rate:
-            target, label = self._wrong(target, label, rng)
+            target, label = self.task.kind.wrong_answer(target, label, self.task.config.labels, rng)
         return {"answer": target, "label": label, "question": source.get("question", "")}
 
-    def _wrong(self, target: str, label: str, rng: random.Random) -> tuple:
-        if self.task.config.kind == "math":  # shift the final number
-            head, _, number = target.rpartition("####")
-            wrong = str(int(float(number.replace(",", "").strip() or 0)) + rng.randint(1, 9))
-            return f"{head}#### {wrong}", wrong
-        other = rng.choice([x for x in self.task.config.labels if x != label] or [label])
-        return other, other

@@ -2,7 +2,7 @@
 process) with a fixed latency, at several concurrency limits, against the ideal
 N x latency / concurrency; then the same requests again, served from the generation cache.
 
-    python -m runners.teacher_throughput [--requests 2000] [--latency 0.05] [--concurrency 1 8 64]
+    python -m runners.benchmarks.teacher_throughput [--requests 2000] [--latency 0.05] [--concurrency 1 8 64]
 """
 
 import argparse
@@ -57,7 +57,8 @@ def raw_client_seconds(base_url: str, n: int, concurrency: int) -> float:
 
 def measure(base_url: str, args, scratch: Path) -> None:
     print(f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms\n")
-    print("| concurrency | wall s | ideal s | share of ideal | requests reaching the server | cache-served req/s |")
+    print("| concurrency | wall s | ideal s | share of ideal | requests reaching the server "
+          "| cache-served req/s |")
     print("|---|---|---|---|---|---|")
     for concurrency in args.concurrency:
         cache = GenerationCache(scratch / f"c{concurrency}.sqlite")
@@ -86,8 +87,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     args = parser.parse_args()
     # the server runs in its own process, as a real one would: its work is not the client's
-    server = subprocess.Popen([sys.executable, "-m", "bench.teachers.local_server", "0", str(args.latency)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "runners.benchmarks.local_server", "0", str(args.latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         base_url = server.stdout.readline().strip()
         with tempfile.TemporaryDirectory() as scratch:

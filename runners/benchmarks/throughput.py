@@ -2,7 +2,7 @@
 same data, same hyper-parameters, in one process. Prints tokens/s, achieved FLOP/s and its share of
 this machine's measured matmul FLOP/s, and the share of padding tokens.
 
-    python -m runners.throughput [config overrides, e.g. task=sst2 seed_set.size=1000]
+    python -m runners.benchmarks.throughput [config overrides, e.g. task=sst2 seed_set.size=1000]
 """
 
 import dataclasses
@@ -15,14 +15,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import Trainer
 
-from bench.config import register_configs
+from bench.config import register_configs, validated
 from bench.seed_set import sample_seed_set
 from bench.students import Student, parameter_count
 from bench.tasks import load_task
 from bench.training import IGNORE, CountingCollator, encode, finetune, training_arguments
-from runners.pipeline import validated
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def matmul_flops(size: int = 1024, repeats: int = 20) -> float:
@@ -50,6 +49,9 @@ def plain_trainer(model, tokenizer, examples, cfg, output_dir):
 
 
 def main(overrides) -> None:
+    if {"-h", "--help"} & set(overrides):
+        print(f"usage: {__doc__.strip().splitlines()[-1].strip()}\n\n{__doc__.split(chr(10) + chr(10))[0]}")
+        return
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = validated(compose("config", overrides=["logger=none", *overrides]))
@@ -64,9 +66,12 @@ def main(overrides) -> None:
         rows.append(("suite trainer (length-grouped)", stats.seconds, stats.real_tokens, stats.padded_tokens))
         rows.append(("plain transformers Trainer", *plain_trainer(student.base_model(), student.tokenizer,
                                                                    seed_set, cfg.train, Path(scratch))))
-    print(f"\n{cfg.task.name}, {len(seed_set)} examples x {cfg.train.epochs:g} epochs, student {cfg.student.name} "
-          f"({params / 1e6:.1f}M parameters), {torch.get_num_threads()} threads, "
-          f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; model FLOPs = 6 x parameters x tokens\n")
+    print(
+        f"\n{cfg.task.name}, {len(seed_set)} examples x {cfg.train.epochs:g} epochs, "
+        f"student {cfg.student.name} "
+        f"({params / 1e6:.1f}M parameters), {torch.get_num_threads()} threads, "
+        f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; model FLOPs = 6 x parameters x tokens\n"
+    )
     print("| trainer | seconds | real tokens/s | padding share | useful GFLOP/s | share of matmul peak |")
     print("|---|---|---|---|---|---|")
     for name, seconds, real, padded in rows:

@@ -6,8 +6,8 @@ what reached it.
         ... OpenAIBackend(model="local", base_url=server.base_url) ...
 
 Each listed fault is served once, to the first requests that arrive, then every answer is normal:
-an HTTP status such as '429' (with Retry-After) or '500', 'hang' (no answer until the client gives up), 'malformed' (a body
-that is not JSON) and 'length' (finish_reason 'length', a truncated answer)."""
+an HTTP status such as '429' (with Retry-After) or '500', 'hang' (no answer until the client gives
+up), 'malformed' (a body that is not JSON) and 'length' (finish_reason 'length', a truncated answer)."""
 
 import asyncio
 import threading
@@ -43,22 +43,34 @@ class LocalChatServer:
         await asyncio.sleep(self.latency_s)
         if fault.isdigit():  # an HTTP error status: '429' (with Retry-After), '500', '401', ...
             headers = {"Retry-After": str(self.retry_after_s)} if fault == "429" else {}
-            return web.json_response({"error": {"message": f"injected {fault}"}}, status=int(fault), headers=headers)
+            return web.json_response(
+                {"error": {"message": f"injected {fault}"}}, status=int(fault), headers=headers
+            )
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
         if fault == "malformed":
             return web.Response(text='{"choices": [', content_type="application/json")
         prompt = body["messages"][-1]["content"]
         text = f"echo: {prompt}"
-        return web.json_response({
-            "id": f"chatcmpl-{self.received}",
-            "object": "chat.completion",
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text[:5] if fault == "length" else text},
-                         "finish_reason": "length" if fault == "length" else "stop"}],
-            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                      "total_tokens": len(prompt.split()) + len(text.split())},
-        })
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{self.received}",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text[:5] if fault == "length" else text},
+                        "finish_reason": "length" if fault == "length" else "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": len(prompt.split()),
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": len(prompt.split()) + len(text.split()),
+                },
+            }
+        )
 
     def __enter__(self) -> Self:
         started = threading.Event()
@@ -93,7 +105,9 @@ class LocalChatServer:
 
 
 
-if __name__ == "__main__":  # a server in its own process: python -m bench.teachers.local_server PORT LATENCY_S
+if (
+    __name__ == "__main__"
+):  # a server in its own process: python -m runners.benchmarks.local_server PORT LATENCY_S
     import sys
     import time
 

@@ -1,0 +1,70 @@
+"""Tables and plots from the cell records of a sweep, shaped like the papers' tables:
+`python -m runners.report <sweep dir> [--out DIR]` (it also runs at the end of every multirun).
+Cells go to a table by their strategy's family (recorded in each cell record).
+
+- LLM2LLM (Lee et al., Table 1): rows task x |S|, columns finetune, each LLM2LLM variant and its gain;
+- budget strategies (Chan, Pu et al.): accuracy per strategy over the budget ratio BR, for each |S|;
+- diversity: each diversity score of the cells' generated data against their accuracy (Spearman and
+  Pearson with bootstrap intervals, a scatter per score), ranked by how well it predicts accuracy;
+- every cell: its overrides, accuracy, time, trainings and teacher cost.
+Several seeds (seed_set.seed) of one cell are shown as mean ± std. Writes report.md, one CSV per
+table and PNG plots into DIR (default <sweep dir>/report)."""
+
+from pathlib import Path
+
+from runners.report.plots import cached_plot, plot_budget, plot_diversity, plot_iterations
+from runners.report.tables import budget_table, cells_table, diversity_table, frame, llm2llm_table, markdown
+
+
+def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dict:
+    """Write report.md, the CSVs and the plots into `out`; return {name: table or plot path}.
+    `plot_cache`: a folder of plots drawn before, by content."""
+    out.mkdir(parents=True, exist_ok=True)
+    df = frame(records)
+    failed = [r for r in records if r.get("status") == "failed"]
+    parts, made = [f"# Sweep report\n\n{len(df)} finished cells, {len(failed)} failed."], {}
+    if not df.empty:
+        trained, reused = int(df.trainings.sum()), int(df.reused.sum())
+        parts[0] += (f" Trainings performed {trained}; stages reused from earlier cells or runs {reused}; "
+                     f"teacher queries paid {int(df.queries_paid.sum())}; ${df.cost_usd.sum():.4f}.")
+        sections = [
+            (
+                "llm2llm",
+                "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)",
+                llm2llm_table(df),
+            ),
+            (
+                "budget_strategies",
+                "Budgeted strategies: test accuracy per strategy over BR = Q / |S|",
+                budget_table(df),
+            ),
+            (
+                "diversity",
+                (
+                    "Diversity of the generated data vs test accuracy: correlation across cells "
+                    "(95% bootstrap intervals), ranked by |Spearman|"
+                ),
+                diversity_table(df),
+            ),
+            ("cells", "Every cell", cells_table(df)),
+        ]
+        for name, title, table in sections:
+            if table is not None:
+                table.to_csv(out / f"{name}.csv", index=False)
+                parts.append(f"## {title}\n\n{markdown(table)}")
+                made[name] = table
+        for name, plot in (
+            ("accuracy_vs_budget_ratio", plot_budget),
+            ("accuracy_per_iteration", plot_iterations),
+            ("accuracy_vs_diversity", plot_diversity),
+        ):
+            path = cached_plot(plot, df, out / f"{name}.png", plot_cache)
+            if path:
+                parts.append(f"![{name}]({path.name})")
+                made[name] = path
+    if failed:
+        parts.append("## Failed cells\n\n" + "\n".join(f"- `{' '.join(r['overrides'])}`: {r['error']} "
+                                                       f"({r['run_dir']})" for r in failed))
+    (out / "report.md").write_text("\n\n".join(parts) + "\n")
+    made["report"] = out / "report.md"
+    return made

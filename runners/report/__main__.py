@@ -1,0 +1,38 @@
+"""`python -m runners.report <sweep dir> [--out DIR]`: the report of a sweep, or of any folder of cell
+records."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.store import find_records, write_json
+from runners.report import __doc__ as REPORT_DOC
+from runners.report import build
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runners.report", description=REPORT_DOC.splitlines()[0])
+    parser.add_argument(
+        "sweep_dir", type=Path, help="a multirun folder (outputs/multiruns/...) or any folder of records"
+    )
+    parser.add_argument("--out", type=Path, help="where to write the report (default <sweep dir>/report); "
+                        "the records are copied there too, so the folder is self-contained")
+    args = parser.parse_args(argv)
+    records = find_records(args.sweep_dir)
+    if not records:
+        print(f"error: no cell records under {args.sweep_dir}: point at a multirun folder "
+              "(outputs/multiruns/<date>) or a results folder", file=sys.stderr)
+        return 2
+    out = args.out or args.sweep_dir / "report"
+    if args.out:
+        for record in records:
+            if record.get("status") == "done":
+                write_json(out / "records" / f"{record['cell_id']}.json", record)
+    made = build(records, out)
+    print((out / "report.md").read_text())
+    print(f"report: {made['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The report's tables, shaped like the papers': one row per finished cell (`frame`), then LLM2LLM's
+task x |S| table, the budget study's task x |S| x BR table, the diversity scores' correlation with
+accuracy, and every cell. Several seeds of one cell are shown as mean ± std (n)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.diversity import DIRECTION
+from runners.report.stats import correlations
+
+
+def frame(records: list[dict]) -> pd.DataFrame:
+    """One row per finished cell (skipped cells count: they hold an earlier run's result)."""
+    rows = []
+    for r in records:
+        if r.get("status") != "done":
+            continue
+        config, metrics = r["config"], r["metrics"]
+        budgets = r.get("cost", {}).get("budget", [])
+        capped = [b for b in budgets if b.get("max_queries")]
+        queries = capped[0]["max_queries"] if capped else None
+        rows.append(
+            {
+                "task": config["task"]["name"],
+                "student": config["student"]["name"],
+                "teacher": config["teacher"]["name"],
+                "strategy": r["strategy"],
+                "family": r["family"],
+                "variant": r.get("choices", {}).get("strategy", r["strategy"]),
+                "seed_size": r["seed_set_size"],
+                "seed": config["seed_set"]["seed"],
+                "budget_ratio": round(queries / r["seed_set_size"], 2) if queries else None,
+                # generation only: the cluster agent's queries (role diversity) are not the strategy's cost
+                "queries_paid": sum(
+                    line.get("requests", 0)
+                    for role, line in r.get("cost", {}).items()
+                    if role not in ("budget", "diversity")
+                ),
+                "accuracy": metrics["final/test_acc"],
+                "stderr": metrics["final/test_acc_stderr"],
+                "iterations": [i["test_acc"] for i in r.get("iterations", [])],
+                "seconds": r.get("seconds"),
+                "trainings": r["stages"]["trained"],
+                "reused": r["stages"]["reused"],
+                "cost_usd": sum(
+                    line.get("cost_usd", 0) for role, line in r.get("cost", {}).items() if role != "budget"
+                ),
+                "diversity": r.get("diversity", {}),
+                "skipped": r.get("skipped", False),
+                "cell": " ".join(r["overrides"]) or "(defaults)",
+                "cell_id": r["cell_id"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n={len(values)})"
+
+
+def row_keys(df: pd.DataFrame, always: list[str]) -> list[str]:
+    """The given keys, plus student and teacher when the sweep varied them."""
+    return [k for k in ("task", "student", "teacher") if k in always or df[k].nunique() > 1] + \
+           [k for k in always if k not in ("task", "student", "teacher")]
+
+
+def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    cells = df[df.family.isin(["finetune", "llm2llm"])]
+    if cells.empty or not (cells.family == "llm2llm").any():
+        return None
+    keys = row_keys(cells, ["task", "seed_size"])
+    variants = sorted(cells[cells.family == "llm2llm"].variant.unique())
+    rows = []
+    for group, block in cells.groupby(keys, sort=True):
+        row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
+        base = block[block.family == "finetune"].accuracy
+        row["finetune"] = mean_std(base)
+        for variant in variants:
+            accuracy = block[block.variant == variant].accuracy
+            row[variant] = mean_std(accuracy)
+            gain = accuracy.mean() - base.mean() if len(accuracy) and len(base) else math.nan
+            row[f"{variant} gain"] = "" if math.isnan(gain) else f"{100 * gain:+.1f} pts"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def budgeted_cells(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df.family == "budgeted") & df.budget_ratio.notna()]
+
+
+def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    cells = budgeted_cells(df)
+    if cells.empty:
+        return None
+    keys = row_keys(cells, ["task", "seed_size", "budget_ratio"])
+    strategies = sorted(cells.strategy.unique())
+    rows = []
+    for group, block in cells.groupby(keys, sort=True):
+        row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
+        means = {}
+        for strategy in strategies:
+            accuracy = block[block.strategy == strategy].accuracy
+            row[strategy] = mean_std(accuracy)
+            if len(accuracy):
+                means[strategy] = accuracy.mean()
+        row["best"] = max(means, key=means.get) if means else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cells_table(df: pd.DataFrame) -> pd.DataFrame:
+    table = df[["cell", "accuracy", "stderr", "seconds", "trainings", "reused", "queries_paid", "cost_usd",
+                "skipped"]].copy()
+    table["accuracy"] = table.accuracy.map("{:.3f}".format)
+    table["stderr"] = table.stderr.map("{:.3f}".format)
+    table["seconds"] = table.seconds.map(lambda s: "" if pd.isna(s) else f"{s:.0f}")
+    table["cost_usd"] = table.cost_usd.map("{:.4f}".format)
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    columns = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+DIVERSITY_DATASET = "generated/all"  # the cell's whole generated dataset
+MIN_CELLS = 5  # fewer cells than this make no correlation worth a table
+
+
+def diversity_scores(df: pd.DataFrame) -> pd.DataFrame:
+    """Cells x diversity scores of their generated data (cells without generated data left out)."""
+    rows = {i: {m: v for m, v in d.get(DIVERSITY_DATASET, {}).items() if m in DIRECTION and v is not None}
+            for i, d in df.diversity.items() if isinstance(d, dict)}
+    return pd.DataFrame.from_dict({i: r for i, r in rows.items() if r}, orient="index").dropna(
+        axis=1, how="all"
+    )
+
+
+def diversity_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Each diversity score's correlation with test accuracy across cells, ranked by |Spearman|: how
+    well it predicts what the data does for the student (the cluster-agent paper's comparison)."""
+    scores = diversity_scores(df)
+    if len(scores) < MIN_CELLS:
+        return None
+    accuracy = df.loc[scores.index, "accuracy"].to_numpy(dtype=float)
+    rows = []
+    for metric in scores.columns:
+        x = scores[metric].to_numpy(dtype=float)
+        keep = ~np.isnan(x)
+        if keep.sum() < MIN_CELLS or np.ptp(x[keep]) == 0:
+            continue
+        c = correlations(x[keep], accuracy[keep])
+        direction = {1: "higher", -1: "lower", 0: "-"}[DIRECTION[metric]]
+        rows.append({"score": metric, "more diverse is": direction, "cells": int(keep.sum()),
+                     "spearman": round(c["spearman"][0], 3),
+                     "spearman 95% CI": f"[{c['spearman'][1]:.2f}, {c['spearman'][2]:.2f}]",
+                     "pearson": round(c["pearson"][0], 3),
+                     "pearson 95% CI": f"[{c['pearson'][1]:.2f}, {c['pearson'][2]:.2f}]"})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    table = table.iloc[table.spearman.abs().sort_values(ascending=False).index].reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table

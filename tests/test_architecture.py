@@ -1,0 +1,118 @@
+"""The layering a newcomer relies on, checked by walking every import in bench/ and runners/ (module
+level and inside functions; imports under `if TYPE_CHECKING:` are for type checkers only): bench/
+never imports runners/, and no two folders (or top-level modules) import each other, directly or
+round a longer loop."""
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGES = ("bench", "runners")
+
+
+def node_of(module: str) -> str | None:
+    """The folder (bench/teachers) or top-level module (bench/job.py) an import lands in."""
+    parts = module.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    if len(parts) > 1 and (REPO / parts[0] / parts[1]).is_dir():
+        return f"{parts[0]}/{parts[1]}"
+    if len(parts) > 1 and (REPO / parts[0] / f"{parts[1]}.py").is_file():
+        return f"{parts[0]}/{parts[1]}.py"
+    return parts[0]  # the package itself (its __init__)
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+
+
+def imports(tree: ast.AST) -> list[str]:
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and is_type_checking(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append(node.module)
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)  # `from bench import job`
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            relative = path.relative_to(REPO)
+            source = node_of(".".join(relative.with_suffix("").parts).removesuffix(".__init__"))
+            targets = {node_of(name) for name in imports(ast.parse(path.read_text()))}
+            # `from bench.x import y` also names bench/x/y, which may not exist: keep real targets only
+            graph.setdefault(source, set()).update(t for t in targets if t and t != source and
+                                                   (REPO / t).exists())
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every loop, as the path that closes it (depth-first search over the nodes)."""
+    found, state = [], {}
+
+    def walk(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                found.append(path[path.index(target):] + [target])
+            elif target not in state:
+                walk(target, path + [target])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            walk(node, [node])
+    return found
+
+
+def test_bench_never_imports_runners():
+    graph = import_graph()
+    wrong = {source: sorted(t for t in targets if t.startswith("runners"))
+             for source, targets in graph.items() if source.startswith("bench")}
+    assert not {k: v for k, v in wrong.items() if v}
+
+
+def test_no_folder_imports_another_that_imports_it_back():
+    assert cycles(import_graph()) == []
+
+
+def test_the_walk_sees_imports_inside_functions_and_finds_a_planted_loop():
+    graph = import_graph()
+    assert "bench/embeddings.py" in graph["bench/teachers"]  # the simulator's import inside a method
+    planted = {**graph, "bench/embeddings.py": graph.get("bench/embeddings.py", set()) | {"bench/teachers"}}
+    assert ["bench/embeddings.py", "bench/teachers", "bench/embeddings.py"] in cycles(planted) or \
+        ["bench/teachers", "bench/embeddings.py", "bench/teachers"] in cycles(planted)
+
+
+@pytest.mark.parametrize("command", [["run.py"], ["-m", "runners.report"], ["-m", "runners.advise"],
+                                     ["-m", "runners.probe_teacher"], ["-m", "runners.benchmarks.throughput"],
+                                     ["-m", "runners.benchmarks.teacher_throughput"]])
+def test_every_command_answers_help_with_its_usage(command):
+    result = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert "usage" in result.stdout.lower() or "powered by Hydra" in result.stdout
+
+
+def test_the_code_keeps_to_the_lint_rules():
+    """pyproject.toml's ruff rules, 110 columns among them."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
