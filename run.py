@@ -1,11 +1,13 @@
 """Entry point: `python run.py [group=option ...] [key=value ...]`, or `-m` to sweep a grid."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from bench.config import register_configs
+from bench.config import check_yaml_syntax, register_configs
+from bench.errors import BenchError
 
 register_configs()
 
@@ -20,4 +22,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:  # Hydra would answer a YAML syntax error with a parser traceback
+        check_yaml_syntax(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()

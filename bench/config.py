@@ -5,6 +5,7 @@ these objects, before any work. `build_strategy()` checks the strategy's own set
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -233,8 +234,13 @@ class TeacherConfig:
     backoff_s: float = 1.0  # first retry delay; doubles each attempt, full jitter
     max_backoff_s: float = 60.0
     prices: Dict[str, float] = field(default_factory=dict)  # input_per_mtok / output_per_mtok, dollars
+    # a batch with more of its requests unanswered than this share stops the cell (the teacher is down)
+    max_failure_share: float = 0.5
+    probe: bool = True  # one tiny request to a remote teacher before any training: reachable, key accepted
 
     def __post_init__(self):
+        check(0 <= self.max_failure_share <= 1, "teacher.max_failure_share", self.max_failure_share,
+              "must be in [0, 1]")
         at_least("teacher.max_concurrency", self.max_concurrency, 1)
         at_least("teacher.max_attempts", self.max_attempts, 1)
         at_least("teacher.backoff_s", self.backoff_s, 0)
@@ -249,6 +255,7 @@ class BudgetConfig:
     max_queries: Optional[int] = None
     ratio: Optional[float] = None
     count_augmenter: bool = True  # augmenter queries count against Q too (both are reported either way)
+    count_timeouts: bool = True  # a request that timed out without an answer counts as spent (may be billed)
 
     def __post_init__(self):
         at_least("budget.max_queries", self.max_queries, 0, optional=True)
@@ -341,12 +348,42 @@ class BenchConfig:
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
     cache_path: str = MISSING  # the generation cache (SQLite); share it across a sweep or a cluster
     store_dir: str = MISSING  # finished cells and trained stages (bench/store.py); share it likewise
-    resume: bool = True  # skip a cell whose record is in the store; false: run it again
+    # true: skip a cell (and reuse a stage) the store holds, warning when other code computed it;
+    # strict: recompute what other code computed; false: recompute every cell
+    resume: str = "true"
     data_dir: Optional[str] = None  # root of the tasks' release files; unset: the Hub
+
+    def __post_init__(self):
+        self.resume = str(self.resume).lower()  # YAML's true and false arrive as booleans
+        check(self.resume in ("true", "strict", "false"), "resume", self.resume,
+              "must be true, strict or false")
 
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
+
+
+def check_yaml_syntax(argv: list[str], conf: Path) -> None:
+    """Parse every YAML file of the config search path (`conf`, plus the folders a `hydra.searchpath=[...]`
+    argument adds) and fail in one line naming the file, line and likely fix: Hydra would stop with a
+    parser traceback instead."""
+    import yaml
+
+    roots = [conf]
+    for arg in argv:
+        if arg.startswith("hydra.searchpath="):
+            entries = [p.strip() for p in arg.split("=", 1)[1].strip("[]").split(",")]
+            roots += [Path(p.removeprefix("file://")) for p in entries if not p.startswith("pkg://")]
+    for path in (p for root in roots if root.is_dir() for p in sorted(root.rglob("*.yaml"))):
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(error, "problem", None) or error
+            raise BenchError(f"{where}: YAML syntax error ({problem}); quote a value that holds ':', '?', "
+                             "'#', ',' or brackets (labels: [\"Is it raining?\", weather]) and check that "
+                             "every bracket is closed") from None
 
 
 def validated(cfg: DictConfig) -> BenchConfig:

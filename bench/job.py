@@ -3,17 +3,21 @@ holds one cell's task data, seed set, student, teachers and stage store; `train_
 student from the base weights (or an earlier stage) and scores it through lm-eval, and each stage is
 content-addressed (bench/store.py), so a stage some earlier job already computed is reused."""
 
+import logging
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
 from bench.config import BenchConfig, TrainConfig
+from bench.errors import BenchError
 from bench.evaluation import EvalResult, evaluate, zero_shot
-from bench.store import STAGE_FORMAT, StageStore, digest, write_json, write_jsonl
+from bench.store import STAGE_FORMAT, StageStore, code_changes, code_version, digest, write_json, write_jsonl
 from bench.students import Student, parameter_count
 from bench.teachers import Budget, GenerationCache, Teacher, build_backend, build_teachers, make_teacher
 from bench.tracking import Tracker
 from bench.training import TrainStats, finetune
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +59,13 @@ class Job:
     def _teachers(self) -> tuple:
         return build_teachers(self.config, self.task, [e.id for e in self.seed_set])
 
+    def check_teachers(self, probe: bool) -> None:
+        """Build the teachers and their budget now, so a bad setting fails before any training, and send a
+        remote backend one tiny request (`teacher.probe`): an unreachable server or a refused key too."""
+        if probe:
+            for teacher in {id(t.backend): t for t in self._teachers}.values():
+                teacher.probe()
+
     @property
     def teacher(self) -> Teacher:
         return self._teachers[0]
@@ -78,8 +89,9 @@ class Job:
 
     def stage_key(self, examples: list, start_from: Round | None, score_on: list, recipe: TrainConfig) -> str:
         c = self.config
-        return digest({"format": STAGE_FORMAT, "task": asdict(c.task), "student": asdict(c.student),
-                       "train": asdict(recipe), "eval": asdict(c.eval), "examples": examples_digest(examples),
+        return digest({"format": STAGE_FORMAT, "task": asdict(c.task), "data": self.task.digest,
+                       "student": asdict(c.student), "train": asdict(recipe), "eval": asdict(c.eval),
+                       "examples": examples_digest(examples),
                        "start_from": start_from.key if start_from else "base",
                        "score_on": examples_digest(score_on)})
 
@@ -108,7 +120,7 @@ class Job:
         score_on, recipe = list(score_on), recipe or self.config.train
         key = self.stage_key(examples, start_from, score_on, recipe)
         with self.stages.claim(key):  # another cell of the sweep may be computing this very stage
-            done = self.stages.load(key, need_weights=keep_weights)
+            done = self.reusable(key, self.stages.load(key, need_weights=keep_weights))
             if done is not None:
                 stage = Round(iteration, key, TrainStats(**done["stats"]), EvalResult(**done["test"]),
                               EvalResult(**done["scored"]) if done["scored"] else None, done["parameters"],
@@ -117,7 +129,7 @@ class Job:
                 stage = self.compute(examples, iteration, key, start_from, score_on, recipe)
                 self.stages.save(key, {"stats": vars(stage.stats), "test": vars(stage.test),
                                        "scored": vars(stage.scored) if stage.scored else None,
-                                       "parameters": stage.parameters},
+                                       "parameters": stage.parameters, "code": code_version()},
                                  stage.model if keep_weights else None)
                 if not keep_weights:
                     stage.model = None  # no later stage starts from it: free the memory
@@ -135,15 +147,33 @@ class Job:
         write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
         return stage
 
+    def reusable(self, key: str, done: dict | None) -> dict | None:
+        """A stored stage, if the resume policy lets it be reused: always when the same code computed it;
+        with a warning under resume=true when other code did; never under strict or false then."""
+        changes = code_changes((done or {}).get("code"))
+        if done is None or not changes:
+            return done
+        reuse = self.config.resume == "true"
+        log.warning("stage %s was computed by other code (%s): %s", key, "; ".join(changes),
+                    "reusing it" if reuse else f"computing it again (resume={self.config.resume})")
+        return done if reuse else None
+
     def compute(self, examples: list, iteration: int, key: str, start_from: Round | None,
                 score_on: list, recipe: TrainConfig) -> Round:
         where = self.run_dir / f"iteration_{iteration}"
         model = self.model_of(start_from) if start_from is not None else self.student.base_model()
         model, stats = finetune(model, self.student.tokenizer, examples, recipe, where / "trainer",
                                 self.tracker.report_to)
+        if stats.steps == 0:  # a stage that learned nothing is never stored as a result
+            raise BenchError(f"training on {len(examples)} examples ran 0 optimizer steps (train.epochs="
+                             f"{recipe.epochs:g}, effective batch {recipe.effective_batch_size}): raise "
+                             "train.epochs, or lower train.effective_batch_size")
         tokenizer, task, cfg = self.student.tokenizer, self.config.task, self.config.eval
         scored = evaluate(model, tokenizer, task, "train", score_on, cfg, where) if score_on else None
         test = evaluate(model, tokenizer, task, "test", self.task.test, cfg, where, limit=cfg.limit)
+        if not test.records:
+            raise BenchError(f"scoring {task.name}'s test split covered 0 examples; check the test split "
+                             "and eval.limit")
         return Round(iteration, key, stats, test, scored, parameter_count(model), reused=False, model=model)
 
     def zero_shot(self, stage: Round, tasks: list, include_path: str | None, limit: int | None) -> dict:

@@ -6,19 +6,35 @@
 - `stages/<stage key>/`: one trained-and-scored student. The key hashes everything that determines the
   result: student, recipe, evaluation, task, the training examples in order, the stage training started
   from and the examples scored. LLM2LLM's iteration 0 and the `finetune` baseline share one key.
-- Every file is written whole or not at all (write, then rename), so `kill -9` leaves nothing half done.
+- Every file is written whole or not at all (write, fsync, then rename), so `kill -9` leaves nothing half
+  done; an entry that cannot be read (a disk fault, a hand edit) counts as missing and is recomputed, and
+  the `.partial` files a killed writer left behind are removed.
+- Both keys hold the digest of the task's loaded data, and every entry records the code that computed it:
+  `resume=true` reuses an entry from other code with a warning naming what changed, `resume=strict`
+  recomputes it, `resume=false` recomputes every cell.
 """
 
 import hashlib
 import json
+import logging
 import os
+import re
 import subprocess
+import time
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
+
+from bench.errors import BenchError
+from bench.secrets import redact
+
+log = logging.getLogger(__name__)
+CELL_ID = re.compile(r"^[0-9a-f]{16}$")  # what `digest` makes: the only names a store or report writes
+ORPHAN_AGE_S = 3600  # a .partial file this old has no writer left: no write takes an hour
 
 # Config keys that say where things live or how they are logged, not what is computed.
 NOT_THE_EXPERIMENT = ("data_dir", "cache_path", "store_dir", "logger", "resume")
@@ -35,29 +51,72 @@ def cell_config(cfg: DictConfig) -> dict:
     return {key: value for key, value in resolved.items() if key not in NOT_THE_EXPERIMENT}
 
 
-def cell_id(cfg: DictConfig) -> str:
-    return digest(cell_config(cfg))
+def cell_id(cfg: DictConfig, data_digest: str) -> str:
+    """The cell's content address: its experiment config and the digest of the data it loaded."""
+    return digest({**cell_config(cfg), "data": data_digest})
+
+
+def _write_atomically(path: Path, lines) -> None:
+    """Write, fsync, rename: a reader never sees half a file, a crash never leaves one."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        with partial.open("w") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+    except PermissionError as error:
+        raise BenchError(f"cannot write {path} ({error.strerror}); point store_dir (BENCH_CACHE_DIR) and the "
+                         "output folders at a writable place") from None
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Atomic: a reader never sees half a file, a crash never leaves one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(partial, path)
+    """Atomic, and with anything shaped like an API key redacted (bench/secrets.py)."""
+    _write_atomically(path, [json.dumps(redact(payload), indent=2, default=str) + "\n"])
 
 
 def write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    with partial.open("w") as out:
-        for row in rows:
-            out.write(json.dumps(row, default=str) + "\n")
-    os.replace(partial, path)
+    _write_atomically(path, (json.dumps(redact(row), default=str) + "\n" for row in rows))
 
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def read_entry(path: Path) -> Any | None:
+    """A stored JSON entry, or None (with a warning) when it is missing or cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        log.warning("%s cannot be read (%s): treated as missing and computed again", path, error)
+        return None
+
+
+def writable_folder(path: Path, setting: str) -> Path:
+    """`path`, created if need be, after checking that a file can be written there."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise BenchError(f"{setting}={path} is not a writable folder ({error.strerror}); point {setting} (or "
+                         "BENCH_CACHE_DIR) at one") from None
+    return path
+
+
+def remove_orphans(folder: Path) -> None:
+    """Delete the `.partial` files of writers killed mid-write (older than any write takes)."""
+    if folder.is_dir():
+        for partial in folder.rglob("*.partial"):
+            try:
+                if time.time() - partial.stat().st_mtime > ORPHAN_AGE_S:
+                    partial.unlink()
+            except FileNotFoundError:
+                pass  # its writer finished (or another cleaner was first)
 
 
 class CellStore:
@@ -65,12 +124,15 @@ class CellStore:
 
     def __init__(self, root: Path):
         self.root = Path(root) / "cells"
+        remove_orphans(self.root)
 
     def finished(self, cell: str) -> dict | None:
-        path = self.root / f"{cell}.json"
-        return read_json(path) if path.is_file() else None
+        record = read_entry(self.root / f"{cell}.json")
+        return record if isinstance(record, dict) and record.get("status") == "done" else None
 
     def add(self, record: dict) -> None:
+        if record.get("status") != "done" or not CELL_ID.match(str(record.get("cell_id"))):
+            raise ValueError(f"only finished cells with well-formed ids are stored: {record.get('cell_id')}")
         write_json(self.root / f"{record['cell_id']}.json", record)
 
 
@@ -80,6 +142,7 @@ class StageStore:
 
     def __init__(self, root: Path):
         self.root = Path(root) / "stages"
+        remove_orphans(self.root)
 
     @contextmanager
     def claim(self, key: str):
@@ -91,11 +154,10 @@ class StageStore:
         """The stage's result, or None when it was never computed (or its weights are needed and were
         not kept)."""
         folder = self.root / key
-        if not (folder / "result.json").is_file():
+        result = read_entry(folder / "result.json")
+        if not isinstance(result, dict) or (need_weights and not (folder / "model.safetensors").is_file()):
             return None
-        if need_weights and not (folder / "model.safetensors").is_file():
-            return None
-        return read_json(folder / "result.json")
+        return result
 
     def save(self, key: str, result: dict, model=None) -> None:
         folder = self.root / key
@@ -105,6 +167,8 @@ class StageStore:
             folder.mkdir(parents=True, exist_ok=True)
             partial = folder / f"model.{os.getpid()}.partial"
             save_model(model, str(partial))
+            with partial.open("rb") as written:
+                os.fsync(written.fileno())
             os.replace(partial, folder / "model.safetensors")
         write_json(folder / "result.json", result)
 
@@ -112,15 +176,23 @@ class StageStore:
         return self.root / key / "model.safetensors"
 
 
+@lru_cache(maxsize=1)
 def code_version() -> dict:
-    """The git commit of this checkout (and whether it had uncommitted changes), plus key packages."""
+    """What computed a result: a digest of the suite's Python source (bench/, runners/, run.py: edits
+    elsewhere, a README say, change nothing), the key packages' versions, and for provenance the git
+    commit of this checkout and whether it had uncommitted changes."""
     from importlib.metadata import PackageNotFoundError, version
 
-    here = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]
+    sources = sorted([*root.joinpath("bench").rglob("*.py"), *root.joinpath("runners").rglob("*.py"),
+                      *root.glob("run.py")])
+    code = hashlib.sha256()
+    for path in sources:
+        code.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes())
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                     capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):  # an installed copy, not a checkout
         commit, dirty = None, None
@@ -130,7 +202,22 @@ def code_version() -> dict:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = None
-    return {"git_commit": commit, "git_dirty": dirty, "packages": packages}
+    return {"code_digest": code.hexdigest()[:16], "packages": packages, "git_commit": commit,
+            "git_dirty": dirty}
+
+
+def code_changes(stored: dict | None) -> list[str]:
+    """What differs between the code that computed a stored entry and this code, in words ([] if none)."""
+    stored, now = stored or {}, code_version()
+    changes = []
+    if stored.get("code_digest") != now["code_digest"]:
+        commit = f", commit {str(stored['git_commit'])[:8]}" if stored.get("git_commit") else ""
+        changes.append(f"the suite's code {stored.get('code_digest') or 'unrecorded'}{commit} -> "
+                       f"{now['code_digest']}")
+    for name, version in now["packages"].items():
+        if name != "synthbench-llm" and (stored.get("packages") or {}).get(name) != version:
+            changes.append(f"{name} {(stored.get('packages') or {}).get(name)} -> {version}")
+    return changes
 
 
 def find_records(folder: Path) -> list[dict]:
@@ -141,7 +228,8 @@ def find_records(folder: Path) -> list[dict]:
              *(folder.glob("*.json") if folder.name in ("records", "cells") else ())]
     by_cell = {}
     for path in paths:
-        record = read_json(path)
-        by_cell.setdefault(record.get("cell_id", str(path)), record)
+        record = read_entry(path)
+        if isinstance(record, dict):
+            by_cell.setdefault(record.get("cell_id", str(path)), record)
     records = list(by_cell.values())
     return sorted(records, key=lambda r: ((r.get("sweep") or {}).get("job_num") or 0, r.get("run_dir", "")))

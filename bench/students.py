@@ -47,6 +47,15 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
 
 
+def cannot_load(cfg: StudentConfig, error: Exception) -> BenchError:
+    """Not on the Hub, no network, gated without HF_TOKEN (OSError), or a folder without a model
+    (ValueError): one line."""
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return BenchError(f"student {cfg.name}: cannot load {cfg.pretrained} ({first_line}); check the id or "
+                      "path (a folder needs config.json, the weights and the tokenizer), the network, and "
+                      "HF_TOKEN for gated models")
+
+
 class Student:
     def __init__(self, cfg: StudentConfig, training_texts: Iterable[str] | None = None):
         self.cfg = cfg
@@ -54,10 +63,8 @@ class Student:
         if cfg.pretrained:
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained)
-            except OSError as error:  # not on the Hub, no network, gated without HF_TOKEN
-                first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-                raise BenchError(f"student {cfg.name}: cannot load {cfg.pretrained} ({first_line}); "
-                                 "check the id or path, the network, and HF_TOKEN for gated models") from None
+            except (OSError, ValueError) as error:
+                raise cannot_load(cfg, error) from None
             if self.tokenizer.pad_token is None:  # Pythia and Llama-2 ship none
                 self.tokenizer.pad_token = self.tokenizer.eos_token
         else:
@@ -70,7 +77,10 @@ class Student:
     def base_model(self) -> torch.nn.Module:
         """A fresh copy of the base weights (with LoRA adapters when switched on)."""
         if self.cfg.pretrained:
-            model = AutoModelForCausalLM.from_pretrained(self.cfg.pretrained, dtype=self.dtype)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(self.cfg.pretrained, dtype=self.dtype)
+            except (OSError, ValueError) as error:
+                raise cannot_load(self.cfg, error) from None
         else:
             config = LlamaConfig(
                 vocab_size=len(self.tokenizer),

@@ -7,6 +7,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import jinja2
 
 from bench.config import TaskConfig
 from bench.errors import BenchError
+from bench.store import digest
 from bench.task_kinds import TaskKind, task_kind
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
@@ -40,6 +42,13 @@ class TaskData:
     def kind(self) -> TaskKind:
         return task_kind(self.config.kind)
 
+    @cached_property
+    def digest(self) -> str:
+        """What was loaded (the train pool and the test split): part of every cell and stage key, so
+        changed or missing data is never mistaken for the data a stored result was computed on."""
+        return digest({split: [(e.id, e.prompt, e.target) for e in examples]
+                       for split, examples in (("train", self.train), ("test", self.test))})
+
     @property
     def majority_rate(self) -> float:
         """Accuracy of always answering the test split's most frequent label."""
@@ -59,9 +68,16 @@ def load_task(cfg: TaskConfig, data_dir: str | None) -> TaskData:
         split: [_to_example(cfg, template, split, i, record, origins[split]) for i, record in enumerate(rows)]
         for split, rows in records.items()
     }
+    for split, examples in splits.items():
+        if not examples:
+            raise BenchError(f"task {cfg.name}: the {split} split ({origins[split]}) has no records; "
+                             "point the task at a file with data")
     # The test split must never reach training or generation, also through an exact copy.
     test_prompts = {example.prompt for example in splits["test"]}
     train = [example for example in splits["train"] if example.prompt not in test_prompts]
+    if not train:
+        raise BenchError(f"task {cfg.name}: every training example is a copy of a test example; "
+                         "check that train and test point at different files")
     return TaskData(cfg, train, splits["test"], source, len(splits["train"]) - len(train))
 
 
@@ -119,10 +135,7 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
     path = _existing(root, spec, cfg.name)
     text = path.read_text(local.encoding)
     if local.format == "jsonl":
-        try:
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as error:
-            raise BenchError(f"task {cfg.name}: {path} is not JSON lines ({error})") from None
+        return _json_lines(text, path, cfg.name)
     if local.format in ("csv", "tsv"):
         delimiter = "\t" if local.format == "tsv" else ","
         return list(csv.DictReader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL))
@@ -138,6 +151,23 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
         if match is None:
             raise BenchError(f"task {cfg.name}: {path}:{number} does not match local.pattern")
         rows.append(match.groupdict())
+    return rows
+
+
+def _json_lines(text: str, path: Path, task: str) -> list[dict]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise BenchError(f"task {task}: {path}:{number} is not JSON ({error.msg} at column "
+                             f"{error.colno}); fix that line: each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise BenchError(f"task {task}: {path}:{number} is a JSON {type(row).__name__}, not an object; "
+                             "each line must be one JSON object with the task's columns")
+        rows.append(row)
     return rows
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.config import LoggerConfig
 from bench.errors import BenchError
+from bench.secrets import redact
 from bench.store import write_json, write_jsonl
 
 
@@ -48,7 +49,7 @@ class Tracker:
                     name=name,
                     dir=str(run_dir),
                     mode=wandb_mode(cfg),
-                    config=flatten(config),
+                    config=redact(flatten(config)),
                     reinit="finish_previous",
                 )
             except wandb.errors.UsageError as error:
@@ -80,7 +81,7 @@ class Tracker:
         columns = list(records[0])
         rows = [[json.dumps(r.get(c)) if isinstance(r.get(c), dict | list) else r.get(c) for c in columns]
                 for r in records]
-        self.wandb.log({name: wandb.Table(columns=columns, data=rows)})
+        self.wandb.log({name: wandb.Table(columns=columns, data=redact(rows))})
 
     def log_teachers(self, *teachers) -> dict:
         """Queries, tokens and dollars per role, and every answer used (generations.jsonl, which

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.store import find_records
-from runners.report.tables import budgeted_cells, frame
+from runners.report.tables import budgeted_cells, frame, well_formed
 
 USAGE = "usage: python -m runners.advise task=NAME seed_size=N budget=Q (or ratio=BR) [store=DIR,DIR]"
 
@@ -38,9 +38,8 @@ def nearest(values, target: float) -> float:
 
 
 def advise(task: str, seed_size: int, ratio: float, stores: list[Path]) -> str:
-    records = list(
-        {r["cell_id"]: r for store in stores if store.exists() for r in find_records(store)}.values()
-    )
+    found = [r for store in stores if store.exists() for r in find_records(store) if well_formed(r)]
+    records = list({r["cell_id"]: r for r in found}.values())
     df = frame(records)
     measured = budgeted_cells(df) if not df.empty else df
     measured = measured[measured.task == task] if not measured.empty else measured
@@ -86,13 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or "task" not in args or "seed_size" not in args or ("budget" in args) == ("ratio" in args):
         print(f"error: {USAGE}", file=sys.stderr)
         return 2
+    tasks = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "task").glob("*.yaml"))
+    if args["task"] not in tasks:
+        print(f"error: task={args['task']} is not a task of conf/task/: use one of {', '.join(tasks)}",
+              file=sys.stderr)
+        return 2
     try:
         seed_size = int(args["seed_size"])
         ratio = float(args["ratio"]) if "ratio" in args else float(args["budget"]) / seed_size
-        if seed_size <= 0 or ratio <= 0:
+        if seed_size <= 0 or not (math.isfinite(ratio) and ratio > 0):
             raise ValueError
-    except ValueError:
-        print("error: seed_size, budget and ratio must be positive numbers", file=sys.stderr)
+    except (ValueError, ZeroDivisionError):
+        print("error: seed_size, budget and ratio must be positive finite numbers (e.g. seed_size=100 "
+              "budget=5000)", file=sys.stderr)
         return 2
     default = [Path("results"), Path(os.environ.get("BENCH_CACHE_DIR", "outputs/cache"))]
     stores = [Path(p) for p in args["store"].split(",")] if "store" in args else default

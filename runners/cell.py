@@ -2,6 +2,7 @@
 otherwise, and recorded either way (`record.json` in its run folder). In a sweep a failing cell is
 recorded with its error and the sweep goes on; runners/sweep.py lists the failures at the end."""
 
+import logging
 import os
 import platform
 import sys
@@ -16,7 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import build_strategy, validated
 from bench.errors import BenchError
-from bench.store import CellStore, cell_config, cell_id, code_version, read_json, write_json
+from bench.secrets import redact
+from bench.store import (
+    CellStore,
+    cell_config,
+    cell_id,
+    code_changes,
+    code_version,
+    read_entry,
+    writable_folder,
+    write_json,
+)
+from bench.tasks import load_task
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> int:
@@ -24,18 +38,21 @@ def run(cfg: DictConfig) -> int:
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     multirun = hydra.mode == RunMode.MULTIRUN
-    cell, store = cell_id(cfg), CellStore(Path(cfg.store_dir))
-    record = {"cell_id": cell, "run_dir": str(run_dir), "overrides": list(hydra.overrides.task),
+    record = {"cell_id": None, "run_dir": str(run_dir), "overrides": list(hydra.overrides.task),
               "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
               "sweep": sweep_of(hydra) if multirun else None}
-    if multirun:
-        print(progress(hydra, record["overrides"]), flush=True)
-
     started = time.perf_counter()
     try:
+        if multirun:
+            print(progress(hydra, record["overrides"]), flush=True)
         # a bad value fails here, in one line, before the store is read or anything is written
         config, strategy = validated(cfg), build_strategy(cfg)
-        finished = store.finished(cell) if cfg.resume else None
+        if config.data_dir:
+            config.data_dir = str(Path(config.data_dir).resolve())
+        data = load_task(config.task, config.data_dir)  # its digest is part of the cell's id
+        record["cell_id"] = cell = cell_id(cfg, data.digest)
+        store = CellStore(writable_folder(Path(config.store_dir), "store_dir"))
+        finished = reusable(store, cell, config.resume)
         if finished is not None:
             write_json(run_dir / "record.json", {**finished, **record, "skipped": True,
                                                  "first_run_dir": finished["run_dir"]})
@@ -48,29 +65,49 @@ def run(cfg: DictConfig) -> int:
         from runners import pipeline  # heavy imports only for cells that run
 
         outcome = pipeline.run(
-            cfg, config, strategy, run_dir, sweep=record["sweep"]["group"] if multirun else None
+            cfg, config, strategy, data, run_dir, sweep=record["sweep"]["group"] if multirun else None
         )
+        record.update(outcome, status="done", skipped=False, seconds=time.perf_counter() - started)
+        record["provenance"]["finished"] = datetime.now(UTC).isoformat()
+        write_json(run_dir / "record.json", record)
+        store.add(record)  # last: only a cell whose record is whole is ever stored as done
     except Exception as error:  # recorded first; then, outside a sweep, reported as before
         first_line = (str(error).splitlines() or [""])[0]
         message = first_line if isinstance(error, BenchError) else f"{type(error).__name__}: {first_line}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
-        write_json(
-            run_dir / "record.json",
-            {**record, "status": "failed", "error": message, "seconds": time.perf_counter() - started},
-        )
+        record_failure(run_dir, {**record, "status": "failed", "error": message,
+                                 "seconds": time.perf_counter() - started})
         if isinstance(error, BenchError):
             print(f"error: {message}", file=sys.stderr)
             return 0 if multirun else 2
         if not multirun:
             raise
         print(f"error: cell failed: {message} (traceback in {run_dir / 'error.txt'})", file=sys.stderr)
-        return 0
-    record.update(outcome, status="done", skipped=False, seconds=time.perf_counter() - started)
-    record["provenance"]["finished"] = datetime.now(UTC).isoformat()
-    write_json(run_dir / "record.json", record)
-    store.add(record)
     return 0
+
+
+def reusable(store: CellStore, cell: str, resume: str) -> dict | None:
+    """The stored record of this cell, if the resume policy lets it be reused (see bench/store.py)."""
+    finished = store.finished(cell) if resume != "false" else None
+    changes = code_changes((finished or {}).get("provenance"))
+    if finished is None or not changes:
+        return finished
+    if resume == "strict":
+        log.warning("cell %s was computed by other code (%s): computing it again (resume=strict)", cell,
+                    "; ".join(changes))
+        return None
+    log.warning("cell %s was computed by other code (%s): reusing it; resume=strict computes it again", cell,
+                "; ".join(changes))
+    return finished
+
+
+def record_failure(run_dir: Path, record: dict) -> None:
+    """The failed cell's record and traceback; a folder that cannot be written loses only these."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(redact(traceback.format_exc()))
+        write_json(run_dir / "record.json", record)
+    except (OSError, BenchError) as error:
+        log.warning("could not record the failure in %s (%s)", run_dir, error)
 
 
 def sweep_of(hydra) -> dict:
@@ -84,8 +121,8 @@ def progress(hydra, overrides: list) -> str:
     """`[cell 3 of 12] task=trec ... · so far 1 done, 1 skipped, 0 failed`."""
     sweep_dir = Path(hydra.sweep.dir)
     plan = sweep_dir / "sweep.json"
-    total = read_json(plan)["cells"] if plan.is_file() else "?"
-    records = [read_json(path) for path in sweep_dir.glob("*/record.json")]  # one folder per job
+    total = (read_entry(plan) or {}).get("cells", "?")
+    records = [r for r in map(read_entry, sweep_dir.glob("*/record.json")) if isinstance(r, dict)]
     skipped = sum(r.get("skipped", False) for r in records)
     failed = sum(r.get("status") == "failed" for r in records)
     done = len(records) - skipped - failed

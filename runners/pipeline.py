@@ -8,36 +8,38 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import BenchConfig
 from bench.job import Job
+from bench.secrets import redact
 from bench.seed_set import sample_seed_set
 from bench.store import write_json
-from bench.tasks import load_task
+from bench.strategies.base import Strategy
+from bench.tasks import TaskData
 from bench.tracking import Tracker
 
 
-def run(cfg: DictConfig, config: BenchConfig, strategy, run_dir: Path, sweep: str | None = None) -> dict:
-    """Run one job (`config` is `cfg` validated, `strategy` built from it); return its record (config,
-    metrics, iterations, cost, stages, timings)."""
-    if config.data_dir:
-        config.data_dir = str(Path(config.data_dir).resolve())
+def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData, run_dir: Path,
+        sweep: str | None = None) -> dict:
+    """Run one job (`config` is `cfg` validated, `strategy` built from it, `data` the task it loaded);
+    return its record (config, metrics, iterations, cost, stages, timings)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     started = time.perf_counter()
 
-    # Stage 1: the task's data and the seed set S (test examples can never be drawn).
-    data = load_task(config.task, config.data_dir)
+    # Stage 1: the seed set S, drawn from the task's training pool (test examples can never be drawn).
     seed_set = sample_seed_set(data.train, config.seed_set, config.task.name)
     write_json(run_dir / "seed_ids.json", [example.id for example in seed_set])
 
     tracker = Tracker(run_dir, config.logger, OmegaConf.to_container(cfg, resolve=True),
                       name=f"{config.task.name}-{strategy.name}-{config.student.name}-s{len(seed_set)}",
                       group=sweep, tags=(config.task.name, strategy.name, config.student.name))
-    failed = True
+    failed, job = True, None
     try:
         tracker.log({"data/source": data.source, "data/train_pool": len(data.train),
                      "data/seed_set": len(seed_set), "data/dropped_test_overlap": data.dropped_test_overlap,
                      "test/majority_rate": data.majority_rate})
         # Stages 2-4, as the strategy drives them: generation, training from the base weights, scoring.
         job = Job(config, run_dir, data, seed_set, tracker)
+        if strategy.uses_teacher:  # an unreachable teacher or a refused key stops the job before training
+            job.check_teachers(probe=config.teacher.probe)
         strategy.run(job)
         diversity = job.score_diversity()
         usage = tracker.log_teachers(*job.teachers_used()) if job.teachers_used() else {}
@@ -55,6 +57,8 @@ def run(cfg: DictConfig, config: BenchConfig, strategy, run_dir: Path, sweep: st
         )
         failed = False
     finally:
+        if failed and job is not None and job.teachers_used():
+            tracker.log_teachers(*job.teachers_used())  # what was paid for and what failed, kept on failure
         tracker.finish(failed)
     print(summary(config, strategy.name, data, seed_set, job, usage, tracker.metrics, run_dir))
     return {

@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import register_configs, validated
+from bench.config import check_yaml_syntax, register_configs, validated
 from bench.errors import BenchError
 from bench.seed_set import sample_seed_set
 from bench.tasks import load_task, question_of
@@ -76,4 +76,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        check_yaml_syntax(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -23,6 +23,7 @@ from bench.diversity.baselines import (
     vendi,
 )
 from bench.diversity.cluster_agent import ClusterAgent, parse_partition, round_score
+from bench.store import digest
 from bench.tasks import Example, load_task
 from bench.teachers import Budget, GenerationCache, Teacher
 from bench.teachers.base import LocalBackend, Response
@@ -224,7 +225,7 @@ def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
         accuracy = 0.4 + 0.03 * i
         records.append(
             {
-                "cell_id": f"c{i}",
+                "cell_id": digest(f"c{i}"),
                 "status": "done",
                 "strategy": "new_question",
                 "family": "budgeted",

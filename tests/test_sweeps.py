@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from bench.config import validated
-from bench.store import find_records
+from bench.store import digest, find_records
 from runners import advise, report
 from runners.sweep import count_cells
 from tests.conftest import DATA_DIR, QUICK, REPO, run_cli
@@ -211,7 +211,7 @@ def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", v
         else []
     )
     return {
-        "cell_id": f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}",
+        "cell_id": digest(f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}"),
         "status": "done",
         "strategy": strategy,
         "family": FAMILY[strategy],

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from bench.errors import BenchError
-from bench.teachers.base import Budget, Request, Teacher
+from bench.teachers.base import Budget, Request, Teacher, TeacherFailed
 from bench.teachers.cache import GenerationCache
 from bench.teachers.openai import OpenAIBackend
 from runners.benchmarks.local_server import LocalChatServer
@@ -15,11 +15,12 @@ def requests(n: int, role: str = "teacher") -> list:
     return [Request(messages=({"role": "user", "content": f"question {i}"},), role=role) for i in range(n)]
 
 
-def teacher(server, tmp_path, max_queries=None, **kwargs) -> Teacher:
-    backend = OpenAIBackend(
-        model="local-model", base_url=server.base_url, timeout_s=kwargs.pop("timeout_s", 5.0)
-    )
-    return Teacher(backend, GenerationCache(tmp_path / "cache.sqlite"), Budget(max_queries),
+def teacher(server, tmp_path, max_queries=None, count_timeouts=True, **kwargs) -> Teacher:
+    """A keyless local server (api_key_env=None) unless the test names the key's variable."""
+    timeout_s, api_key_env = kwargs.pop("timeout_s", 5.0), kwargs.pop("api_key_env", None)
+    backend = OpenAIBackend(model="local-model", base_url=server.base_url, timeout_s=timeout_s,
+                            api_key_env=api_key_env)
+    return Teacher(backend, GenerationCache(tmp_path / "cache.sqlite"), Budget(max_queries, count_timeouts),
                    backoff_s=0.01, **kwargs)
 
 
@@ -57,7 +58,7 @@ def test_the_budget_is_a_hard_cap_under_concurrency(tmp_path):
 
 def test_failed_requests_give_their_budget_back(tmp_path):
     with LocalChatServer(faults=["500"] * 3) as server:
-        strict = teacher(server, tmp_path, max_queries=2, max_attempts=1)
+        strict = teacher(server, tmp_path, max_queries=2, max_attempts=1, max_failure_share=1.0)
         responses = strict.generate(requests(5))
         # three unpaid 500s freed their slots: two answers, the whole budget, nothing over it
         assert sum(r is not None for r in responses) == 2 and strict.budget.used == 2
@@ -78,7 +79,7 @@ def test_api_key_travels_only_in_the_header(tmp_path, monkeypatch):
     secret = "sk-test-" + "x" * 32
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     with LocalChatServer() as server:
-        t = teacher(server, tmp_path)
+        t = teacher(server, tmp_path, api_key_env="OPENAI_API_KEY")
         t.generate(requests(2))
         assert server.authorization == [f"Bearer {secret}"] * 2
     assert secret not in repr(t.backend)
@@ -92,7 +93,8 @@ def test_a_refused_key_stops_with_one_line(tmp_path):
 
 def test_requests_per_minute_limit_paces_the_requests(tmp_path):
     with LocalChatServer() as server:
-        backend = OpenAIBackend(model="m", base_url=server.base_url, requests_per_minute=1200)  # 20 a second
+        backend = OpenAIBackend(model="m", base_url=server.base_url, api_key_env=None,
+                                requests_per_minute=1200)  # 20 a second
         paced = Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None), max_concurrency=64)
         started = time.perf_counter()
         paced.generate(requests(30))
@@ -103,7 +105,8 @@ def test_requests_per_minute_limit_paces_the_requests(tmp_path):
 def test_tokens_per_minute_limit_paces_the_requests(tmp_path):
     with LocalChatServer() as server:
         # each request is estimated at 2 prompt tokens + 50 completion tokens: 52 of 1,560 a second
-        backend = OpenAIBackend(model="m", base_url=server.base_url, tokens_per_minute=60 * 52 * 20)
+        backend = OpenAIBackend(model="m", base_url=server.base_url, api_key_env=None,
+                                tokens_per_minute=60 * 52 * 20)
         paced = Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None), max_concurrency=64)
         started = time.perf_counter()
         paced.generate(
@@ -120,3 +123,74 @@ def test_api_key_from_a_file(tmp_path, monkeypatch):
         backend = OpenAIBackend(model="m", base_url=server.base_url, api_key_file=str(tmp_path / "key"))
         Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None)).generate(requests(1))
         assert server.authorization == ["Bearer sk-from-file"]
+
+
+def test_the_budget_holds_at_its_exact_boundary_with_failures(tmp_path):
+    """Q + 1 requests, two of which fail once: Q answers are paid, exactly one request is refused."""
+    with LocalChatServer(faults=["500", "500"]) as server:
+        capped = teacher(server, tmp_path, max_queries=5, max_concurrency=3)
+        responses = capped.generate(requests(6))
+        usage = capped.usage["teacher"]
+        assert sum(r is not None for r in responses) == 5 and capped.budget.used == 5
+        assert usage.over_budget == 1 and usage.retries == 2 and server.served == {"500": 2, "ok": 5}
+
+
+def test_identical_requests_of_one_batch_are_paid_once(tmp_path):
+    with LocalChatServer() as server:
+        t = teacher(server, tmp_path, max_queries=10)
+        same = requests(1) * 3
+        responses = t.generate(same)
+        assert server.received == 1 and t.budget.used == 1
+        assert [r.text for r in responses] == ["echo: question 0"] * 3
+        assert t.usage["teacher"].deduplicated == 2 and t.usage["teacher"].cache_hits == 2
+
+
+@pytest.mark.parametrize("count_timeouts, spent", [(True, 1), (False, 0)])
+def test_a_timed_out_request_counts_as_spent_unless_switched_off(tmp_path, count_timeouts, spent):
+    """A server may bill work whose answer never came: by default a timed-out request uses its slot."""
+    with LocalChatServer(faults=["hang", "hang"], hang_s=2.0) as server:
+        t = teacher(server, tmp_path, max_queries=3, max_attempts=2, timeout_s=0.3, max_concurrency=1,
+                    count_timeouts=count_timeouts, max_failure_share=1.0)
+        responses = t.generate(requests(2))
+        assert [r is not None for r in responses] == [False, True]  # the first hung on both attempts
+        assert t.budget.used == 1 + spent and t.usage["teacher"].timed_out == 1
+
+
+def test_a_teacher_that_cannot_be_reached_stops_the_cell_with_what_it_said(tmp_path):
+    backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key_env=None, timeout_s=2)
+    down = Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(4), max_attempts=2, backoff_s=0.01)
+    started = time.perf_counter()
+    with pytest.raises(TeacherFailed, match=r"left 4 of 4 requests unanswered after 2 attempts each "
+                                            r"\(connection x8: .*Cannot connect to host 127.0.0.1:9"):
+        down.generate(requests(4))
+    assert time.perf_counter() - started < 10 and down.budget.used == 0
+    with pytest.raises(TeacherFailed, match="left 1 of 1 requests unanswered"):
+        down.probe()
+
+
+def test_the_probe_asks_once_and_is_not_part_of_the_budget(tmp_path):
+    with LocalChatServer(faults=["401"]) as server:
+        with pytest.raises(TeacherFailed, match="refused the API key"):
+            teacher(server, tmp_path).probe()
+        t = teacher(server, tmp_path, max_queries=1)
+        t.probe()
+        assert server.received == 2 and t.budget.used == 0 and t.usage["probe"].requests == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    ("sk-one\nsk-two\n", "holds 2 non-empty lines"),
+    ("\n", "holds 0 non-empty lines"),
+])
+def test_a_bad_key_file_is_one_line(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "key").write_text(content)
+    with pytest.raises(BenchError, match=message):
+        OpenAIBackend(model="m", api_key_file=str(tmp_path / "key"))
+
+
+def test_an_unset_key_variable_fails_unless_the_server_is_keyless(monkeypatch):
+    monkeypatch.delenv("MY_TEACHER_KEY", raising=False)
+    with pytest.raises(BenchError, match="names MY_TEACHER_KEY, which is not set"):
+        OpenAIBackend(model="m", api_key_env="MY_TEACHER_KEY")
+    OpenAIBackend(model="m", api_key_env=None)  # keyless: no error, no header

@@ -85,6 +85,7 @@ class Strategy(ABC):
 
     name = "strategy"
     family = "strategy"  # the report's table a strategy's cells go to: finetune, llm2llm, budgeted, ...
+    uses_teacher = True  # the job checks the teachers (and probes a remote one) before any training
 
     def __init__(self, prompts: dict | None = None, filters: dict | None = None, temperature: float = 1.0,
                  max_tokens: int = 512, personas: int = 0, persona_pool: list | None = None):

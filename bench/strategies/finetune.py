@@ -6,6 +6,7 @@ class Finetune(Strategy):
 
     name = "finetune"
     family = "finetune"
+    uses_teacher = False
 
     def run(self, job: StrategyJob) -> None:
         # scoring S as well makes this the very stage LLM2LLM's iteration 0 is: a sweep trains it once

@@ -9,11 +9,11 @@ from hydra.utils import get_class, instantiate
 from bench.config import BenchConfig, BudgetConfig, TeacherConfig
 from bench.errors import BenchError
 from bench.tasks import TaskData
-from bench.teachers.base import Budget, Request, Response, Teacher
+from bench.teachers.base import Budget, Request, Response, Teacher, TeacherFailed
 from bench.teachers.cache import GenerationCache
 
-__all__ = ["Budget", "GenerationCache", "Request", "Response", "Teacher", "build_backend", "build_teachers",
-           "make_teacher", "query_budget"]
+__all__ = ["Budget", "GenerationCache", "Request", "Response", "Teacher", "TeacherFailed", "build_backend",
+           "build_teachers", "make_teacher", "query_budget"]
 
 
 def query_budget(cfg: BudgetConfig, seed_size: int) -> int | None:
@@ -43,7 +43,7 @@ def build_teachers(cfg: BenchConfig, task: TaskData, seed_ids: list) -> tuple:
     """(teacher, augmenter) over one cache. Both draw on one budget of Q queries unless
     budget.count_augmenter is false; without an augmenter config the teacher's model plays both roles."""
     cache = GenerationCache(cfg.cache_path)
-    budget = Budget(query_budget(cfg.budget, len(seed_ids)))
+    budget = Budget(query_budget(cfg.budget, len(seed_ids)), cfg.budget.count_timeouts)
     # the test split is never in task.train; the seed set is what the simulator must not hand out
     exclude = set(seed_ids)
 
@@ -53,11 +53,13 @@ def build_teachers(cfg: BenchConfig, task: TaskData, seed_ids: list) -> tuple:
     augmenter_backend = (
         teacher_backend if cfg.augmenter is None else build_backend(cfg.augmenter, task, exclude)
     )
+    own_budget = Budget(None, cfg.budget.count_timeouts)  # counted and reported, not capped
     augmenter = make_teacher(augmenter_cfg, augmenter_backend, cache,
-                             budget if cfg.budget.count_augmenter else Budget(None))
+                             budget if cfg.budget.count_augmenter else own_budget)
     return teacher, augmenter
 
 
 def make_teacher(cfg: TeacherConfig, backend, cache: GenerationCache, budget: Budget) -> Teacher:
     return Teacher(backend, cache, budget, max_concurrency=cfg.max_concurrency, max_attempts=cfg.max_attempts,
-                   backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s, prices=dict(cfg.prices))
+                   backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s, prices=dict(cfg.prices),
+                   max_failure_share=cfg.max_failure_share, name=cfg.name)

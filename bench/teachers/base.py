@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
+from bench.errors import BenchError
 from bench.teachers.cache import GenerationCache, cache_key
 
 
@@ -71,6 +72,9 @@ class RemoteBackend(ABC):
     name = "remote"
     model = ""
 
+    def __repr__(self) -> str:
+        return f"{self.name}:{self.model}"
+
     async def open(self) -> None:
         """Called inside the event loop before the first request of a batch (clients, limiters)."""
 
@@ -87,6 +91,9 @@ class LocalBackend(ABC):
 
     name = "local"
     model = ""
+
+    def __repr__(self) -> str:
+        return f"{self.name}:{self.model}"
 
     @abstractmethod
     def complete_batch(self, requests: list) -> list:
@@ -108,15 +115,29 @@ class RoleUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     faults: dict = field(default_factory=dict)  # fault kind -> count (429, 500, timeout, ...)
+    fault_examples: dict = field(default_factory=dict)  # fault kind -> what the server (or socket) said
+    unanswered: int = 0  # requests sent that got no answer after every attempt
+    timed_out: int = 0  # of those, the ones that timed out: spent, under budget.count_timeouts
+    deduplicated: int = 0  # identical requests in one batch, asked once
+
+    def fault(self, kind: str, message: str) -> None:
+        self.faults[kind] = self.faults.get(kind, 0) + 1
+        self.fault_examples.setdefault(kind, message[:200])
+
+
+class TeacherFailed(BenchError):
+    """The teacher did not answer (unreachable, refusing, timing out): the cell stops, recorded as failed."""
 
 
 class Budget:
-    """A hard cap on answered queries. A request holds a slot while in flight and keeps it only if it
-    is answered, so concurrency can never overshoot the cap and a failure frees its slot for another."""
+    """A hard cap on queries paid for. A request holds a slot while in flight and keeps it if it is
+    answered, or if it timed out and `count_timeouts` (a server may bill work whose answer never
+    arrived: safe for money); otherwise its slot is freed for another. Concurrency can never overshoot."""
 
-    def __init__(self, max_queries: int | None):
+    def __init__(self, max_queries: int | None, count_timeouts: bool = True):
         self.max_queries = max_queries
-        self.used = 0  # answered queries paid for in this run: what the cap holds
+        self.count_timeouts = count_timeouts
+        self.used = 0  # queries paid for (answered, or timed out) in this run: what the cap holds
         self.cached = 0  # answers this run took from the cache: free, but part of what it used
         self.in_flight = 0
         self._lock = threading.Lock()
@@ -136,17 +157,20 @@ class Budget:
                 return True
             return False if self.in_flight == 0 else None
 
-    def settle(self, answered: bool) -> None:
+    def settle(self, answered: bool, timed_out: bool = False) -> None:
         with self._lock:
             self.in_flight -= 1
-            self.used += answered
+            self.used += answered or (timed_out and self.count_timeouts)
 
 
 
 class Teacher:
     def __init__(self, backend: RemoteBackend | LocalBackend, cache: GenerationCache, budget: Budget,
                  max_concurrency: int = 8, max_attempts: int = 5, backoff_s: float = 1.0,
-                 max_backoff_s: float = 60.0, prices: dict | None = None):
+                 max_backoff_s: float = 60.0, prices: dict | None = None, max_failure_share: float = 0.5,
+                 name: str = "teacher"):
+        self.name = name
+        self.max_failure_share = max_failure_share  # of a batch's requests sent; past it the cell stops
         self.backend = backend
         self.cache = cache
         self.budget = budget
@@ -166,24 +190,34 @@ class Teacher:
         attempts, or the budget was spent). Failures are counted in `usage`, never raised."""
         keys = [cache_key(r.identity(self.backend.name, self.backend.model)) for r in requests]
         results: list = [None] * len(requests)
-        misses = []
+        misses, first_of = [], {}  # an identical request later in the batch waits for the first's answer
         for i, (request, key) in enumerate(zip(requests, keys)):
             hit = self.cache.get(key)
             if hit is None:
+                if key in first_of:
+                    continue
+                first_of[key] = i
                 misses.append(i)
                 continue
-            usage = self._usage(request.role)
-            usage.cache_hits += 1
-            self.budget.cached += 1
-            response = Response(**{**hit, "cached": True, "key": key})
-            results[i] = response if response.ok else None
-            usage.failed += not response.ok  # a recorded truncation stays a failure, at no new cost
+            self._served_free(request, Response(**{**hit, "cached": True, "key": key}), results, i)
         if misses:
+            failed_before, refused_before = self._transport_failures(), self._refused()
             with tqdm(total=len(misses), desc=description, unit="req", disable=len(misses) < 2) as bar:
                 if isinstance(self.backend, LocalBackend):
                     self._run_batched(requests, keys, misses, results, bar)
                 else:
                     asyncio.run(self._run_concurrent(requests, keys, misses, results, bar))
+            sent = len(misses) - (self._refused() - refused_before)
+            self._stop_if_failing(sent, self._transport_failures() - failed_before)
+        for i, (request, key) in enumerate(zip(requests, keys)):
+            if first_of.get(key, i) == i:
+                continue
+            usage, answer = self._usage(request.role), self.cache.get(key)
+            usage.deduplicated += 1  # an identical request of the batch: the first's answer, free
+            if answer is None:
+                usage.failed += 1  # the first got none either
+            else:
+                self._served_free(request, Response(**{**answer, "cached": True, "key": key}), results, i)
         for request, key, response in zip(requests, keys, results):
             if response is not None:
                 self.records.append({
@@ -193,12 +227,69 @@ class Teacher:
                 })
         return results
 
-    def _record(self, request: Request, key: str, response: Response | None):
+    def _served_free(self, request: Request, response: Response, results: list, i: int) -> None:
+        """An answer from the cache (or to an identical request of the batch): used, not paid for."""
+        usage = self._usage(request.role)
+        usage.cache_hits += 1
+        self.budget.cached += 1
+        results[i] = response if response.ok else None
+        usage.failed += not response.ok  # a recorded truncation stays a failure, at no new cost
+
+    def _transport_failures(self) -> int:
+        """Requests that got no answer at all (after every attempt), over all roles so far."""
+        return sum(u.unanswered for u in self.usage.values())
+
+    def _refused(self) -> int:
+        return sum(u.over_budget for u in self.usage.values())
+
+    def _stop_if_failing(self, sent: int, failed: int) -> None:
+        """Past `max_failure_share` of a batch unanswered, the teacher is down, not flaky: stop the cell
+        with what it said, rather than record a cell trained on nothing."""
+        if sent == 0 or failed == 0 or failed / sent <= self.max_failure_share:
+            return
+        said = {kind: example for u in self.usage.values() for kind, example in u.fault_examples.items()}
+        counts = {kind: sum(u.faults.get(kind, 0) for u in self.usage.values()) for kind in said}
+        detail = "; ".join(f"{kind} x{counts[kind]}: {said[kind]}" for kind in sorted(said, key=counts.get,
+                                                                                    reverse=True)[:3])
+        raise TeacherFailed(
+            f"teacher {self.name} ({self.backend}) left {failed} of {sent} requests unanswered after "
+            f"{self.max_attempts} attempts each ({detail or 'no answer'}); check the server and "
+            f"teacher.backend.base_url, or allow more with teacher.max_failure_share "
+            f"(now {self.max_failure_share})"
+        )
+
+    def probe(self) -> None:
+        """One tiny request straight to a remote backend (no cache, no budget; accounted as role
+        'probe'), so an unreachable server or a refused key stops the cell before any training."""
+        if isinstance(self.backend, LocalBackend):
+            return  # built in this process: building it was the check
+        request = Request(messages=({"role": "user", "content": "Reply with the word OK."},), temperature=0.0,
+                          max_tokens=4, role="probe", kind="probe")
+
+        async def ask():
+            await self.backend.open()
+            try:
+                return await self._with_retries(request)
+            finally:
+                await self.backend.close()
+
+        response, _ = asyncio.run(ask())
+        usage = self._usage("probe")
+        if response is None:
+            usage.failed += 1
+            self._stop_if_failing(1, 1)
+        usage.requests += 1
+        usage.prompt_tokens += response.prompt_tokens
+        usage.completion_tokens += response.completion_tokens
+
+    def _record(self, request: Request, key: str, response: Response | None, timed_out: bool = False):
         """Settle a request's budget slot, count it, and cache its answer before anyone uses it."""
         usage = self._usage(request.role)
-        self.budget.settle(answered=response is not None)
-        if response is None:  # no answer, nothing paid
+        self.budget.settle(answered=response is not None, timed_out=timed_out)
+        if response is None:  # no answer: nothing paid, unless it timed out (the server may bill it)
             usage.failed += 1
+            usage.unanswered += 1
+            usage.timed_out += timed_out
             return None
         response.key = key
         usage.requests += 1
@@ -207,7 +298,7 @@ class Teacher:
         self.cache.put(key, request.identity(self.backend.name, self.backend.model), _stored(response))
         if not response.ok:  # e.g. finish_reason 'length': paid for, cached, but not usable
             usage.failed += 1
-            usage.faults[response.finish_reason] = usage.faults.get(response.finish_reason, 0) + 1
+            usage.fault(response.finish_reason, f"finish_reason {response.finish_reason}: an unusable answer")
             return None
         return response
 
@@ -235,7 +326,7 @@ class Teacher:
                 while (slot := self.budget.try_take()) is None:
                     await asyncio.sleep(0.005)  # wait for an in-flight request to settle
                 if slot:
-                    results[i] = self._record(requests[i], keys[i], await self._with_retries(requests[i]))
+                    results[i] = self._record(requests[i], keys[i], *await self._with_retries(requests[i]))
                 else:
                     self._refuse(requests[i])
             bar.update(1)
@@ -246,23 +337,25 @@ class Teacher:
         finally:
             await self.backend.close()
 
-    async def _with_retries(self, request: Request) -> Response | None:
-        usage = self._usage(request.role)
+    async def _with_retries(self, request: Request) -> tuple[Response | None, bool]:
+        """The answer (None if every attempt failed) and whether an attempt timed out."""
+        usage, timed_out = self._usage(request.role), False
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return await self.backend.acomplete(request)
+                return await self.backend.acomplete(request), timed_out
             except RejectedError as error:
-                usage.faults[error.kind] = usage.faults.get(error.kind, 0) + 1
-                return None
+                usage.fault(error.kind, str(error))
+                return None, timed_out
             except RetryableError as error:
-                usage.faults[error.kind] = usage.faults.get(error.kind, 0) + 1
+                usage.fault(error.kind, str(error))
+                timed_out |= error.kind == "timeout"
                 if attempt == self.max_attempts:
-                    return None
+                    return None, timed_out
                 usage.retries += 1
                 # exponential backoff with full jitter; a server's Retry-After is a floor
                 delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
                 await asyncio.sleep(max(delay, error.retry_after or 0.0))
-        return None
+        return None, timed_out
 
     def usage_report(self) -> dict:
         """Per role: queries, cache hits, failures, retries, refusals, tokens, dollars; for the run record."""

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.errors import BenchError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
     key TEXT PRIMARY KEY,
@@ -28,10 +30,19 @@ def cache_key(identity: dict) -> str:
 class GenerationCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shareable
-        with self._connection() as db:
-            db.execute(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connection() as db:
+                db.execute(_SCHEMA)
+                db.execute("SELECT COUNT(*) FROM generations").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise BenchError(f"the generation cache {self.path} cannot be read ({error}); move it aside "
+                             f"(mv {self.path} {self.path}.bad) and run again: its answers will be asked anew"
+                             ) from None
+        except OSError as error:
+            raise BenchError(f"cannot create the generation cache {self.path} ({error.strerror}); point "
+                             "cache_path (or BENCH_CACHE_DIR) at a writable folder") from None
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

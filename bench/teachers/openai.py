@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.errors import BenchError
-from bench.teachers.base import RejectedError, RemoteBackend, Request, Response, RetryableError
+from bench.teachers.base import RejectedError, RemoteBackend, Request, Response, RetryableError, TeacherFailed
 
 
 class RateLimiter:
@@ -46,6 +46,30 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
+def read_key(path: str) -> str:
+    """The key alone on the one line of a key file."""
+    file = Path(path)
+    if not file.is_file():
+        raise BenchError(f"teacher.backend.api_key_file={path}: no such file; write the key there or use "
+                         "teacher.backend.api_key_env")
+    lines = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise BenchError(f"teacher.backend.api_key_file={path} holds {len(lines)} non-empty lines; it must "
+                         "hold the key alone, on one line")
+    return lines[0]
+
+
+def env_key(name: str | None) -> str:
+    """The key in the environment variable `name`; None: a server that takes no key."""
+    if name is None:
+        return ""
+    key = os.environ.get(name, "").strip()
+    if not key:
+        raise BenchError(f"teacher.backend.api_key_env names {name}, which is not set: export {name}=<key>, "
+                         "or set teacher.backend.api_key_file, or api_key_env=null for a server without keys")
+    return key
+
+
 class OpenAIBackend(RemoteBackend):
     name = "openai"
 
@@ -53,7 +77,7 @@ class OpenAIBackend(RemoteBackend):
         self,
         model: str,
         base_url: str = "https://api.openai.com/v1",
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str | None = "OPENAI_API_KEY",
         api_key_file: str | None = None,
         timeout_s: float = 60.0,
         requests_per_minute: float | None = None,
@@ -62,9 +86,7 @@ class OpenAIBackend(RemoteBackend):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self._api_key = (
-            Path(api_key_file).read_text().strip() if api_key_file else os.environ.get(api_key_env, "")
-        )
+        self._api_key = read_key(api_key_file) if api_key_file else env_key(api_key_env)
         self._rpm = requests_per_minute
         self._tpm = tokens_per_minute
         self._session: aiohttp.ClientSession | None = None
@@ -85,7 +107,7 @@ class OpenAIBackend(RemoteBackend):
         await self._session.close()
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+        return f"{self.model} at {self.base_url}"
 
     async def acomplete(self, request: Request) -> Response:
         if self._request_limit:
@@ -99,16 +121,16 @@ class OpenAIBackend(RemoteBackend):
             async with self._session.post(f"{self.base_url}/chat/completions", json=body) as reply:
                 status, headers, payload = reply.status, reply.headers, await reply.read()
         except TimeoutError:
-            raise RetryableError("timeout") from None
+            raise RetryableError("timeout", f"no answer within {self.timeout_s:g} s") from None
         except aiohttp.ClientError as error:
-            raise RetryableError("connection", type(error).__name__) from None
+            raise RetryableError("connection", f"{type(error).__name__}: {error}") from None
         if status == 429:
-            raise RetryableError("429", retry_after=_retry_after(headers.get("Retry-After")))
+            raise RetryableError("429", "rate limited", retry_after=_retry_after(headers.get("Retry-After")))
         if status >= 500:
-            raise RetryableError(str(status))
+            raise RetryableError(str(status), payload[:200].decode(errors="replace"))
         if status in (401, 403):
-            raise BenchError(f"the teacher server at {self.base_url} refused the API key ({status}); "
-                             "check the key's environment variable or file")
+            raise TeacherFailed(f"the teacher server at {self.base_url} refused the API key ({status}); "
+                                "check the key's environment variable or file")
         if status >= 400:
             raise RejectedError(str(status), payload[:200].decode(errors="replace"))
         try:

@@ -26,10 +26,16 @@ class ReplayBackend(LocalBackend):
             if not path.is_file():
                 raise BenchError(f"teacher=replay: no generation records at {path}; "
                                  "set teacher.backend.records to an earlier run's generations.jsonl")
-            for line in path.read_text().splitlines():
-                record = json.loads(line)
-                self._answers[replay_key(record["identity"])] = record["response"]
-                models.add(f"{record['identity']['backend']}:{record['identity']['model']}")
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line)
+                    self._answers[replay_key(record["identity"])] = record["response"]
+                    models.add(f"{record['identity']['backend']}:{record['identity']['model']}")
+                except (ValueError, KeyError, TypeError) as error:
+                    raise BenchError(
+                        f"teacher=replay: {path}:{number} is not a generation record ({error!r}); "
+                        "point teacher.backend.records at a run's generations.jsonl"
+                    ) from None
         self.model = "+".join(sorted(models))
         self._paths = paths
 

@@ -13,13 +13,22 @@ table and PNG plots into DIR (default <sweep dir>/report)."""
 from pathlib import Path
 
 from runners.report.plots import cached_plot, plot_budget, plot_diversity, plot_iterations
-from runners.report.tables import budget_table, cells_table, diversity_table, frame, llm2llm_table, markdown
+from runners.report.tables import (
+    budget_table,
+    cells_table,
+    diversity_table,
+    frame,
+    llm2llm_table,
+    markdown,
+    well_formed,
+)
 
 
 def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dict:
     """Write report.md, the CSVs and the plots into `out`; return {name: table or plot path}.
     `plot_cache`: a folder of plots drawn before, by content."""
     out.mkdir(parents=True, exist_ok=True)
+    records = [r for r in records if well_formed(r)]
     df = frame(records)
     failed = [r for r in records if r.get("status") == "failed"]
     parts, made = [f"# Sweep report\n\n{len(df)} finished cells, {len(failed)} failed."], {}

@@ -8,6 +8,7 @@ from pathlib import Path
 from bench.store import find_records, write_json
 from runners.report import __doc__ as REPORT_DOC
 from runners.report import build
+from runners.report.tables import well_formed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write the report (default <sweep dir>/report); "
                         "the records are copied there too, so the folder is self-contained")
     args = parser.parse_args(argv)
-    records = find_records(args.sweep_dir)
+    records = [r for r in find_records(args.sweep_dir) if well_formed(r)]
     if not records:
         print(f"error: no cell records under {args.sweep_dir}: point at a multirun folder "
               "(outputs/multiruns/<date>) or a results folder", file=sys.stderr)
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.sweep_dir / "report"
     if args.out:
         for record in records:
-            if record.get("status") == "done":
+            if record.get("status") == "done":  # the id is checked: a file name never comes from a record
                 write_json(out / "records" / f"{record['cell_id']}.json", record)
     made = build(records, out)
     print((out / "report.md").read_text())

@@ -2,13 +2,31 @@
 task x |S| table, the budget study's task x |S| x BR table, the diversity scores' correlation with
 accuracy, and every cell. Several seeds of one cell are shown as mean ± std (n)."""
 
+import logging
 import math
 
 import numpy as np
 import pandas as pd
 
 from bench.diversity import DIRECTION
+from bench.store import CELL_ID
 from runners.report.stats import correlations
+
+log = logging.getLogger(__name__)
+DONE_KEYS = ("config", "metrics", "strategy", "family", "seed_set_size", "stages", "overrides")
+
+
+def well_formed(record: dict) -> bool:
+    """A cell record the report can use: a well-formed id, and what a finished cell holds; others are
+    left out with a warning (a hand-made or foreign file, or one from an older version)."""
+    if record.get("status") != "done":
+        return True  # a failed cell: listed with its error, never written as a result
+    missing = [key for key in DONE_KEYS if key not in record]
+    if CELL_ID.match(str(record.get("cell_id"))) and not missing:
+        return True
+    why = f"it lacks {', '.join(missing)}" if missing else "its cell_id is not a cell id"
+    log.warning("left out a record from %s: %s", record.get("run_dir", "?"), why)
+    return False
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
