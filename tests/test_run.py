@@ -22,7 +22,7 @@ def test_a_job_writes_its_run_record_and_an_offline_wandb_run(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert 0 <= metrics["final/test_acc"] <= 1 and metrics["test/examples"] == 24
+    assert metrics["test/examples"] == 24  # its accuracy is checked against the predictions below
     assert metrics["test/majority_rate"] == pytest.approx(0.276)
     assert len(json.loads((run / "seed_ids.json").read_text())) == 48
     predictions_file = run / "predictions" / "iteration_0" / "test.jsonl"
@@ -90,8 +90,11 @@ def test_a_new_classification_task_is_one_yaml_file(tmp_path, user_conf):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test/examples"] == 20 and metrics["data/train_pool"] == 40
     last = max((tmp_path / "run" / "predictions").glob("iteration_*/test.jsonl"))
-    first = json.loads(last.read_text().splitlines()[0])
-    assert first["label"] in ("sport", "politics")
+    predictions = [json.loads(line) for line in last.read_text().splitlines()]
+    # the new task's labels are predicted and scored: a trivially separable task is learned
+    assert {p["prediction"] for p in predictions} == {"sport", "politics"}
+    assert all(p["correct"] == (p["prediction"] == p["label"]) for p in predictions)
+    assert metrics["final/test_acc"] >= 0.8
 
 
 def test_wandb_is_offline_unless_a_project_and_key_are_given(monkeypatch):

@@ -298,7 +298,11 @@ def test_each_strategy_end_to_end(tmp_path, strategy):
     assert {"prompt", "target", "label", "strategy", "iteration", "source_id", "written_by", "cache_key"} <= \
         set(generated.column_names)
     usage = json.loads((run / "teacher_usage.json").read_text())
-    assert usage["teacher"]["requests"] > 0
+    if strategy == "llm2llm":  # one request per seed example wrong at iteration 0, none over a budget
+        rounds = json.loads((run / "iterations.json").read_text())
+        assert usage["teacher"]["requests"] == rounds[1]["generation"]["requested"] > 0
+    else:  # Q = ratio x |S| = 48, spent exactly: every query of the budget was used, none more
+        assert usage["budget"] == [{"max_queries": 48, "paid": 48, "from_cache": 0, "spent": 48}]
     records = (run / "generations.jsonl").read_text().splitlines()
     assert len(records) == sum(line["requests"] + line["cache_hits"] for role, line in usage.items()
                                if role != "budget")
@@ -375,3 +379,23 @@ def test_near_duplicate_filter_on_long_texts(data_dir):
     admitted = [filters.admit(question_of(e, data), Tally()) for e in data.train[462:]]
     assert sum(admitted) == 200  # real items are not near-copies
     assert not filters.admit(question_of(data.train[0], data), Tally())  # an exact copy is caught
+
+
+def test_decontamination_catches_a_gsm8k_test_question_inside_a_longer_one(data_dir):
+    """The 13-gram window: a test question behind a prefix, and a test question's last 13 words at the
+    very end of a new question (the window's last position) are caught; 12 shared words are not."""
+    from bench.config import FiltersConfig
+    from bench.strategies.base import Tally
+    from bench.strategies.filters import Filters
+    from bench.text import words
+
+    data = load_task(typed_config("task=gsm8k").task, str(data_dir))
+    filters = Filters(data, [], FiltersConfig(decontaminate_ngram=13))
+    test_question = question_of(data.test[7], data)
+    tail = words(test_question)[-13:]
+    assert len(words(test_question)) > 20
+    tally = Tally()
+    assert not filters.admit(f"Here is a new problem for you. {test_question}", tally)
+    assert not filters.admit("A farmer counts his sheep twice and then " + " ".join(tail), tally)
+    assert filters.admit("A farmer counts his sheep twice and then " + " ".join(tail[1:]), tally)
+    assert tally.counts["contaminated"] == 2

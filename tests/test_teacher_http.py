@@ -194,3 +194,15 @@ def test_an_unset_key_variable_fails_unless_the_server_is_keyless(monkeypatch):
     with pytest.raises(BenchError, match="names MY_TEACHER_KEY, which is not set"):
         OpenAIBackend(model="m", api_key_env="MY_TEACHER_KEY")
     OpenAIBackend(model="m", api_key_env=None)  # keyless: no error, no header
+
+
+def test_the_kth_sample_of_a_prompt_is_its_own_query_across_calls(tmp_path):
+    """Sample 1 asked in a later call than sample 0 must not be served sample 0's cached answer."""
+    with LocalChatServer() as server:
+        t = teacher(server, tmp_path)
+        base = Request(messages=({"role": "user", "content": "q"},))
+        t.generate([base])
+        t.generate([Request(base.messages, sample_index=1)])
+        assert server.received == 2 and t.usage["teacher"].cache_hits == 0
+        t.generate([Request(base.messages, sample_index=1)])
+        assert server.received == 2 and t.usage["teacher"].cache_hits == 1

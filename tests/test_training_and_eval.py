@@ -104,4 +104,5 @@ def test_lora_student_trains_and_is_scored(data_dir, tmp_path):
     model, stats = finetune(student.base_model(), student.tokenizer, data.train[:16], cfg.train, tmp_path)
     assert stats.steps == 1
     result = evaluate(model, student.tokenizer, cfg.task, "test", data.test, cfg.eval, tmp_path, limit=4)
-    assert len(result.records) == 4 and 0 <= result.accuracy <= 1
+    assert len(result.records) == 4
+    assert result.accuracy == pytest.approx(sum(r["correct"] for r in result.records) / 4)
