@@ -117,12 +117,15 @@ class RoleUsage:
     faults: dict = field(default_factory=dict)  # fault kind -> count (429, 500, timeout, ...)
     fault_examples: dict = field(default_factory=dict)  # fault kind -> what the server (or socket) said
     unanswered: int = 0  # requests sent that got no answer after every attempt
-    timed_out: int = 0  # of those, the ones that timed out: spent, under budget.count_timeouts
+    timed_out: int = 0  # of those, the ones that timed out (each timed-out attempt is spent: count_timeouts)
     deduplicated: int = 0  # identical requests in one batch, asked once
 
     def fault(self, kind: str, message: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
         self.fault_examples.setdefault(kind, message[:200])
+
+
+PROBE_PROMPT = "Reply with the word OK."
 
 
 class TeacherFailed(BenchError):
@@ -131,8 +134,9 @@ class TeacherFailed(BenchError):
 
 class Budget:
     """A hard cap on queries paid for. A request holds a slot while in flight and keeps it if it is
-    answered, or if it timed out and `count_timeouts` (a server may bill work whose answer never
-    arrived: safe for money); otherwise its slot is freed for another. Concurrency can never overshoot."""
+    answered; otherwise its slot is freed for another. With `count_timeouts` every attempt that timed out
+    is spent as well (a server may bill work whose answer never arrived: safe for money), and a retry
+    after a timeout needs room in the budget. Concurrency can never overshoot."""
 
     def __init__(self, max_queries: int | None, count_timeouts: bool = True):
         self.max_queries = max_queries
@@ -150,17 +154,26 @@ class Budget:
 
     def try_take(self) -> bool | None:
         """True: a slot is held. False: the budget is spent. None: only in-flight requests hold the
-        rest; ask again once one settles."""
+        rest; ask again once one settles. Answers taken from the cache count: a cell resumed after a
+        crash gets the same Q as one that ran through, not Q more."""
         with self._lock:
-            if self.max_queries is None or self.used + self.in_flight < self.max_queries:
+            if self.max_queries is None or self.spent + self.in_flight < self.max_queries:
                 self.in_flight += 1
                 return True
             return False if self.in_flight == 0 else None
 
-    def settle(self, answered: bool, timed_out: bool = False) -> None:
+    def settle(self, answered: bool) -> None:
         with self._lock:
             self.in_flight -= 1
-            self.used += answered or (timed_out and self.count_timeouts)
+            self.used += answered
+
+    def spend_timeout(self) -> bool:
+        """Count a timed-out attempt as spent; whether the request may try again within the budget."""
+        with self._lock:
+            if not self.count_timeouts:
+                return True
+            self.used += 1
+            return self.max_queries is None or self.spent + self.in_flight <= self.max_queries
 
 
 
@@ -263,7 +276,7 @@ class Teacher:
         'probe'), so an unreachable server or a refused key stops the cell before any training."""
         if isinstance(self.backend, LocalBackend):
             return  # built in this process: building it was the check
-        request = Request(messages=({"role": "user", "content": "Reply with the word OK."},), temperature=0.0,
+        request = Request(messages=({"role": "user", "content": PROBE_PROMPT},), temperature=0.0,
                           max_tokens=4, role="probe", kind="probe")
 
         async def ask():
@@ -285,7 +298,7 @@ class Teacher:
     def _record(self, request: Request, key: str, response: Response | None, timed_out: bool = False):
         """Settle a request's budget slot, count it, and cache its answer before anyone uses it."""
         usage = self._usage(request.role)
-        self.budget.settle(answered=response is not None, timed_out=timed_out)
+        self.budget.settle(answered=response is not None)
         if response is None:  # no answer: nothing paid, unless it timed out (the server may bill it)
             usage.failed += 1
             usage.unanswered += 1
@@ -348,7 +361,10 @@ class Teacher:
                 return None, timed_out
             except RetryableError as error:
                 usage.fault(error.kind, str(error))
-                timed_out |= error.kind == "timeout"
+                if error.kind == "timeout":
+                    timed_out = True
+                    if request.role != "probe" and not self.budget.spend_timeout():
+                        return None, timed_out  # no room left to pay for another attempt
                 if attempt == self.max_attempts:
                     return None, timed_out
                 usage.retries += 1

@@ -5,11 +5,14 @@ what reached it.
     with LocalChatServer(latency_s=0.05, faults=["429", "500", "hang", "malformed", "length"]) as server:
         ... OpenAIBackend(model="local", base_url=server.base_url) ...
 
-Each listed fault is served once, to the first requests that arrive, then every answer is normal:
+Each listed fault is served once, to the first requests that arrive; after them `fault_rate` of the
+requests get a fault drawn from `fault_kinds` (seeded), and the others a normal answer: `reply(body)`'s
+text, or by default an echo of the last message. The faults:
 an HTTP status such as '429' (with Retry-After) or '500', 'hang' (no answer until the client gives
 up), 'malformed' (a body that is not JSON) and 'length' (finish_reason 'length', a truncated answer)."""
 
 import asyncio
+import random
 import threading
 from collections import Counter
 from typing import Self
@@ -19,25 +22,50 @@ from aiohttp import web
 
 class LocalChatServer:
     def __init__(self, latency_s: float = 0.0, faults: list | None = None, retry_after_s: float = 0.2,
-                 hang_s: float = 30.0, port: int = 0):
+                 hang_s: float = 30.0, port: int = 0, reply=None, fault_rate: float = 0.0,
+                 fault_kinds: tuple = ("429", "500", "hang", "malformed", "length"), seed: int = 0):
         self.port = port
         self.latency_s = latency_s
         self.pending_faults = list(faults or [])
+        self.reply = reply or (lambda body: f"echo: {body['messages'][-1]['content']}")
+        self.fault_rate, self.fault_kinds, self._rng = fault_rate, fault_kinds, random.Random(seed)
+        self.billable: list = []  # the last message of each request answered, truncated or hung: all billable
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self.received = 0  # every request that reached the server
         self.served = Counter()  # what it answered: 'ok' or the fault
         self.authorization: list = []  # the Authorization headers seen (tests check keys travel only here)
         self._lock = threading.Lock()
+        self.hold_after, self.admitted, self._loop = None, 0, None
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({"received": self.received, "served": dict(self.served)})
 
+    def hold(self, after: int | None) -> None:
+        """Answer `after` more requests, then hold every later one unanswered (a client killed meanwhile
+        never gets them, and they are not billed); None answers the held ones with 503 and stops holding."""
+        self.hold_after = None if after is None else self.admitted + after
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._released.set if after is None else self._released.clear)
+
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         with self._lock:
+            held = self.hold_after is not None and self.admitted >= self.hold_after
+            self.admitted += not held
+        if held:
+            await self._released.wait()
+            return web.json_response({"error": {"message": "held, then dropped"}}, status=503)
+        with self._lock:
             self.received += 1
-            fault = self.pending_faults.pop(0) if self.pending_faults else "ok"
+            if self.pending_faults:
+                fault = self.pending_faults.pop(0)
+            elif self._rng.random() < self.fault_rate:
+                fault = self._rng.choice(self.fault_kinds)
+            else:
+                fault = "ok"
+            if fault == "hang":  # the server did the work; the client will have given up
+                self.billable.append(body["messages"][-1]["content"])
             self.served[fault] += 1
             self.authorization.append(request.headers.get("Authorization"))
         await asyncio.sleep(self.latency_s)
@@ -51,7 +79,9 @@ class LocalChatServer:
         if fault == "malformed":
             return web.Response(text='{"choices": [', content_type="application/json")
         prompt = body["messages"][-1]["content"]
-        text = f"echo: {prompt}"
+        text = self.reply(body)
+        if fault != "hang":  # a hang was counted when it arrived: its client has given up by now
+            self.billable.append(prompt)  # answered (or truncated): billable from here
         return web.json_response(
             {
                 "id": f"chatcmpl-{self.received}",
@@ -77,6 +107,7 @@ class LocalChatServer:
 
         def serve() -> None:
             self._loop = asyncio.new_event_loop()
+            self._released = asyncio.Event()
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._chat)
             app.router.add_get("/v1/stats", self._stats)

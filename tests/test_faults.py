@@ -1,0 +1,251 @@
+"""Faults end to end, against the real local OpenAI-compatible server (runners/benchmarks/local_server.py)
+in the test's process, with `python run.py -m` as a user runs it:
+
+- a multirun killed with SIGKILL at several points resumes to the uninterrupted result, paying no teacher
+  request twice (counted where it is paid: at the server), leaving no unreadable file;
+- a fault soak (30% of requests answered with 429, 500, a hang past the timeout, malformed JSON or a
+  truncation) over a 3-cell grid: every cell finishes, the budget holds (server-side count), and every
+  fault the server served is counted in the records;
+- API keys planted four ways reach the server's Authorization header and no file the runs write."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.store import find_records
+from bench.teachers.base import PROBE_PROMPT
+from runners.benchmarks.local_server import LocalChatServer
+from tests.conftest import DATA_DIR, QUICK, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def teacher_reply(body: dict) -> str:
+    """One reply both prompts parse: LLM2LLM's new example (Text/Label) and an answer (Label); a question
+    unique to the request, so no filter drops it."""
+    seed = hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()[:10]
+    return f"1. Text: What does the code {seed} stand for ?\nLabel: ABBR"
+
+
+def command(server: LocalChatServer, sweep_dir: Path, *extra: str) -> list:
+    return [
+        sys.executable,
+        str(REPO / "run.py"),
+        "-m",
+        *QUICK,
+        "teacher=openai",
+        f"teacher.backend.base_url={server.base_url}",
+        "teacher.backend.api_key_env=null",
+        "teacher.backend.model=local",
+        "teacher.backoff_s=0.01",
+        "teacher.max_backoff_s=0.05",
+        f"hydra.sweep.dir={sweep_dir}",
+        *extra,
+    ]
+
+
+def environment(stores: Path) -> dict:
+    return {
+        **os.environ,
+        "BENCH_DATA_DIR": str(DATA_DIR),
+        "BENCH_CACHE_DIR": str(stores),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
+
+
+def paid(server: LocalChatServer) -> int:
+    """Requests the server answered (so could bill), the teachers' probes left out."""
+    return sum(prompt != PROBE_PROMPT for prompt in server.billable)
+
+
+def results(sweep_dir: Path) -> dict:
+    """Per cell (by strategy: the two servers' addresses differ): what it computed, not when, nor
+    whether this run or an earlier one computed it."""
+    return {
+        r["strategy"]: (
+            [(i["iteration"], i["train_examples"], i["test_acc"]) for i in r["iterations"]],
+            r["metrics"]["final/test_acc"],
+        )
+        for r in find_records(sweep_dir)
+    }
+
+
+def every_file_readable(*folders: Path) -> None:
+    for folder in folders:
+        for path in folder.rglob("*.json"):
+            json.loads(path.read_text())
+        for path in folder.rglob("*.jsonl"):
+            [json.loads(line) for line in path.read_text().splitlines()]
+
+
+GRID = ("strategy=llm2llm_quick,answer_augmentation", "budget=ratio", "budget.ratio=1", "train.epochs=0.5")
+
+
+def test_a_multirun_killed_anywhere_resumes_to_the_uninterrupted_result_paying_nothing_twice(tmp_path):
+    with LocalChatServer(reply=teacher_reply) as server:
+        reference = subprocess.run(
+            command(server, tmp_path / "reference", *GRID),
+            cwd=tmp_path,
+            timeout=600,
+            env=environment(tmp_path / "reference-stores"),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert reference.returncode == 0, reference.stderr[-3000:]
+        paid_uninterrupted = paid(server)
+        assert paid_uninterrupted > 0
+
+    stores = tmp_path / "stores"
+
+    def held_after_two(run: Path) -> bool:
+        """The probe and two requests answered, the rest held unanswered; half a second for the two
+        answers to reach the client's cache."""
+        if len(server.billable) < answered_before + 3:
+            return False
+        time.sleep(0.5)
+        return True
+
+    # the kill points, in the order a run reaches them: (what is happening, the sign that it is)
+    points = [
+        ("before generation", lambda run: (run / "0" / "seed_ids.json").exists()),
+        ("during generation", held_after_two),
+        (
+            "after generation, before training",
+            lambda run: (run / "0" / "generated" / "iteration_1.jsonl").exists(),
+        ),
+        ("during training", lambda run: (run / "0" / "iteration_1" / "trainer").exists()),
+        ("after training, between cells", lambda run: (run / "1" / "seed_ids.json").exists()),
+    ]
+    killed_at = []
+    with LocalChatServer(reply=teacher_reply) as server:
+        for number, (what, reached) in enumerate(points):
+            run, answered_before = tmp_path / f"killed-{number}", len(server.billable)
+            if what == "during generation":
+                server.hold(3)
+            process = subprocess.Popen(
+                command(server, run, *GRID),
+                cwd=tmp_path,
+                env=environment(stores),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 300
+            while not reached(run) and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                killed_at.append(what)
+            process.wait()
+            server.hold(None)
+        resumed = subprocess.run(
+            command(server, tmp_path / "resumed", *GRID),
+            cwd=tmp_path,
+            timeout=600,
+            env=environment(stores),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert len(killed_at) >= 4, killed_at  # the run was really interrupted at (nearly) every point
+        assert paid(server) == paid_uninterrupted  # over all the killed runs and the resumed one
+    assert results(tmp_path / "resumed") == results(tmp_path / "reference")
+    every_file_readable(stores, *tmp_path.glob("killed-*"), tmp_path / "resumed")
+
+
+def test_a_fault_soak_finishes_every_cell_within_budget_and_counts_every_fault(tmp_path):
+    kinds = {"429": "429", "500": "500", "hang": "timeout", "malformed": "malformed", "length": "length"}
+    grid = (
+        "strategy=answer_augmentation",
+        "budget=ratio",
+        "budget.ratio=2",
+        "seed_set.seed=0,1,2",
+        "train.epochs=0.5",
+        "teacher.backend.timeout_s=0.5",
+        "teacher.max_attempts=6",
+    )
+    with LocalChatServer(reply=teacher_reply, fault_rate=0.3, hang_s=1.0, seed=7) as server:
+        soak = subprocess.run(
+            command(server, tmp_path / "soak", *grid),
+            cwd=tmp_path,
+            timeout=900,
+            env=environment(tmp_path / "stores"),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert soak.returncode == 0, soak.stderr[-3000:]
+        served = {kind: n for kind, n in server.served.items() if kind != "ok"}
+        billed = paid(server)
+    records = find_records(tmp_path / "soak")
+    assert len(records) == 3 and all(r["status"] == "done" for r in records)
+    q = 2 * 48
+    assert all(b["paid"] <= q for r in records for b in r["cost"]["budget"])
+    assert billed <= 3 * q  # the server's own count: never more answered than the three budgets
+    assert sum(served.values()) > 0.2 * server.received  # the faults really were served
+    counted = {}
+    for record in records:
+        for role, line in record["cost"].items():
+            if role != "budget":
+                for kind, n in line["faults"].items():
+                    counted[kind] = counted.get(kind, 0) + n
+    assert counted == {kinds[kind]: n for kind, n in served.items()}
+
+
+def test_api_keys_planted_four_ways_reach_only_the_server(tmp_path):
+    env_key, file_key, typed_key, misplaced_key = (
+        f"sk-planted{way}" + "Z" * 30 for way in ("ENV", "FILE", "CLI", "MIS")
+    )
+    (tmp_path / "key").write_text(file_key + "\n")
+    runs = [
+        ({"OPENAI_API_KEY": env_key}, []),
+        ({}, [f"teacher.backend.api_key_file={tmp_path / 'key'}"]),
+        ({}, [f"+teacher.backend.api_key={typed_key}"]),
+        ({}, [f"teacher.backend.api_key_env={misplaced_key}"]),
+    ]
+    with LocalChatServer(reply=teacher_reply) as server:
+        outcomes = []
+        for number, (env, args) in enumerate(runs):
+            base = [
+                a
+                for a in command(
+                    server,
+                    tmp_path / f"run-{number}",
+                    "strategy=llm2llm_quick",
+                    "strategy.iterations=2",
+                    "train.epochs=0.5",
+                    "logger=wandb",
+                )
+                if a != "teacher.backend.api_key_env=null" and a != "-m"
+            ]
+            base = [a.replace("hydra.sweep.dir", "hydra.run.dir") for a in base]
+            outcomes.append(
+                subprocess.run(
+                    base + args,
+                    cwd=tmp_path,
+                    timeout=600,
+                    capture_output=True,
+                    text=True,
+                    env={**environment(tmp_path / "stores"), **env},
+                    check=False,
+                )
+            )
+        assert [o.returncode for o in outcomes] == [0, 0, 2, 2], outcomes[0].stderr[-2000:]
+        assert {f"Bearer {env_key}", f"Bearer {file_key}"} == set(server.authorization)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "key"]
+    assert any(p.suffix == ".wandb" for p in written) and len(written) > 20
+    for key in (env_key, file_key, typed_key, misplaced_key):
+        for outcome in outcomes:
+            assert key not in outcome.stdout + outcome.stderr
+        for path in written:
+            assert key.encode() not in path.read_bytes(), path
