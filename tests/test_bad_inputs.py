@@ -373,6 +373,7 @@ def test_bad_input(case: Case, tmp_path):
         assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
     assert KEY not in result.stdout + result.stderr
     assert not list(stores.glob("cells/*.json")), "a failed cell was stored as done"
+    assert not list(stores.glob("stages/*/result.json")), "it failed only after training"
     record = tmp_path / "run" / "record.json"
     if record.is_file():  # a cell that got as far as its run folder says it failed
         assert json.loads(record.read_text())["status"] == "failed"
