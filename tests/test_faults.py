@@ -61,6 +61,13 @@ def environment(stores: Path) -> dict:
     }
 
 
+def run_sweep(server: LocalChatServer, sweep_dir: Path, stores: Path, *args: str) -> None:
+    """A multirun that must finish."""
+    result = subprocess.run(command(server, sweep_dir, *args), cwd=sweep_dir.parent, timeout=900,
+                            env=environment(stores), capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def paid(server: LocalChatServer) -> int:
     """Requests the server answered (so could bill), the teachers' probes left out."""
     return sum(prompt != PROBE_PROMPT for prompt in server.billable)
@@ -91,16 +98,7 @@ GRID = ("strategy=llm2llm_quick,answer_augmentation", "budget=ratio", "budget.ra
 
 def test_a_multirun_killed_anywhere_resumes_to_the_uninterrupted_result_paying_nothing_twice(tmp_path):
     with LocalChatServer(reply=teacher_reply) as server:
-        reference = subprocess.run(
-            command(server, tmp_path / "reference", *GRID),
-            cwd=tmp_path,
-            timeout=600,
-            env=environment(tmp_path / "reference-stores"),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert reference.returncode == 0, reference.stderr[-3000:]
+        run_sweep(server, tmp_path / "reference", tmp_path / "reference-stores", *GRID)
         paid_uninterrupted = paid(server)
         assert paid_uninterrupted > 0
 
@@ -147,16 +145,7 @@ def test_a_multirun_killed_anywhere_resumes_to_the_uninterrupted_result_paying_n
                 killed_at.append(what)
             process.wait()
             server.hold(None)
-        resumed = subprocess.run(
-            command(server, tmp_path / "resumed", *GRID),
-            cwd=tmp_path,
-            timeout=600,
-            env=environment(stores),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        run_sweep(server, tmp_path / "resumed", stores, *GRID)
         assert len(killed_at) >= 4, killed_at  # the run was really interrupted at (nearly) every point
         assert paid(server) == paid_uninterrupted  # over all the killed runs and the resumed one
     assert results(tmp_path / "resumed") == results(tmp_path / "reference")
@@ -175,16 +164,7 @@ def test_a_fault_soak_finishes_every_cell_within_budget_and_counts_every_fault(t
         "teacher.max_attempts=6",
     )
     with LocalChatServer(reply=teacher_reply, fault_rate=0.3, hang_s=1.0, seed=7) as server:
-        soak = subprocess.run(
-            command(server, tmp_path / "soak", *grid),
-            cwd=tmp_path,
-            timeout=900,
-            env=environment(tmp_path / "stores"),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert soak.returncode == 0, soak.stderr[-3000:]
+        run_sweep(server, tmp_path / "soak", tmp_path / "stores", *grid)
         served = {kind: n for kind, n in server.served.items() if kind != "ok"}
         billed = paid(server)
     records = find_records(tmp_path / "soak")
