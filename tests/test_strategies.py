@@ -399,3 +399,20 @@ def test_decontamination_catches_a_gsm8k_test_question_inside_a_longer_one(data_
     assert not filters.admit("A farmer counts his sheep twice and then " + " ".join(tail), tally)
     assert filters.admit("A farmer counts his sheep twice and then " + " ".join(tail[1:]), tally)
     assert tally.counts["contaminated"] == 2
+
+
+@pytest.mark.parametrize("threshold", [0.95, 0.7])
+def test_the_indexed_near_duplicate_filter_decides_as_comparing_every_pair(data_dir, threshold):
+    """The prefix-filtered index finds exactly the near duplicates an every-pair comparison finds."""
+    from bench.config import FiltersConfig
+    from bench.strategies.base import Tally
+    from bench.strategies.filters import Filters
+    from runners.benchmarks.filters import every_pair_decisions, generated_questions
+
+    data = load_task(typed_config("task=gsm8k").task, str(data_dir))
+    pool = [question_of(e, data) for e in data.train[:1500]]
+    candidates = generated_questions(pool, 1500, seed=1)
+    filters = Filters(data, data.train[:1500], FiltersConfig(near_duplicate_rouge_l=threshold))
+    decisions = [filters.admit(question, Tally()) for question in candidates]
+    assert decisions == every_pair_decisions(pool, candidates, threshold)
+    assert 0 < decisions.count(False) < len(decisions)  # both decisions occur

@@ -1,6 +1,13 @@
 """Filters on generated questions, each counted: decontamination against the test split (word n-gram
 overlap, or an exact copy of a short test question) and near-duplicates by ROUGE-L (LLM2LLM drops
->= 0.95; self-instruct's classic threshold is 0.7)."""
+>= 0.95; self-instruct's classic threshold is 0.7).
+
+The near-duplicate search is sub-quadratic and exact. ROUGE-L F1 >= t needs an LCS, hence a shared bag of
+tokens, of at least t(m + n)/2 tokens, which is at least t m/(2 - t) whatever the other length n. So
+with every question's tokens sorted rarest first (one fixed order), two questions that can be near
+duplicates share a token within each one's first m - ceil(t m/(2 - t)) + 1 tokens (prefix filtering, as
+in all-pairs similarity joins): an inverted index over those few rare tokens gives the candidates, and
+the exact bit-parallel LCS decides. The decisions are those of comparing every pair."""
 
 from collections import Counter
 
@@ -13,9 +20,13 @@ class Filters:
     def __init__(self, task: TaskData, training: list, settings: FiltersConfig):
         self.threshold = settings.near_duplicate_rouge_l
         self.n = settings.decontaminate_ngram
-        self.known = []  # (tokens, bag of tokens) of the training questions; grows as questions are admitted
-        for example in training:
-            self.remember(words(question_of(example, task)))
+        questions = [words(question_of(example, task)) for example in training]
+        # the fixed order of the prefix filter: rarest first in the training questions (unseen: rarest)
+        self.frequency = Counter(token for tokens in questions for token in tokens)
+        self.known: list = []  # (tokens, bag of tokens) of the known questions; admitted ones join them
+        self.index: dict = {}  # (token, k-th occurrence) of a known prefix -> ids of the known questions
+        for tokens in questions:
+            self.remember(tokens)
         test = [words(question_of(e, task)) for e in task.test]
         self.test_texts = {" ".join(t) for t in test}
         self.test_ngrams = {" ".join(t[i:i + self.n]) for t in test for i in range(len(t) - self.n + 1)} \
@@ -28,14 +39,33 @@ class Filters:
             " ".join(tokens[i : i + self.n]) in self.test_ngrams for i in range(len(tokens) - self.n + 1)
         )
 
+    def prefix(self, tokens: list) -> list:
+        """The first m - o + 1 of the tokens' (token, occurrence) elements, rarest first, where o is a
+        lower bound of the shared tokens any near duplicate must have (floored: a longer prefix is safe)."""
+        t, m = self.threshold, len(tokens)
+        shared_at_least = max(1, int(t * m / (2 - t) - 1e-9))
+        seen: Counter = Counter()
+        elements = []
+        for token in tokens:
+            elements.append((token, seen[token]))
+            seen[token] += 1
+        elements.sort(key=lambda e: (self.frequency[e[0]], e))
+        return elements[: m - shared_at_least + 1]
+
     def remember(self, tokens: list) -> None:
+        if self.threshold is not None and tokens:
+            for element in self.prefix(tokens):
+                self.index.setdefault(element, []).append(len(self.known))
         self.known.append((tokens, Counter(tokens)))
 
     def near_duplicate(self, tokens: list) -> bool:
+        if not tokens:
+            return False
         t, bag = self.threshold, Counter(tokens)
-        for other, other_bag in self.known:
-            # F1 >= t needs an LCS of t(a+b)/2 tokens; the shorter length and the shared bag of tokens
-            # bound the LCS from above, and rule out nearly every pair before the exact computation
+        candidates = {i for element in self.prefix(tokens) for i in self.index.get(element, ())}
+        for i in sorted(candidates):
+            other, other_bag = self.known[i]
+            # the shorter length and the shared bag bound the LCS from above: most candidates stop here
             needed = t * (len(tokens) + len(other)) / 2
             if min(len(tokens), len(other)) < needed or sum((bag & other_bag).values()) < needed:
                 continue
@@ -55,4 +85,3 @@ class Filters:
             return False
         self.remember(tokens)
         return True
-
