@@ -34,8 +34,15 @@ class Decoding(StrEnum):
     sampled = "sampled"  # LLM2LLM's GSM8K evaluation, see eval.sampling
 
 
+class MixedPrecision(StrEnum):
+    auto = "auto"  # bf16 compute on a GPU that supports it, else none
+    bf16 = "bf16"
+    fp16 = "fp16"
+    no = "no"
+
+
 class Dtype(StrEnum):
-    auto = "auto"  # bf16 on a GPU that supports it, else fp32
+    auto = "auto"  # students: fp32 master weights; the hf teacher: bf16 on a GPU that supports it
     bfloat16 = "bfloat16"
     float16 = "float16"
     float32 = "float32"
@@ -160,6 +167,9 @@ class TrainConfig:
     activation_checkpointing: bool = False  # trade compute for memory on big students
     seed: int = 0
     trainer_args: Dict[str, Any] = field(default_factory=dict)  # extra TrainingArguments (fsdp, deepspeed)
+    # the papers' recipe: bf16 compute (autocast) over fp32 master weights; student.dtype=bfloat16 instead
+    # trains pure bf16 weights (less memory, but at lr 2e-5 most updates fall below bf16's resolution)
+    mixed_precision: MixedPrecision = MixedPrecision.auto
 
     def __post_init__(self):
         check(

@@ -20,7 +20,7 @@ BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    """'auto' is bf16 on a GPU that supports it, fp32 otherwise (CPU training in bf16 is slow and lossy)."""
+    """For inference (the hf teacher): 'auto' is bf16 on a GPU that supports it, fp32 otherwise."""
     if name == "auto":
         cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if cuda_bf16 else torch.float32
@@ -59,7 +59,8 @@ def cannot_load(cfg: StudentConfig, error: Exception) -> BenchError:
 class Student:
     def __init__(self, cfg: StudentConfig, training_texts: Iterable[str] | None = None):
         self.cfg = cfg
-        self.dtype = torch_dtype(cfg.dtype)
+        # training keeps fp32 master weights unless a dtype is named (bfloat16: pure-bf16 training)
+        self.dtype = torch.float32 if cfg.dtype == "auto" else torch_dtype(cfg.dtype)
         if cfg.pretrained:
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained)

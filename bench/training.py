@@ -64,8 +64,18 @@ class TrainStats:
         return self.padded_tokens / max(1, self.real_tokens + self.padded_tokens)
 
 
+def autocast(cfg: TrainConfig, weights: torch.dtype) -> str:
+    """The compute precision over the weights: train.mixed_precision, where `auto` is bf16 on a GPU that
+    supports it; bf16 weights (student.dtype=bfloat16) compute in bf16 whatever the setting."""
+    if weights == torch.bfloat16:
+        return "bf16"
+    if cfg.mixed_precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return str(cfg.mixed_precision)
+
+
 def training_arguments(
-    cfg: TrainConfig, output_dir: Path, bf16: bool, report_to: list[str]
+    cfg: TrainConfig, output_dir: Path, precision: str, report_to: list[str]
 ) -> TrainingArguments:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, round(cfg.effective_batch_size / (cfg.per_device_batch_size * world_size)))
@@ -80,7 +90,8 @@ def training_arguments(
         gradient_accumulation_steps=accumulation,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         activation_checkpointing=cfg.activation_checkpointing,
-        bf16=bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
         seed=cfg.seed,
         save_strategy="no",
@@ -95,12 +106,12 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
              report_to: Sequence[str] = ("none",)):
     """Train `model` in place on `examples`; return it (ready to score) with the run's figures."""
     features = encode(examples, tokenizer, cfg.max_length)
-    bf16 = next(model.parameters()).dtype == torch.bfloat16
+    precision = autocast(cfg, next(model.parameters()).dtype)
     collator = CountingCollator(tokenizer, padding="longest", label_pad_token_id=IGNORE,
                                 pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     trainer = Trainer(
         model=model,
-        args=training_arguments(cfg, output_dir, bf16, list(report_to)),
+        args=training_arguments(cfg, output_dir, precision, list(report_to)),
         train_dataset=features,
         data_collator=collator,
     )

@@ -106,3 +106,47 @@ def test_lora_student_trains_and_is_scored(data_dir, tmp_path):
     result = evaluate(model, student.tokenizer, cfg.task, "test", data.test, cfg.eval, tmp_path, limit=4)
     assert len(result.records) == 4
     assert result.accuracy == pytest.approx(sum(r["correct"] for r in result.records) / 4)
+
+
+@pytest.mark.parametrize("dtype, weights, changed_at_least, changed_at_most", [
+    ("auto", torch.float32, 0.9, 1.0),  # the default: fp32 master weights, bf16 compute
+    ("bfloat16", torch.bfloat16, 0.0, 0.5),  # the switch: pure bf16, most updates lost
+])
+def test_mixed_precision_keeps_small_updates_and_pure_bf16_loses_them(data_dir, tmp_path, dtype, weights,
+                                                                     changed_at_least, changed_at_most):
+    """One AdamW step at the papers' lr 2e-5 with bf16 autocast (CPU autocast exists): fp32 master weights
+    take it; bf16 weights, which student.dtype=bfloat16 selects, round most of it away."""
+    from bench.training import autocast, training_arguments
+
+    cfg = typed_config(*QUICK, f"student.dtype={dtype}", "train.mixed_precision=bf16",
+                       "train.learning_rate=2e-5", "train.lr_scheduler=constant", "train.warmup_ratio=0",
+                       "train.effective_batch_size=16", "train.per_device_batch_size=16",
+                       "train.weight_decay=0")
+    data = load_task(cfg.task, str(data_dir))
+    student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train))
+    model = student.base_model()
+    assert next(model.parameters()).dtype == weights and autocast(cfg.train, weights) == "bf16"
+    assert training_arguments(cfg.train, tmp_path, "bf16", ["none"]).bf16  # what the Trainer is given
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model, stats = finetune(model, student.tokenizer, data.train[:16], cfg.train, tmp_path)
+    assert stats.steps == 1
+    changed = sum(int((p.detach() != before[name]).sum()) for name, p in model.named_parameters())
+    share = changed / sum(p.numel() for p in before.values())
+    assert changed_at_least <= share <= changed_at_most, share
+
+
+def test_on_a_bf16_gpu_the_default_is_fp32_weights_with_bf16_compute(monkeypatch):
+    """What `auto` means where it matters, a GPU with bf16 (its availability patched in): the student keeps
+    fp32 master weights and trains with bf16 autocast; the hf teacher, which only generates, loads bf16."""
+    from bench.students import torch_dtype
+    from bench.training import autocast
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    cfg = typed_config(*QUICK)
+    student = Student(cfg.student, ["a b c"] * 50)
+    assert student.dtype == torch.float32 and autocast(cfg.train, student.dtype) == "bf16"
+    assert torch_dtype("auto") == torch.bfloat16
+    assert autocast(typed_config(*QUICK, "train.mixed_precision=no").train, torch.float32) == "no"
+    pure = Student(typed_config(*QUICK, "student.dtype=bfloat16").student, ["a b c"] * 50)
+    assert pure.dtype == torch.bfloat16

@@ -19,7 +19,7 @@ from bench.config import register_configs, validated
 from bench.seed_set import sample_seed_set
 from bench.students import Student, parameter_count
 from bench.tasks import load_task
-from bench.training import IGNORE, CountingCollator, encode, finetune, training_arguments
+from bench.training import IGNORE, CountingCollator, autocast, encode, finetune, training_arguments
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -40,7 +40,8 @@ def plain_trainer(model, tokenizer, examples, cfg, output_dir):
     """What a transformers user writes: Trainer, random batches padded to their longest sequence."""
     features = encode(examples, tokenizer, cfg.max_length)
     collator = CountingCollator(tokenizer, padding="longest", label_pad_token_id=IGNORE)
-    args = training_arguments(dataclasses.replace(cfg, group_by_length=False), output_dir, False, ["none"])
+    args = training_arguments(dataclasses.replace(cfg, group_by_length=False), output_dir,
+                              autocast(cfg, next(model.parameters()).dtype), ["none"])
     trainer = Trainer(model=model, args=args,
                       train_dataset=features, data_collator=collator)
     started = time.perf_counter()
