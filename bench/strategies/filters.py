@@ -16,6 +16,15 @@ from bench.tasks import TaskData, question_of
 from bench.text import rouge_l, words
 
 
+def near_duplicate_pair(tokens: list, bag: Counter, other: list, other_bag: Counter, t: float) -> bool:
+    """ROUGE-L F1 >= t. The shorter length and the shared bag of tokens bound the LCS from above, and rule
+    out most pairs before the exact computation."""
+    needed = t * (len(tokens) + len(other)) / 2
+    if min(len(tokens), len(other)) < needed or sum((bag & other_bag).values()) < needed:
+        return False
+    return rouge_l(tokens, other) >= t
+
+
 class Filters:
     def __init__(self, task: TaskData, training: list, settings: FiltersConfig):
         self.threshold = settings.near_duplicate_rouge_l
@@ -63,15 +72,7 @@ class Filters:
             return False
         t, bag = self.threshold, Counter(tokens)
         candidates = {i for element in self.prefix(tokens) for i in self.index.get(element, ())}
-        for i in sorted(candidates):
-            other, other_bag = self.known[i]
-            # the shorter length and the shared bag bound the LCS from above: most candidates stop here
-            needed = t * (len(tokens) + len(other)) / 2
-            if min(len(tokens), len(other)) < needed or sum((bag & other_bag).values()) < needed:
-                continue
-            if rouge_l(tokens, other) >= t:
-                return True
-        return False
+        return any(near_duplicate_pair(tokens, bag, *self.known[i], t) for i in sorted(candidates))
 
     def admit(self, question: str, tally) -> bool:
         """Whether a generated question may join the training data; a kept one is remembered, so later

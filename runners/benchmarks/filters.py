@@ -17,9 +17,9 @@ from hydra import compose, initialize_config_dir
 
 from bench.config import FiltersConfig, register_configs, validated
 from bench.strategies.base import Tally
-from bench.strategies.filters import Filters
+from bench.strategies.filters import Filters, near_duplicate_pair
 from bench.tasks import load_task, question_of
-from bench.text import rouge_l, words
+from bench.text import words
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -53,13 +53,7 @@ def generated_questions(pool: list[str], count: int, seed: int = 0) -> list[str]
 def every_pair_near_duplicate(known: list, tokens: list, t: float) -> bool:
     """The filter before the index: every known question, bounded, then the exact LCS."""
     bag = Counter(tokens)
-    for other, other_bag in known:
-        needed = t * (len(tokens) + len(other)) / 2
-        if min(len(tokens), len(other)) < needed or sum((bag & other_bag).values()) < needed:
-            continue
-        if rouge_l(tokens, other) >= t:
-            return True
-    return False
+    return any(near_duplicate_pair(tokens, bag, other, other_bag, t) for other, other_bag in known)
 
 
 def every_pair_decisions(pool: list[str], candidates: list[str], t: float) -> list[bool]:
