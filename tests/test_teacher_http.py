@@ -207,3 +207,14 @@ def test_the_kth_sample_of_a_prompt_is_its_own_query_across_calls(tmp_path):
         assert server.received == 2 and t.usage["teacher"].cache_hits == 0
         t.generate([Request(base.messages, sample_index=1)])
         assert server.received == 2 and t.usage["teacher"].cache_hits == 1
+
+
+def test_a_timeout_with_no_budget_left_is_a_refusal_not_a_teacher_failure(tmp_path):
+    """The last query of a budget times out: it is spent, and the request is refused over budget rather
+    than counted as a teacher that does not answer (which could stop the cell)."""
+    with LocalChatServer(faults=["hang"], hang_s=2.0) as server:
+        t = teacher(server, tmp_path, max_queries=1, timeout_s=0.3)
+        assert t.generate(requests(1)) == [None]  # no TeacherFailed, though 1 of 1 got no answer
+        usage = t.usage["teacher"]
+        assert t.budget.used == 1 and usage.over_budget == 1 and usage.unanswered == 0
+        assert server.received == 1

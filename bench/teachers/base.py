@@ -286,7 +286,7 @@ class Teacher:
             finally:
                 await self.backend.close()
 
-        response, _ = asyncio.run(ask())
+        response, _, _ = asyncio.run(ask())
         usage = self._usage("probe")
         if response is None:
             usage.failed += 1
@@ -295,10 +295,15 @@ class Teacher:
         usage.prompt_tokens += response.prompt_tokens
         usage.completion_tokens += response.completion_tokens
 
-    def _record(self, request: Request, key: str, response: Response | None, timed_out: bool = False):
+    def _record(self, request: Request, key: str, response: Response | None, timed_out: bool = False,
+                budget_spent: bool = False):
         """Settle a request's budget slot, count it, and cache its answer before anyone uses it."""
         usage = self._usage(request.role)
         self.budget.settle(answered=response is not None)
+        if budget_spent:  # it timed out with no budget left to try again: refused, not a teacher failure
+            usage.over_budget += 1
+            usage.timed_out += 1
+            return None
         if response is None:  # no answer: nothing paid, unless it timed out (the server may bill it)
             usage.failed += 1
             usage.unanswered += 1
@@ -350,28 +355,29 @@ class Teacher:
         finally:
             await self.backend.close()
 
-    async def _with_retries(self, request: Request) -> tuple[Response | None, bool]:
-        """The answer (None if every attempt failed) and whether an attempt timed out."""
+    async def _with_retries(self, request: Request) -> tuple[Response | None, bool, bool]:
+        """The answer (None if every attempt failed), whether an attempt timed out, and whether the
+        budget had no room left to pay for another attempt after a timeout."""
         usage, timed_out = self._usage(request.role), False
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return await self.backend.acomplete(request), timed_out
+                return await self.backend.acomplete(request), timed_out, False
             except RejectedError as error:
                 usage.fault(error.kind, str(error))
-                return None, timed_out
+                return None, timed_out, False
             except RetryableError as error:
                 usage.fault(error.kind, str(error))
                 if error.kind == "timeout":
                     timed_out = True
                     if request.role != "probe" and not self.budget.spend_timeout():
-                        return None, timed_out  # no room left to pay for another attempt
+                        return None, timed_out, True
                 if attempt == self.max_attempts:
-                    return None, timed_out
+                    return None, timed_out, False
                 usage.retries += 1
                 # exponential backoff with full jitter; a server's Retry-After is a floor
                 delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
                 await asyncio.sleep(max(delay, error.retry_after or 0.0))
-        return None, timed_out
+        return None, timed_out, False
 
     def usage_report(self) -> dict:
         """Per role: queries, cache hits, failures, retries, refusals, tokens, dollars; for the run record."""
