@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.config import BenchConfig, TrainConfig
 from bench.errors import BenchError
 from bench.evaluation import EvalResult, evaluate, zero_shot
-from bench.store import STAGE_FORMAT, StageStore, code_changes, code_version, digest, write_json, write_jsonl
+from bench.store import STAGE_FORMAT, StageStore, code_version, digest, reusable, write_json, write_jsonl
 from bench.students import Student, parameter_count
 from bench.teachers import Budget, GenerationCache, Teacher, build_backend, build_teachers, make_teacher
 from bench.tracking import Tracker
@@ -120,7 +120,9 @@ class Job:
         score_on, recipe = list(score_on), recipe or self.config.train
         key = self.stage_key(examples, start_from, score_on, recipe)
         with self.stages.claim(key):  # another cell of the sweep may be computing this very stage
-            done = self.reusable(key, self.stages.load(key, need_weights=keep_weights))
+            done = self.stages.load(key, need_weights=keep_weights)
+            if done is not None and not reusable(f"stage {key}", done.get("code"), self.config.resume):
+                done = None
             if done is not None:
                 stage = Round(iteration, key, TrainStats(**done["stats"]), EvalResult(**done["test"]),
                               EvalResult(**done["scored"]) if done["scored"] else None, done["parameters"],
@@ -146,17 +148,6 @@ class Job:
         self.rounds.append(stage)
         write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
         return stage
-
-    def reusable(self, key: str, done: dict | None) -> dict | None:
-        """A stored stage, if the resume policy lets it be reused: always when the same code computed it;
-        with a warning under resume=true when other code did; never under strict or false then."""
-        changes = code_changes((done or {}).get("code"))
-        if done is None or not changes:
-            return done
-        reuse = self.config.resume == "true"
-        log.warning("stage %s was computed by other code (%s): %s", key, "; ".join(changes),
-                    "reusing it" if reuse else f"computing it again (resume={self.config.resume})")
-        return done if reuse else None
 
     def compute(self, examples: list, iteration: int, key: str, start_from: Round | None,
                 score_on: list, recipe: TrainConfig) -> Round:

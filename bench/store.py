@@ -220,6 +220,18 @@ def code_changes(stored: dict | None) -> list[str]:
     return changes
 
 
+def reusable(what: str, stored_code: dict | None, resume: str) -> bool:
+    """Whether a stored entry may be reused under `resume` (see above): always when this code computed
+    it; when other code did, only under resume=true, and either way with a warning naming the change."""
+    changes = code_changes(stored_code)
+    if not changes:
+        return True
+    reuse = resume == "true"
+    then = "reusing it; resume=strict computes it again" if reuse else f"computing it again (resume={resume})"
+    log.warning("%s was computed by other code (%s): %s", what, "; ".join(changes), then)
+    return reuse
+
+
 def find_records(folder: Path) -> list[dict]:
     """The cell records under a folder: a sweep's `<job>/record.json`, or a results folder's
     `records/*.json` (or a store's `cells/*.json`); one per cell id, in job order."""

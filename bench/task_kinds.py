@@ -8,6 +8,7 @@ target, and how the simulated teacher makes a wrong answer. A new kind is one su
 
 import random
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -36,40 +37,40 @@ def extract_label(text: str, labels: Sequence[str]) -> str:
     return line
 
 
-class TaskKind:
-    """One kind of task. Subclasses set `name` and `stop`, and implement the methods below."""
+class TaskKind(ABC):
+    """One kind of task. Subclasses set `name` and `stop`, and implement the abstract methods."""
 
     name: ClassVar[str]
     stop: ClassVar[tuple[str, ...]]  # where a student's generation ends
 
+    @abstractmethod
     def gold(self, raw: Any, labels: Sequence[str], label_index: bool, where: str) -> tuple[str, str]:
         """(target, label) of a record's target column; a BenchError naming `where` if it is invalid."""
-        raise NotImplementedError
 
+    @abstractmethod
     def prediction(self, generation: str, labels: Sequence[str]) -> str | None:
         """What the student answered, comparable with a gold label; None when it gave no answer."""
-        raise NotImplementedError
 
     def is_correct(self, generation: str, gold: str, labels: Sequence[str] = ()) -> bool:
         return self.prediction(generation, labels) == gold
 
+    @abstractmethod
     def read_reply(self, fields: dict, labels: Sequence[str]) -> tuple[dict | None, str | None]:
         """A teacher reply's parsed fields, validated and with `label` set; or (None, why it is dropped)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def target(self, fields: dict) -> str:
         """The training target a validated reply gives: what the student must learn to write."""
-        raise NotImplementedError
 
     def prompt_fields(self, label: str) -> dict:
         """What a teacher prompt about an example of this label may ask for beyond the example itself."""
         return {}
 
+    @abstractmethod
     def wrong_answer(
         self, target: str, label: str, labels: Sequence[str], rng: random.Random
     ) -> tuple[str, str]:
         """A plausible wrong (target, label), for the simulated teacher's error rate."""
-        raise NotImplementedError
 
 
 class Math(TaskKind):

@@ -22,9 +22,9 @@ from bench.store import (
     CellStore,
     cell_config,
     cell_id,
-    code_changes,
     code_version,
     read_entry,
+    reusable,
     writable_folder,
     write_json,
 )
@@ -52,7 +52,9 @@ def run(cfg: DictConfig) -> int:
         data = load_task(config.task, config.data_dir)  # its digest is part of the cell's id
         record["cell_id"] = cell = cell_id(cfg, data.digest)
         store = CellStore(writable_folder(Path(config.store_dir), "store_dir"))
-        finished = reusable(store, cell, config.resume)
+        finished = store.finished(cell) if config.resume != "false" else None
+        if finished is not None and not reusable(f"cell {cell}", finished.get("provenance"), config.resume):
+            finished = None
         if finished is not None:
             write_json(run_dir / "record.json", {**finished, **record, "skipped": True,
                                                  "first_run_dir": finished["run_dir"]})
@@ -83,21 +85,6 @@ def run(cfg: DictConfig) -> int:
             raise
         print(f"error: cell failed: {message} (traceback in {run_dir / 'error.txt'})", file=sys.stderr)
     return 0
-
-
-def reusable(store: CellStore, cell: str, resume: str) -> dict | None:
-    """The stored record of this cell, if the resume policy lets it be reused (see bench/store.py)."""
-    finished = store.finished(cell) if resume != "false" else None
-    changes = code_changes((finished or {}).get("provenance"))
-    if finished is None or not changes:
-        return finished
-    if resume == "strict":
-        log.warning("cell %s was computed by other code (%s): computing it again (resume=strict)", cell,
-                    "; ".join(changes))
-        return None
-    log.warning("cell %s was computed by other code (%s): reusing it; resume=strict computes it again", cell,
-                "; ".join(changes))
-    return finished
 
 
 def record_failure(run_dir: Path, record: dict) -> None:

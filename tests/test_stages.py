@@ -127,3 +127,17 @@ def test_llm2llm_retrains_from_the_base_weights_on_the_real_job(tmp_path, data_d
         assert starts == [base] * 3
     else:
         assert starts == [base, ends[0], ends[1]]
+
+
+def test_the_resume_policy_for_an_entry_other_code_computed(monkeypatch, caplog):
+    """One rule for cells and stages: same code, reused; other code, reused only under resume=true, with a
+    warning naming what changed."""
+    from bench import store
+
+    same = store.code_version()
+    assert all(store.reusable("cell x", same, resume) for resume in ("true", "strict", "false"))
+    other = {**same, "code_digest": "f" * 16, "packages": {**same["packages"], "torch": "0.1"}}
+    assert store.reusable("cell x", other, "true")
+    assert not store.reusable("cell x", other, "strict") and not store.reusable("cell x", other, "false")
+    assert "cell x was computed by other code (the suite's code ffffffffffffffff" in caplog.text
+    assert "torch 0.1 -> " in caplog.text
