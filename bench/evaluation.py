@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from bench.config import EvalConfig, TaskConfig
+from bench.distributed import Ranks
 from bench.errors import BenchError
 from bench.task_kinds import task_kind
 from bench.tasks import Example
@@ -79,13 +80,13 @@ def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cf
 
 
 def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
-             work_dir: Path, limit: int | None = None) -> EvalResult:
+             work_dir: Path, ranks: Ranks | None = None) -> EvalResult | None:
+    """Generate and score; over several ranks (`ranks`) lm-eval's data-parallel path shards the examples and
+    gathers the scores: the result is on rank 0, None on the others."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    if limit is not None:  # eval.limit, for quick runs: the caller decides which splits it shortens
-        examples = examples[:limit]
     name = write_lm_eval_task(task, split, examples, cfg, work_dir / "lm_eval" / split)
     if hasattr(model, "merge_and_unload"):  # a LoRA student is scored with its adapters merged
         model = model.merge_and_unload()
@@ -93,6 +94,12 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
     # lm-eval warns that it got a model object instead of a name: that is how the suite uses it
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+    if ranks is not None and ranks.world > 1:
+        # lm-eval shards only the models it loads itself (`accelerate launch`): the in-memory model's
+        # replicas join the same sharding and gathering through these three settings
+        from accelerate import Accelerator
+
+        lm._rank, lm._world_size, lm.accelerator = ranks.rank, ranks.world, Accelerator()
     output = lm_eval.simple_evaluate(
         model=lm,
         tasks=[name],
@@ -100,6 +107,8 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
         log_samples=True,
         bootstrap_iters=1,  # accuracy's stderr is closed-form; > 0 only switches it on
     )
+    if output is None:  # a rank other than 0: its share is in rank 0's result
+        return None
     metrics = output["results"][name]
     records = []
     for sample in sorted(output["samples"][name], key=lambda s: s["doc_id"]):

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from bench.config import BenchConfig, TrainConfig
+from bench.distributed import Ranks
 from bench.errors import BenchError
 from bench.evaluation import EvalResult, evaluate, zero_shot
 from bench.store import STAGE_FORMAT, StageStore, code_version, digest, reusable, write_json, write_jsonl
@@ -41,7 +42,8 @@ def examples_digest(examples) -> str:
 
 
 class Job:
-    def __init__(self, config: BenchConfig, run_dir: Path, data, seed_set: list, tracker: Tracker):
+    def __init__(self, config: BenchConfig, run_dir: Path, data, seed_set: list, tracker: Tracker,
+                 ranks: Ranks | None = None):
         self.config, self.run_dir, self.task, self.seed_set, self.tracker = (
             config,
             run_dir,
@@ -49,8 +51,10 @@ class Job:
             seed_set,
             tracker,
         )
+        self.ranks = ranks or Ranks()  # several processes: rank 0 drives, the others `follow`
         self.student = Student(config.student, (f"{e.prompt} {e.target}" for e in data.train))
         self.stages = StageStore(Path(config.store_dir))
+        self.kept: dict = {}  # a follower's trained weights that a later stage continues from
         self.rounds: list = []
         self.generated: dict = {}  # iteration -> counts of what happened to its requests
         self.generated_examples: dict = {}  # iteration -> the examples it added
@@ -98,11 +102,15 @@ class Job:
     def model_of(self, stage: Round):
         """A stage's trained weights: in memory, or loaded from the stage store."""
         if stage.model is None:
-            from safetensors.torch import load_model
-
-            stage.model = self.student.base_model()
-            load_model(stage.model, str(self.stages.weights(stage.key)))
+            stage.model = self.stored_model(stage.key)
         return stage.model
+
+    def stored_model(self, key: str):
+        from safetensors.torch import load_model
+
+        model = self.student.base_model()
+        load_model(model, str(self.stages.weights(key)))
+        return model
 
     def train_and_score(
         self,
@@ -128,7 +136,11 @@ class Job:
                               EvalResult(**done["scored"]) if done["scored"] else None, done["parameters"],
                               reused=True)
             else:
-                stage = self.compute(examples, iteration, key, start_from, score_on, recipe)
+                with self.ranks.stage():  # the followers train and score it too
+                    self.ranks.send((examples, iteration, key, start_from and start_from.key, score_on,
+                                     recipe, keep_weights))
+                    start = self.model_of(start_from) if start_from is not None else None
+                    stage = self.compute(examples, iteration, key, start, score_on, recipe)
                 self.stages.save(key, {"stats": vars(stage.stats), "test": vars(stage.test),
                                        "scored": vars(stage.scored) if stage.scored else None,
                                        "parameters": stage.parameters, "code": code_version()},
@@ -149,30 +161,63 @@ class Job:
         write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
         return stage
 
-    def compute(self, examples: list, iteration: int, key: str, start_from: Round | None,
-                score_on: list, recipe: TrainConfig) -> Round:
+    def follow(self) -> None:
+        """A follower rank: compute each stage rank 0 sends, until it sends the end of the cell."""
+        while (command := self.ranks.send(None)) is not None:
+            examples, iteration, key, start_key, score_on, recipe, keep_weights = command
+            start = start_key and (self.kept.pop(start_key, None) or self.stored_model(start_key))
+            stage = self.compute(examples, iteration, key, start, score_on, recipe)
+            if keep_weights:
+                self.kept[key] = stage.model
+
+    def compute(
+        self, examples: list, iteration: int, key: str, start, score_on: list, recipe: TrainConfig
+    ) -> Round:
+        """Train (from the model `start`, or the base weights) and score: on every rank when there are
+        several, each scoring its shard; the scores are whole on rank 0 only."""
         where = self.run_dir / f"iteration_{iteration}"
-        model = self.model_of(start_from) if start_from is not None else self.student.base_model()
-        model, stats = finetune(model, self.student.tokenizer, examples, recipe, where / "trainer",
-                                self.tracker.report_to)
+        model = start if start is not None else self.student.base_model()
+        model, stats = finetune(
+            model, self.student.tokenizer, examples, recipe, where / "trainer", self.tracker.report_to
+        )
         if stats.steps == 0:  # a stage that learned nothing is never stored as a result
-            raise BenchError(f"training on {len(examples)} examples ran 0 optimizer steps (train.epochs="
-                             f"{recipe.epochs:g}, effective batch {recipe.effective_batch_size}): raise "
-                             "train.epochs, or lower train.effective_batch_size")
-        tokenizer, task, cfg = self.student.tokenizer, self.config.task, self.config.eval
-        scored = evaluate(model, tokenizer, task, "train", score_on, cfg, where) if score_on else None
-        test = evaluate(model, tokenizer, task, "test", self.task.test, cfg, where, limit=cfg.limit)
-        if not test.records:
-            raise BenchError(f"scoring {task.name}'s test split covered 0 examples; check the test split "
-                             "and eval.limit")
+            raise BenchError(
+                f"training on {len(examples)} examples ran 0 optimizer steps (train.epochs="
+                f"{recipe.epochs:g}, effective batch {recipe.effective_batch_size}): raise "
+                "train.epochs, or lower train.effective_batch_size"
+            )
+        scored = self.score(model, "train", score_on, where) if score_on else None
+        test = self.score(model, "test", self.task.test[: self.config.eval.limit], where)
+        if self.ranks.main and not test.records:
+            raise BenchError(
+                f"scoring {self.config.task.name}'s test split covered 0 examples; check the "
+                "test split and eval.limit"
+            )
         return Round(iteration, key, stats, test, scored, parameter_count(model), reused=False, model=model)
+
+    def score(self, model, split: str, examples: list, where: Path) -> EvalResult | None:
+        """lm-eval's scores of `examples`; over several ranks each scores a shard, rank 0 has them all."""
+        config = self.config
+        return evaluate(model, self.student.tokenizer, config.task, split, examples, config.eval, where,
+                        self.ranks)
 
     def zero_shot(self, stage: Round, tasks: list, include_path: str | None, limit: int | None) -> dict:
         """lm-eval's own tasks (ARC, BoolQ, ...) on a stage's model, zero-shot; logged per iteration."""
-        scores = zero_shot(self.model_of(stage), self.student.tokenizer, tasks, include_path,
-                           self.config.eval.batch_size, limit)
-        self.tracker.log({f"zero_shot/iteration_{stage.iteration}/{task}/{metric}": value
-                          for task, metrics in scores.items() for metric, value in metrics.items()})
+        scores = zero_shot(
+            self.model_of(stage),
+            self.student.tokenizer,
+            tasks,
+            include_path,
+            self.config.eval.batch_size,
+            limit,
+        )
+        self.tracker.log(
+            {
+                f"zero_shot/iteration_{stage.iteration}/{task}/{metric}": value
+                for task, metrics in scores.items()
+                for metric, value in metrics.items()
+            }
+        )
         return scores
 
     def add_generated(self, iteration: int, generated: list, tally) -> None:
@@ -207,8 +252,13 @@ class Job:
         scores = {}
         for name, examples in datasets.items():
             scores[name] = score_dataset(examples, cfg, agent)
-            self.tracker.log({f"diversity/{name}/{metric}": value for metric, value in scores[name].items()
-                              if isinstance(value, int | float)})
+            self.tracker.log(
+                {
+                    f"diversity/{name}/{metric}": value
+                    for metric, value in scores[name].items()
+                    if isinstance(value, int | float)
+                }
+            )
         return scores
 
     @cached_property
@@ -216,8 +266,11 @@ class Job:
         """The cluster agent's LLM: its own budget (diversity.cluster_agent.max_queries), the shared cache."""
         agent = self.config.diversity.cluster_agent
         cfg = agent.teacher or self.config.teacher
-        backend = self.teacher.backend if agent.teacher is None else \
-            build_backend(cfg, self.task, {e.id for e in self.seed_set})
+        backend = (
+            self.teacher.backend
+            if agent.teacher is None
+            else build_backend(cfg, self.task, {e.id for e in self.seed_set})
+        )
         return make_teacher(cfg, backend, GenerationCache(self.config.cache_path), Budget(agent.max_queries))
 
     def teachers_used(self) -> tuple:
@@ -226,7 +279,14 @@ class Job:
         return (*built, self.cluster_teacher) if "cluster_teacher" in self.__dict__ else built
 
     def round_summary(self, r: Round) -> dict:
-        return {"iteration": r.iteration, "train_examples": r.stats.examples, "test_acc": r.test.accuracy,
-                "test_acc_stderr": r.test.stderr, "scored_acc": r.scored.accuracy if r.scored else None,
-                "train_seconds": r.stats.seconds, "stage": r.key, "reused": r.reused,
-                "generation": self.generated.get(r.iteration, {})}  # what was added before this round
+        return {
+            "iteration": r.iteration,
+            "train_examples": r.stats.examples,
+            "test_acc": r.test.accuracy,
+            "test_acc_stderr": r.test.stderr,
+            "scored_acc": r.scored.accuracy if r.scored else None,
+            "train_seconds": r.stats.seconds,
+            "stage": r.key,
+            "reused": r.reused,
+            "generation": self.generated.get(r.iteration, {}),
+        }  # what was added before this round

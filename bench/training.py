@@ -77,8 +77,10 @@ def autocast(cfg: TrainConfig, weights: torch.dtype) -> str:
 def training_arguments(
     cfg: TrainConfig, output_dir: Path, precision: str, report_to: list[str]
 ) -> TrainingArguments:
+    # the effective batch is the recipe's whatever the number of processes: N ranks split it
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    accumulation = max(1, round(cfg.effective_batch_size / (cfg.per_device_batch_size * world_size)))
+    per_device = max(1, min(cfg.per_device_batch_size, cfg.effective_batch_size // world_size))
+    accumulation = max(1, round(cfg.effective_batch_size / (per_device * world_size)))
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
@@ -86,7 +88,7 @@ def training_arguments(
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the total steps
         weight_decay=cfg.weight_decay,
-        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         activation_checkpointing=cfg.activation_checkpointing,

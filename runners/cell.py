@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bench import distributed
 from bench.config import build_strategy, validated
 from bench.errors import BenchError
 from bench.secrets import redact
@@ -42,14 +43,20 @@ def run(cfg: DictConfig) -> int:
               "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
               "sweep": sweep_of(hydra) if multirun else None}
     started = time.perf_counter()
+    ranks = distributed.from_environment()  # torchrun, accelerate launch or SLURM tasks: several ranks
     try:
-        if multirun:
+        if multirun and ranks.main:
             print(progress(hydra, record["overrides"]), flush=True)
         # a bad value fails here, in one line, before the store is read or anything is written
         config, strategy = validated(cfg), build_strategy(cfg)
         if config.data_dir:
             config.data_dir = str(Path(config.data_dir).resolve())
         data = load_task(config.task, config.data_dir)  # its digest is part of the cell's id
+        if not ranks.main:
+            from runners import pipeline
+
+            pipeline.follow(config, data, run_dir, ranks)
+            return 0
         record["cell_id"] = cell = cell_id(cfg, data.digest)
         store = CellStore(writable_folder(Path(config.store_dir), "store_dir"))
         finished = store.finished(cell) if config.resume != "false" else None
@@ -66,14 +73,15 @@ def run(cfg: DictConfig) -> int:
             share_cores(hydra)
         from runners import pipeline  # heavy imports only for cells that run
 
-        outcome = pipeline.run(
-            cfg, config, strategy, data, run_dir, sweep=record["sweep"]["group"] if multirun else None
-        )
+        outcome = pipeline.run(cfg, config, strategy, data, run_dir,
+                               sweep=record["sweep"]["group"] if multirun else None, ranks=ranks)
         record.update(outcome, status="done", skipped=False, seconds=time.perf_counter() - started)
         record["provenance"]["finished"] = datetime.now(UTC).isoformat()
         write_json(run_dir / "record.json", record)
         store.add(record)  # last: only a cell whose record is whole is ever stored as done
     except Exception as error:  # recorded first; then, outside a sweep, reported as before
+        if not ranks.main:
+            raise  # rank 0 records the cell; the launcher ends the ranks when one fails
         first_line = (str(error).splitlines() or [""])[0]
         message = first_line if isinstance(error, BenchError) else f"{type(error).__name__}: {first_line}"
         record_failure(run_dir, {**record, "status": "failed", "error": message,
@@ -84,6 +92,8 @@ def run(cfg: DictConfig) -> int:
         if not multirun:
             raise
         print(f"error: cell failed: {message} (traceback in {run_dir / 'error.txt'})", file=sys.stderr)
+    finally:
+        ranks.release()  # the other ranks wait for rank 0's next stage until told the cell is over
     return 0
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import BenchConfig
+from bench.config import BenchConfig, LoggerConfig
+from bench.distributed import Ranks
 from bench.job import Job
 from bench.secrets import redact
 from bench.seed_set import sample_seed_set
@@ -17,7 +18,7 @@ from bench.tracking import Tracker
 
 
 def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData, run_dir: Path,
-        sweep: str | None = None) -> dict:
+        sweep: str | None = None, ranks: Ranks | None = None) -> dict:
     """Run one job (`config` is `cfg` validated, `strategy` built from it, `data` the task it loaded);
     return its record (config, metrics, iterations, cost, stages, timings)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +38,7 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
                      "data/seed_set": len(seed_set), "data/dropped_test_overlap": data.dropped_test_overlap,
                      "test/majority_rate": data.majority_rate})
         # Stages 2-4, as the strategy drives them: generation, training from the base weights, scoring.
-        job = Job(config, run_dir, data, seed_set, tracker)
+        job = Job(config, run_dir, data, seed_set, tracker, ranks)
         if strategy.uses_teacher:  # an unreachable teacher or a refused key stops the job before training
             job.check_teachers(probe=config.teacher.probe)
         strategy.run(job)
@@ -75,6 +76,14 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
             "keys": [r.key for r in job.rounds],
         },
     }
+
+
+def follow(config: BenchConfig, data: TaskData, run_dir: Path, ranks: Ranks) -> None:
+    """A rank other than 0: the same seed set and student, no teacher, store or record of its own; it
+    trains and scores the stages rank 0 sends (bench/distributed.py)."""
+    seed_set = sample_seed_set(data.train, config.seed_set, config.task.name)
+    tracker = Tracker(run_dir, LoggerConfig(backend="none"), {}, name=f"rank {ranks.rank}")
+    Job(config, run_dir / f"rank_{ranks.rank}", data, seed_set, tracker, ranks).follow()
 
 
 def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage: dict, metrics: dict,

@@ -73,7 +73,7 @@ def test_lm_eval_task_yaml_points_at_absolute_data(trained, tmp_path):
 
 def test_evaluation_keeps_per_example_results(trained, tmp_path):
     cfg, _, seed, student, model, _ = trained
-    result = evaluate(model, student.tokenizer, cfg.task, "seed", seed, cfg.eval, tmp_path, limit=24)
+    result = evaluate(model, student.tokenizer, cfg.task, "seed", seed[:24], cfg.eval, tmp_path)
     assert [r["id"] for r in result.records] == [e.id for e in seed[:24]]
     labels = {e.id: e.label for e in seed}
     for record in result.records:  # lm-eval's per-example metric is the suite's scoring
@@ -103,7 +103,7 @@ def test_lora_student_trains_and_is_scored(data_dir, tmp_path):
     student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train))
     model, stats = finetune(student.base_model(), student.tokenizer, data.train[:16], cfg.train, tmp_path)
     assert stats.steps == 1
-    result = evaluate(model, student.tokenizer, cfg.task, "test", data.test, cfg.eval, tmp_path, limit=4)
+    result = evaluate(model, student.tokenizer, cfg.task, "test", data.test[:4], cfg.eval, tmp_path)
     assert len(result.records) == 4
     assert result.accuracy == pytest.approx(sum(r["correct"] for r in result.records) / 4)
 
