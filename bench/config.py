@@ -41,6 +41,11 @@ class MixedPrecision(StrEnum):
     no = "no"
 
 
+class Sharding(StrEnum):
+    none = "none"  # every GPU holds the whole model (DDP when there are several)
+    fsdp = "fsdp"  # FSDP full shard: weights, gradients and optimizer state split across the GPUs
+
+
 class Dtype(StrEnum):
     auto = "auto"  # students: fp32 master weights; the hf teacher: bf16 on a GPU that supports it
     bfloat16 = "bfloat16"
@@ -143,6 +148,9 @@ class StudentConfig:
     architecture: Dict[str, Any] = field(default_factory=dict)  # LlamaConfig fields, scratch students
     tokenizer_vocab_size: int = 4000  # scratch students: BPE trained on the task's training text
     init_seed: int = 0  # scratch students: the base weights are a function of this seed
+    # pretrained students: their config.json's sizes (model_type, hidden_size, ...), so the planner
+    # (runners/plan.py) needs no download; empty: it reads the checkpoint's config
+    shape: Dict[str, Any] = field(default_factory=dict)
     dtype: Dtype = Dtype.auto
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -344,6 +352,29 @@ class FiltersConfig:
 
 
 @dataclass
+class ComputeConfig:
+    """Where one cell runs: its processes (one per GPU; the SLURM launcher asks for this many), how
+    training spreads over them, and the GPU's figures the planner (runners/plan.py) computes with.
+    Defaults: one H100 SXM 80 GB, dense bf16 peak 989 TFLOP/s."""
+
+    gpus: int = 1
+    sharding: Sharding = Sharding.none
+    gpu_memory_gb: float = 80.0
+    gpu_peak_tflops: float = 989.0
+    mfu: float = 0.4  # the share of the peak training achieves (the planner's GPU-hours)
+    generation_mfu: float = 0.05  # scoring generates token by token: memory-bound, far below the peak
+    check_fit: bool = True  # refuse a sweep whose cells the planner finds too big for these GPUs
+
+    def __post_init__(self):
+        at_least("compute.gpus", self.gpus, 1)
+        check(self.gpu_memory_gb > 0, "compute.gpu_memory_gb", self.gpu_memory_gb, "must be positive")
+        check(self.gpu_peak_tflops > 0, "compute.gpu_peak_tflops", self.gpu_peak_tflops, "must be positive")
+        for key in ("mfu", "generation_mfu"):
+            value = getattr(self, key)
+            check(0 < value <= 1, f"compute.{key}", value, "must be in (0, 1]")
+
+
+@dataclass
 class BenchConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -356,6 +387,7 @@ class BenchConfig:
     augmenter: Optional[TeacherConfig] = None  # writes or rewrites questions; None: the teacher does
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     cache_path: str = MISSING  # the generation cache (SQLite); share it across a sweep or a cluster
     store_dir: str = MISSING  # finished cells and trained stages (bench/store.py); share it likewise
     # true: skip a cell (and reuse a stage) the store holds, warning when other code computed it;
@@ -367,6 +399,8 @@ class BenchConfig:
         self.resume = str(self.resume).lower()  # YAML's true and false arrive as booleans
         check(self.resume in ("true", "strict", "false"), "resume", self.resume,
               "must be true, strict or false")
+        check(not (self.student.lora.enabled and self.compute.sharding == Sharding.fsdp), "compute.sharding",
+              self.compute.sharding, "with student.lora.enabled: LoRA fits one GPU, use sharding=none")
 
 
 def register_configs() -> None:

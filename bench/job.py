@@ -177,9 +177,8 @@ class Job:
         several, each scoring its shard; the scores are whole on rank 0 only."""
         where = self.run_dir / f"iteration_{iteration}"
         model = start if start is not None else self.student.base_model()
-        model, stats = finetune(
-            model, self.student.tokenizer, examples, recipe, where / "trainer", self.tracker.report_to
-        )
+        model, stats = finetune(model, self.student.tokenizer, examples, recipe, where / "trainer",
+                                self.tracker.report_to, self.config.compute.sharding)
         if stats.steps == 0:  # a stage that learned nothing is never stored as a result
             raise BenchError(
                 f"training on {len(examples)} examples ran 0 optimizer steps (train.epochs="

@@ -37,7 +37,8 @@ CELL_ID = re.compile(r"^[0-9a-f]{16}$")  # what `digest` makes: the only names a
 ORPHAN_AGE_S = 3600  # a .partial file this old has no writer left: no write takes an hour
 
 # Config keys that say where things live or how they are logged, not what is computed.
-NOT_THE_EXPERIMENT = ("data_dir", "cache_path", "store_dir", "logger", "resume")
+# where and how a cell runs, not what it computes (N GPUs train the same recipe as one)
+NOT_THE_EXPERIMENT = ("data_dir", "cache_path", "store_dir", "logger", "resume", "compute")
 STAGE_FORMAT = 1  # bump when what a stage computes changes meaning: old stages are then not reused
 
 

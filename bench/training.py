@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from bench.config import TrainConfig
 from bench.tasks import Example
@@ -74,13 +74,30 @@ def autocast(cfg: TrainConfig, weights: torch.dtype) -> str:
     return str(cfg.mixed_precision)
 
 
-def training_arguments(
-    cfg: TrainConfig, output_dir: Path, precision: str, report_to: list[str]
-) -> TrainingArguments:
-    # the effective batch is the recipe's whatever the number of processes: N ranks split it
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+def batch_split(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps): the effective batch is the recipe's whatever the
+    number of processes, N ranks split it."""
     per_device = max(1, min(cfg.per_device_batch_size, cfg.effective_batch_size // world_size))
-    accumulation = max(1, round(cfg.effective_batch_size / (per_device * world_size)))
+    return per_device, max(1, round(cfg.effective_batch_size / (per_device * world_size)))
+
+
+def sharding_arguments(cfg: TrainConfig, sharding: str, world_size: int) -> dict:
+    """FSDP full shard over the ranks (compute.sharding=fsdp): each decoder layer its own unit (the
+    model's `_no_split_modules`), activation checkpointing done by FSDP, the full weights gathered on
+    save. One rank, or sharding=none, trains replicas (DDP over several ranks)."""
+    if sharding != "fsdp" or world_size == 1:
+        return {"activation_checkpointing": cfg.activation_checkpointing}
+    fsdp = {"reshard_after_forward": True,  # full shard
+            "activation_checkpointing": cfg.activation_checkpointing,
+            "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": True}
+    return {"fsdp": True, "fsdp_config": fsdp}
+
+
+def training_arguments(
+    cfg: TrainConfig, output_dir: Path, precision: str, report_to: list[str], sharding: str = "none"
+) -> TrainingArguments:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    per_device, accumulation = batch_split(cfg, world_size)
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
@@ -91,7 +108,7 @@ def training_arguments(
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        activation_checkpointing=cfg.activation_checkpointing,
+        **sharding_arguments(cfg, sharding, world_size),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
@@ -105,7 +122,7 @@ def training_arguments(
 
 
 def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, output_dir: Path,
-             report_to: Sequence[str] = ("none",)):
+             report_to: Sequence[str] = ("none",), sharding: str = "none"):
     """Train `model` in place on `examples`; return it (ready to score) with the run's figures."""
     features = encode(examples, tokenizer, cfg.max_length)
     precision = autocast(cfg, next(model.parameters()).dtype)
@@ -113,12 +130,17 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
                                 pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     trainer = Trainer(
         model=model,
-        args=training_arguments(cfg, output_dir, precision, list(report_to)),
+        args=training_arguments(cfg, output_dir, precision, list(report_to), sharding),
         train_dataset=features,
         data_collator=collator,
     )
     started = time.perf_counter()
     result = trainer.train()
+    model = trainer.model
+    if trainer.is_fsdp_enabled:  # each rank holds a shard: gather the full weights once, load them everywhere
+        trainer.save_model(str(output_dir / "full_weights"))
+        trainer.accelerator.wait_for_everyone()
+        model = AutoModelForCausalLM.from_pretrained(output_dir / "full_weights", dtype=torch.float32)
     stats = TrainStats(
         examples=len(features),
         steps=result.global_step,
@@ -127,4 +149,4 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
         real_tokens=collator.real_tokens,
         padded_tokens=collator.padded_tokens,
     )
-    return trainer.model, stats
+    return model, stats

@@ -1,5 +1,5 @@
-"""A Hydra callback that refuses a config holding an API key before Hydra writes anything (`.hydra/`,
-the sweep's multirun.yaml) and before any job starts: keys belong in the environment."""
+"""Hydra callbacks that refuse a sweep before anything is written or submitted: a config holding an API
+key (keys belong in the environment), and a cluster sweep whose cells cannot fit their GPUs."""
 
 import sys
 
@@ -25,3 +25,29 @@ class RefuseTypedSecrets(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         refuse_typed_secrets(config)
+
+
+class RefuseUnfitCells(Callback):
+    """On a cluster launcher (submitit), plan the sweep (runners/plan.py) and refuse it when a cell needs
+    more memory than compute.gpus GPUs of compute.gpu_memory_gb hold: a job that would fail its first
+    step hours into the queue fails here, with what would fit. compute.check_fit=false skips this."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if "submitit" not in str(config.hydra.launcher.get("_target_", "")) or not config.compute.check_fit:
+            return
+        from bench.errors import BenchError
+        from runners.plan import plan
+
+        try:
+            unfit = [row for row in plan(list(config.hydra.overrides.task)) if not row["fits"]]
+        except BenchError as error:
+            print(f"error: planning the sweep: {error}", file=sys.stderr)
+            sys.exit(2)
+        if unfit:
+            first = unfit[0]
+            print(f"error: {len(unfit)} cells cannot fit {first['gpus']} GPU(s) of "
+                  f"{first['gpu_memory_gib']:.0f} "
+                  f"GiB (e.g. {first['cell']}: {first['memory_gib']:.0f} GiB a GPU); it would fit with "
+                  f"{first['instead']} (python -m runners.plan shows every cell; compute.check_fit=false "
+                  "submits anyway)", file=sys.stderr)
+            sys.exit(2)

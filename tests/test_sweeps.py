@@ -172,9 +172,8 @@ def test_a_failing_cell_is_recorded_and_the_others_finish(tmp_path):
     assert "## Failed cells" in (tmp_path / "sweep" / "report" / "report.md").read_text()
 
 
-def test_the_slurm_launcher_submits_one_array_job(tmp_path):
-    """Up to job creation: the real Hydra -> submitit -> sbatch path, with an `sbatch` on PATH that
-    keeps the submission script and stops there."""
+def fake_slurm(tmp_path: Path) -> dict:
+    """An `sbatch` on PATH that keeps the submission script and stops there."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\n"
@@ -182,22 +181,52 @@ def test_the_slurm_launcher_submits_one_array_job(tmp_path):
     (bin_dir / "sbatch").chmod(0o755)
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it before submitting
     (bin_dir / "srun").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_the_slurm_launcher_submits_one_array_job(tmp_path):
+    """Up to job creation: the real Hydra -> submitit -> sbatch path."""
     result = run_cli("-m", *QUICK, "strategy=finetune", "seed_set.seed=0,1,2", "hydra/launcher=slurm",
                      "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
-                     PATH=f"{bin_dir}:{os.environ['PATH']}")
+                     **fake_slurm(tmp_path))
     assert "dry run: submission recorded" in result.stderr
     script = (tmp_path / "submitted.sh").read_text()
     for line in (
         "#SBATCH --array=0-2%3",
         "#SBATCH --partition=gpu",
         "#SBATCH --gpus-per-node=1",
+        "#SBATCH --ntasks-per-node=1",
         "#SBATCH --cpus-per-task=8",
-        "#SBATCH --mem=64GB",
+        "#SBATCH --mem=128GB",
         "#SBATCH --time=720",
         "#SBATCH --signal=USR2@",
     ):
         assert line in script
     assert "submitit.core._submit" in script
+
+
+ONE_7B_CELL = ("experiment=llm2llm", "task=trec", "seed_set.fraction=0.01", "strategy=finetune,llm2llm",
+               "hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+
+
+def test_a_7b_preset_asks_slurm_for_four_gpus_a_task_each(tmp_path):
+    result = run_cli("-m", *ONE_7B_CELL, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+                     **fake_slurm(tmp_path))
+    assert "dry run: submission recorded" in result.stderr, result.stderr[-2000:]
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in ("#SBATCH --array=0-1%2", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4"):
+        assert line in script
+    assert "srun" in script  # one process a task: each becomes a rank of the cell (bench/distributed.py)
+
+
+def test_a_7b_full_fine_tune_on_one_gpu_is_refused_before_submission(tmp_path):
+    result = run_cli("-m", *ONE_7B_CELL, "compute=1gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                     cwd=tmp_path, **fake_slurm(tmp_path))
+    assert result.returncode == 2
+    assert not (tmp_path / "submitted.sh").exists()
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: 2 cells cannot fit 1 GPU(s) of 80 GiB")
+    assert "it would fit with compute.gpus=2 compute.sharding=fsdp" in error
 
 
 FAMILY = {"finetune": "finetune", "llm2llm": "llm2llm", "answer_augmentation": "budgeted",

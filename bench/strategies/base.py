@@ -44,6 +44,18 @@ class Tally:
         self.counts[what] += n
 
 
+@dataclass
+class Workload:
+    """The most a cell can ask for (the grid planner's input, runners/plan.py): per training stage, its
+    examples and epochs (None: the recipe's), and the training examples scored after it; the teacher's
+    and the augmenter's queries."""
+
+    stages: list[tuple[int, float | None]]
+    scored: list[int]
+    teacher_queries: int = 0
+    augmenter_queries: int = 0
+
+
 class StrategyJob(Protocol):
     """What a strategy may use of the job it drives (bench/job.py's `Job` is the implementation)."""
 
@@ -101,6 +113,10 @@ class Strategy(ABC):
     @abstractmethod
     def run(self, job: StrategyJob) -> None:
         """Generate, train and score through `job`, round after round."""
+
+    @abstractmethod
+    def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
+        """An upper bound on what `run` trains, scores and asks for, at seed set size |S| and budget Q."""
 
     # -- prompts and replies ---------------------------------------------------------------------------
 

@@ -13,7 +13,16 @@ answers to the first questions, so the budget is spent exactly. Drops and failur
 budget is a hard cap in the Teacher, so Q is never exceeded."""
 
 from bench.errors import BenchError
-from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, make_example, source_fields, writer
+from bench.strategies.base import (
+    Generated,
+    Strategy,
+    StrategyJob,
+    Tally,
+    Workload,
+    make_example,
+    source_fields,
+    writer,
+)
 
 
 class BudgetedStrategy(Strategy):
@@ -32,7 +41,21 @@ class BudgetedStrategy(Strategy):
 
     def cost(self, job: StrategyJob) -> int:
         """Queries one generated example costs against Q."""
-        return 1 + (self.augmenter_steps if job.count_augmenter else 0)
+        return self.cost_of(job.count_augmenter)
+
+    def cost_of(self, count_augmenter: bool) -> int:
+        return 1 + (self.augmenter_steps if count_augmenter else 0)
+
+    def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
+        """Q spent in full: Q // c examples; the augmenter's queries are paid whether or not Q counts them."""
+        if max_queries is None:
+            raise BenchError(f"strategy {self.name} needs a query budget: budget.max_queries=Q or "
+                             "budget=ratio budget.ratio=BR")
+        examples = max_queries // self.cost_of(count_augmenter)
+        augmenter = examples * self.augmenter_steps
+        teacher = max_queries - (augmenter if count_augmenter else 0)
+        return Workload([(seed_size + teacher, None)], [0], teacher_queries=teacher,
+                        augmenter_queries=augmenter)
 
     def run(self, job: StrategyJob) -> None:
         budget = job.budget

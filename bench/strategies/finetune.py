@@ -1,4 +1,4 @@
-from bench.strategies.base import Strategy, StrategyJob
+from bench.strategies.base import Strategy, StrategyJob, Workload
 
 
 class Finetune(Strategy):
@@ -11,3 +11,6 @@ class Finetune(Strategy):
     def run(self, job: StrategyJob) -> None:
         # scoring S as well makes this the very stage LLM2LLM's iteration 0 is: a sweep trains it once
         job.train_and_score(job.seed_set, iteration=0, score_on=job.seed_set)
+
+    def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
+        return Workload(stages=[(seed_size, None)], scored=[seed_size])

@@ -4,7 +4,16 @@ round, the seed examples the student gets wrong (from lm-eval's per-example resu
 cumulative set is retrained from the base weights."""
 
 from bench.errors import BenchError
-from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, make_example, source_fields, writer
+from bench.strategies.base import (
+    Generated,
+    Strategy,
+    StrategyJob,
+    Tally,
+    Workload,
+    make_example,
+    source_fields,
+    writer,
+)
 
 
 class LLM2LLM(Strategy):
@@ -61,6 +70,23 @@ class LLM2LLM(Strategy):
                 break  # the same data from the same base weights: every later round would repeat this one
             synthetic += [g.example for g in added]
             training += [g.example for g in added]
+
+    def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
+        """As `run`, with every scored example wrong in every round (the bound; real rounds add fewer)."""
+        rounds = 2 if self.one_shot else self.iterations
+        stages, scored, queries, synthetic = [], [], 0, 0
+        for iteration in range(rounds):
+            stages.append((seed_size + synthetic, None))
+            if iteration == rounds - 1:
+                scored.append(0)
+                break
+            scored.append(seed_size + (synthetic if self.augment_synthetic else 0))
+            if self.one_shot:
+                new = self.one_shot_examples or (self.iterations - 1) * self.per_wrong * seed_size
+            else:
+                new = scored[-1] * self.per_wrong
+            queries, synthetic = queries + new, synthetic + new
+        return Workload(stages, scored, teacher_queries=queries)
 
     def augment(self, job: StrategyJob, sources: list, iteration: int, filters) -> list:
         """One new example per (source, sample index): the sample index grows with the round, so a seed

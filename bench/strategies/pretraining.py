@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 
 from bench.config import TrainConfig
 from bench.errors import BenchError
-from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, writer
+from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, Workload, writer
 from bench.tasks import Example
 
 
@@ -45,6 +45,11 @@ class SyntheticPretraining(Strategy):
         self.score_zero_shot(job, pretrained)
         tuned = job.train_and_score(job.seed_set, iteration=1, start_from=pretrained, keep_weights=keep)
         self.score_zero_shot(job, tuned)
+
+    def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
+        texts = (len(self.topics) or seed_size) * self.generations_per_topic
+        return Workload([(texts, self.pretrain.get("epochs")), (seed_size, None)], [0, 0],
+                        teacher_queries=texts)
 
     def corpus(self, job: StrategyJob) -> list:
         """One text per (topic, generation); style and persona vary with the generation."""

@@ -1,0 +1,231 @@
+"""The grid planner: every cell of a preset with what it will take, before anything is submitted.
+
+    python -m runners.plan experiment=llm2llm [overrides, sweeps too: task=gsm8k,trec]
+
+Per cell: the student's parameters, training tokens (an upper bound for LLM2LLM: every seed example
+wrong every round), memory per GPU under compute.sharding at the recipe's batch and length, whether
+that fits compute.gpus GPUs of compute.gpu_memory_gb (and, when not, what would), GPU-hours at
+compute.mfu, teacher queries, tokens and dollars from the teacher's prices; then the grid's totals.
+The arithmetic and its assumptions are in bench/resources.py. Task data comes from BENCH_DATA_DIR or
+the Hub (the seed set is a fraction of the training pool)."""
+
+import sys
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from bench.config import BenchConfig, build_strategy, register_configs, validated
+from bench.errors import BenchError
+from bench.resources import (
+    GIB,
+    generation_flops,
+    gpu_seconds,
+    student_shape,
+    tokens_of,
+    training_flops,
+    training_memory,
+)
+from bench.seed_set import seed_set_size
+from bench.tasks import load_task
+from bench.teachers import query_budget
+from bench.training import batch_split
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PROMPT_OVERHEAD = 300  # tokens of instructions and worked example around a teacher request's source
+
+
+@contextmanager
+def composer():
+    """Hydra's composition: the running app's (a callback), or this repository's conf/."""
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+
+
+def cells(overrides: list[str]) -> list[list[str]]:
+    """Each cell's overrides, as Hydra's basic sweeper expands the preset's sweep and the command line."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
+    base = compose("config", overrides=fixed, return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in (base.hydra.sweeper.get("params") or {}).items()]
+    return BasicSweeper.split_arguments(parser.parse_overrides([*params, *overrides]), None)[0]
+
+
+def task_figures(task, data_dir) -> dict:
+    """Training pool size, characters per training example and per test prompt, test split size."""
+    if (task.name, data_dir) not in _FIGURES:
+        _FIGURES[task.name, data_dir] = figures_of(load_task(task, data_dir))
+    return _FIGURES[task.name, data_dir]
+
+
+_FIGURES: dict = {}
+
+
+def figures_of(data) -> dict:
+    return {"pool": len(data.train), "test": len(data.test),
+            "train_chars": sum(len(e.prompt) + len(e.target) + 1 for e in data.train) / len(data.train),
+            "prompt_chars": sum(len(e.prompt) for e in data.test) / max(1, len(data.test))}
+
+
+def fitting(config: BenchConfig, shape, batch: int) -> tuple[float, bool]:
+    """Memory per GPU (bytes) and whether it fits."""
+    c, t, student = config.compute, config.train, config.student
+    memory = training_memory(
+        shape,
+        gpus=c.gpus,
+        fsdp=c.sharding == "fsdp",
+        weight_bytes=4 if student.dtype in ("auto", "float32") else 2,
+        mixed_precision=t.mixed_precision != "no",
+        batch=batch,
+        length=t.max_length,
+        checkpointing=t.activation_checkpointing,
+    )
+    return memory.total, memory.total <= c.gpu_memory_gb * GIB
+
+
+def what_would_fit(config: BenchConfig) -> str:
+    """The smallest change the planner finds that fits: FSDP over more GPUs, checkpointing, or LoRA."""
+    c = config.compute
+    tries = []
+    if not config.student.lora.enabled:
+        tries += [
+            (f"compute.gpus={n} compute.sharding=fsdp", {"compute": replace(c, gpus=n, sharding="fsdp")})
+            for n in (2, 4, 8, 16)
+            if n >= c.gpus
+        ]
+    if not config.train.activation_checkpointing:
+        tries.append(
+            (
+                "train.activation_checkpointing=true",
+                {"train": replace(config.train, activation_checkpointing=True)},
+            )
+        )
+    if c.sharding != "fsdp":
+        tries.append(
+            (
+                "student.lora.enabled=true",
+                {"student": replace(config.student, lora=replace(config.student.lora, enabled=True))},
+            )
+        )
+    for change, parts in tries:
+        changed = replace(config, **parts)
+        batch, _ = batch_split(changed.train, changed.compute.gpus)
+        if fitting(changed, student_shape(changed.student), batch)[1]:
+            return change
+    return "nothing tried fits: a smaller student, train.per_device_batch_size or train.max_length"
+
+
+def plan_cell(overrides: list[str]) -> dict:
+    cfg = compose("config", overrides=overrides)
+    config, strategy = validated(cfg), build_strategy(cfg)
+    figures = task_figures(config.task, config.data_dir)
+    size = seed_set_size(config.seed_set, figures["pool"], config.task.name)
+    shape = student_shape(config.student)
+    c, t = config.compute, config.train
+    batch, _ = batch_split(t, c.gpus)
+    memory, fits = fitting(config, shape, batch)
+    work = strategy.workload(size, query_budget(config.budget, size), config.budget.count_augmenter)
+    per_example = min(tokens_of(figures["train_chars"]), t.max_length)
+    train_tokens = sum(n * (epochs or t.epochs) * per_example for n, epochs in work.stages)
+    test = min(figures["test"], config.eval.limit or figures["test"])
+    new_tokens = (
+        config.eval.sampling.max_new_tokens
+        if config.eval.decoding == "sampled"
+        else config.task.max_new_tokens
+    )
+    scored = sum(work.scored) + test * len(work.stages)
+    scoring_tokens = scored * (tokens_of(figures["prompt_chars"]) + new_tokens)
+    seconds = gpu_seconds(
+        training_flops(shape, train_tokens, t.activation_checkpointing), c.gpu_peak_tflops, c.mfu
+    ) + gpu_seconds(generation_flops(shape, scoring_tokens), c.gpu_peak_tflops, c.generation_mfu)
+    queries = work.teacher_queries + work.augmenter_queries
+    tokens_in = queries * (PROMPT_OVERHEAD + 2 * tokens_of(figures["train_chars"]))
+    tokens_out = queries * tokens_of(figures["train_chars"])
+    prices = config.teacher.prices or {}
+    dollars = (
+        tokens_in * prices.get("input_per_mtok", 0) + tokens_out * prices.get("output_per_mtok", 0)
+    ) / 1e6
+    return {
+        "student": config.student.name,
+        "parameters": shape.parameters,
+        "seed_set": size,
+        "train_tokens": train_tokens,
+        "gpus": c.gpus,
+        "sharding": str(c.sharding),
+        "memory_gib": memory / GIB,
+        "gpu_memory_gib": c.gpu_memory_gb,
+        "fits": fits,
+        "instead": None if fits else what_would_fit(config),
+        "gpu_hours": seconds / 3600,  # seconds of the whole node's GPUs = GPU-seconds
+        "teacher_queries": queries,
+        "teacher_tokens": tokens_in + tokens_out,
+        "dollars": dollars,
+    }
+
+
+def plan(overrides: list[str]) -> list[dict]:
+    with composer():
+        grid = cells(overrides)
+        rows = [plan_cell(cell) for cell in grid]
+    shared = set.intersection(*(set(cell) for cell in grid)) if len(grid) > 1 else set()
+    for row, cell in zip(rows, grid, strict=True):  # a cell is named by what sets it apart
+        row["cell"] = (
+            " ".join(o for o in cell if o not in shared and not o.startswith("hydra")) or "(one cell)"
+        )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        f"{'cell':<60} {'params':>7} {'|S|':>6} {'train tok':>10} {'GPUs':>9} {'GiB/GPU':>8} "
+        f"{'fits':>4} {'GPU-h':>7} {'queries':>8} {'$':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        gpus = f"{r['gpus']}x{r['sharding'][:4]}"
+        lines.append(
+            f"{r['cell'][:60]:<60} {r['parameters'] / 1e9:>6.2f}B {r['seed_set']:>6,} "
+            f"{r['train_tokens'] / 1e6:>9.1f}M "
+            f"{gpus:>9} {r['memory_gib']:>8.1f} {'yes' if r['fits'] else 'NO':>4} {r['gpu_hours']:>7.1f} "
+            f"{r['teacher_queries']:>8,} {r['dollars']:>8.2f}"
+        )
+        if not r["fits"]:
+            lines.append(
+                f"    needs {r['memory_gib']:.0f} GiB of {r['gpu_memory_gib']:.0f}: would fit with "
+                f"{r['instead']}"
+            )
+    lines.append("-" * len(head))
+    unfit = sum(not r["fits"] for r in rows)
+    lines.append(
+        f"{len(rows)} cells · {sum(r['gpu_hours'] for r in rows):,.1f} GPU-hours · "
+        f"{sum(r['train_tokens'] for r in rows) / 1e9:,.2f}B training tokens · "
+        f"{sum(r['teacher_queries'] for r in rows):,} teacher queries "
+        f"({sum(r['teacher_tokens'] for r in rows) / 1e6:,.1f}M tokens, "
+        f"${sum(r['dollars'] for r in rows):,.2f}) · {unfit} cells do not fit"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
+    try:
+        print(table(plan(argv)))
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
