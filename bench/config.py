@@ -41,6 +41,11 @@ class MixedPrecision(StrEnum):
     no = "no"
 
 
+class EvalBackend(StrEnum):
+    hf = "hf"  # lm-eval's HFLM on the in-memory model
+    vllm = "vllm"  # lm-eval's vLLM model on the stage's saved weights (GPU)
+
+
 class Sharding(StrEnum):
     none = "none"  # every GPU holds the whole model (DDP when there are several)
     fsdp = "fsdp"  # FSDP full shard: weights, gradients and optimizer state split across the GPUs
@@ -205,6 +210,8 @@ class SamplingConfig:
 
 @dataclass
 class EvalConfig:
+    backend: EvalBackend = EvalBackend.hf
+    vllm_args: Dict[str, Any] = field(default_factory=dict)  # more model_args of lm-eval's vllm model
     batch_size: int = 32
     limit: Optional[int] = None  # score only the first N test examples (quick runs)
     decoding: Decoding = Decoding.greedy

@@ -93,8 +93,13 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
     model.eval()
     # lm-eval warns that it got a model object instead of a name: that is how the suite uses it
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
-    if ranks is not None and ranks.world > 1:
+    if cfg.backend == "vllm":
+        if ranks is not None and not ranks.main:
+            return None  # vLLM takes the node's GPUs from rank 0
+        lm = vllm_model(model, tokenizer, cfg, work_dir / "weights")
+    else:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+    if cfg.backend == "hf" and ranks is not None and ranks.world > 1:
         # lm-eval shards only the models it loads itself (`accelerate launch`): the in-memory model's
         # replicas join the same sharding and gathering through these three settings
         from accelerate import Accelerator
@@ -121,6 +126,28 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
             "correct": bool(sample["acc"]),
         })
     return EvalResult(split, metrics["acc,none"], metrics["acc_stderr,none"], records)
+
+
+def vllm_model(model, tokenizer, cfg: EvalConfig, folder: Path):
+    """lm-eval's vLLM model on the stage's weights, saved in HF format to `folder` (vLLM loads from
+    disk); the training copy moves off the GPU first."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise BenchError("eval.backend=vllm needs vLLM, which is not installed: pip install vllm (on a GPU "
+                         "machine), or score with eval.backend=hf")
+    from lm_eval.api.registry import get_model
+
+    save_for_scoring(model, tokenizer, folder)
+    model.to("cpu")
+    return get_model("vllm")(pretrained=str(folder), tokenizer=str(folder), dtype="auto",
+                             batch_size="auto", **cfg.vllm_args)
+
+
+def save_for_scoring(model, tokenizer, folder: Path) -> None:
+    """The weights and tokenizer as a Hugging Face folder: what `vllm` and plain `lm_eval` load."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
 
 
 def zero_shot(model, tokenizer, tasks: list[str], include_path: str | None, batch_size: int,

@@ -217,6 +217,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
+        print("usage: python -m runners.plan [config overrides and sweeps, e.g. experiment=llm2llm]\n")
         print(__doc__)
         return 0
     try:

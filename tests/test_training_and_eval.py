@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -6,12 +7,13 @@ import pytest
 import torch
 import yaml
 
-from bench.evaluation import evaluate, generation_kwargs, write_lm_eval_task
+from bench.errors import BenchError
+from bench.evaluation import evaluate, generation_kwargs, save_for_scoring, write_lm_eval_task
 from bench.seed_set import sample_seed_set
 from bench.students import Student
 from bench.task_kinds import KINDS
 from bench.tasks import load_task
-from bench.training import IGNORE, encode, finetune
+from bench.training import IGNORE, batch_split, encode, finetune, sharding_arguments
 from tests.conftest import QUICK, typed_config
 
 
@@ -85,6 +87,35 @@ def test_evaluation_keeps_per_example_results(trained, tmp_path):
     assert set(result.wrong_ids) == {r["id"] for r in result.records if not r["correct"]}
 
 
+def test_the_saved_weights_score_as_the_in_memory_model_through_lm_eval_by_path(trained, tmp_path):
+    """eval.backend=vllm hands lm-eval the stage's weights as a folder; HFLM loading that same folder by
+    path (the way `lm_eval --model hf` does) scores exactly as the in-memory model."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    cfg, data, _, student, model, _ = trained
+    in_memory = evaluate(model, student.tokenizer, cfg.task, "test", data.test[:16], cfg.eval, tmp_path / "a")
+    save_for_scoring(model, student.tokenizer, tmp_path / "weights")
+    name = write_lm_eval_task(cfg.task, "test", data.test[:16], cfg.eval, tmp_path / "tasks")
+    output = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(tmp_path / "weights")},
+        device="cpu",
+        tasks=[name],
+        task_manager=TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False),
+    )
+    assert output["results"][name]["acc,none"] == in_memory.accuracy
+
+
+def test_vllm_scoring_without_vllm_is_one_line(trained, tmp_path):
+    cfg, data, _, student, model, _ = trained
+    vllm = dataclasses.replace(cfg.eval, backend="vllm")
+    with pytest.raises(
+        BenchError, match=r"^eval.backend=vllm needs vLLM, which is not installed: pip install vllm"
+    ):
+        evaluate(model, student.tokenizer, cfg.task, "test", data.test[:4], vllm, tmp_path)
+
+
 def test_greedy_and_sampled_decoding():
     gsm8k = typed_config("task=gsm8k")
     assert generation_kwargs(gsm8k.task, gsm8k.eval) == {
@@ -94,7 +125,12 @@ def test_greedy_and_sampled_decoding():
     }
     sampled = typed_config("task=gsm8k", "eval=llm2llm_sampled")
     assert generation_kwargs(sampled.task, sampled.eval) == {
-        "until": ["\n\n"], "do_sample": True, "temperature": 0.7, "top_p": 0.9, "max_gen_toks": 100}
+        "until": ["\n\n"],
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_gen_toks": 100,
+    }
 
 
 def test_lora_student_trains_and_is_scored(data_dir, tmp_path):
@@ -108,20 +144,31 @@ def test_lora_student_trains_and_is_scored(data_dir, tmp_path):
     assert result.accuracy == pytest.approx(sum(r["correct"] for r in result.records) / 4)
 
 
-@pytest.mark.parametrize("dtype, weights, changed_at_least, changed_at_most", [
-    ("auto", torch.float32, 0.9, 1.0),  # the default: fp32 master weights, bf16 compute
-    ("bfloat16", torch.bfloat16, 0.0, 0.5),  # the switch: pure bf16, most updates lost
-])
-def test_mixed_precision_keeps_small_updates_and_pure_bf16_loses_them(data_dir, tmp_path, dtype, weights,
-                                                                     changed_at_least, changed_at_most):
+@pytest.mark.parametrize(
+    "dtype, weights, changed_at_least, changed_at_most",
+    [
+        ("auto", torch.float32, 0.9, 1.0),  # the default: fp32 master weights, bf16 compute
+        ("bfloat16", torch.bfloat16, 0.0, 0.5),  # the switch: pure bf16, most updates lost
+    ],
+)
+def test_mixed_precision_keeps_small_updates_and_pure_bf16_loses_them(
+    data_dir, tmp_path, dtype, weights, changed_at_least, changed_at_most
+):
     """One AdamW step at the papers' lr 2e-5 with bf16 autocast (CPU autocast exists): fp32 master weights
     take it; bf16 weights, which student.dtype=bfloat16 selects, round most of it away."""
     from bench.training import autocast, training_arguments
 
-    cfg = typed_config(*QUICK, f"student.dtype={dtype}", "train.mixed_precision=bf16",
-                       "train.learning_rate=2e-5", "train.lr_scheduler=constant", "train.warmup_ratio=0",
-                       "train.effective_batch_size=16", "train.per_device_batch_size=16",
-                       "train.weight_decay=0")
+    cfg = typed_config(
+        *QUICK,
+        f"student.dtype={dtype}",
+        "train.mixed_precision=bf16",
+        "train.learning_rate=2e-5",
+        "train.lr_scheduler=constant",
+        "train.warmup_ratio=0",
+        "train.effective_batch_size=16",
+        "train.per_device_batch_size=16",
+        "train.weight_decay=0",
+    )
     data = load_task(cfg.task, str(data_dir))
     student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train))
     model = student.base_model()
@@ -150,3 +197,28 @@ def test_on_a_bf16_gpu_the_default_is_fp32_weights_with_bf16_compute(monkeypatch
     assert autocast(typed_config(*QUICK, "train.mixed_precision=no").train, torch.float32) == "no"
     pure = Student(typed_config(*QUICK, "student.dtype=bfloat16").student, ["a b c"] * 50)
     assert pure.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("effective, per_device, world, split", [
+    (16, 16, 1, (16, 1)), (16, 16, 2, (8, 1)),  # two ranks halve the batch, not double the effective one
+    (128, 4, 1, (4, 32)), (128, 4, 4, (4, 8)),
+])
+def test_the_effective_batch_is_the_recipes_at_any_number_of_ranks(effective, per_device, world, split):
+    recipe = dataclasses.replace(typed_config().train, effective_batch_size=effective,
+                                 per_device_batch_size=per_device)
+    assert batch_split(recipe, world) == split
+
+
+def test_fsdp_full_shard_reaches_the_trainer_on_several_ranks(tmp_path):
+    from transformers import TrainingArguments
+
+    recipe = dataclasses.replace(typed_config("experiment=finetune_7b").train, activation_checkpointing=True)
+    assert sharding_arguments(recipe, "fsdp", world_size=1) == {"activation_checkpointing": True}
+    assert sharding_arguments(recipe, "none", world_size=4) == {"activation_checkpointing": True}
+    # what the Trainer makes of the four ranks' settings (the plugin accelerate shards with)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, **sharding_arguments(recipe, "fsdp", 4))
+    plugin = args.fsdp_plugin_args
+    assert args.fsdp and plugin["reshard_after_forward"] is True and plugin["fsdp_version"] == 2  # full shard
+    assert plugin["activation_checkpointing"] is True and not args.activation_checkpointing
+    assert plugin["state_dict_type"] == "FULL_STATE_DICT"
+    assert plugin["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"

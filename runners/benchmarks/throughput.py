@@ -1,11 +1,13 @@
-"""Training-throughput benchmark: the suite's trainer vs a plain transformers Trainer, same model,
-same data, same hyper-parameters, in one process. Prints tokens/s, achieved FLOP/s and its share of
-this machine's measured matmul FLOP/s, and the share of padding tokens.
+"""Throughput benchmark, in one process: training (the suite's trainer vs a plain transformers
+Trainer, same model, data and hyper-parameters: tokens/s, the share of padding, achieved FLOP/s and
+MFU, against compute.gpu_peak_tflops on a GPU or this machine's measured fp32 matmul peak on a CPU),
+then scoring the test split (examples/s) with eval.backend=hf and, where vLLM is installed, vllm.
 
-    python -m runners.benchmarks.throughput [config overrides, e.g. task=sst2 seed_set.size=1000]
+    python -m runners.benchmarks.throughput [overrides, e.g. student=350m_scratch seed_set.size=1000]
 """
 
 import dataclasses
+import importlib.util
 import sys
 import tempfile
 import time
@@ -16,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from transformers import Trainer
 
 from bench.config import register_configs, validated
+from bench.evaluation import evaluate
 from bench.seed_set import sample_seed_set
 from bench.students import Student, parameter_count
 from bench.tasks import load_task
@@ -60,25 +63,49 @@ def main(overrides) -> None:
     seed_set = sample_seed_set(data.train, cfg.seed_set, cfg.task.name)
     student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train))
     params = parameter_count(student.base_model())
-    peak = matmul_flops()
+    if torch.cuda.is_available():
+        peak = cfg.compute.gpu_peak_tflops * 1e12
+        against = f"{torch.cuda.get_device_name()}, bf16 peak (compute.gpu_peak_tflops)"
+    else:
+        peak, against = matmul_flops(), f"{torch.get_num_threads()} CPU threads, measured fp32 matmul peak"
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        _, stats = finetune(student.base_model(), student.tokenizer, seed_set, cfg.train, Path(scratch))
+        model, stats = finetune(student.base_model(), student.tokenizer, seed_set, cfg.train, Path(scratch))
         rows.append(("suite trainer (length-grouped)", stats.seconds, stats.real_tokens, stats.padded_tokens))
         rows.append(("plain transformers Trainer", *plain_trainer(student.base_model(), student.tokenizer,
                                                                    seed_set, cfg.train, Path(scratch))))
+        scoring = scoring_rates(model, student.tokenizer, cfg, data.test[: cfg.eval.limit], Path(scratch))
     print(
         f"\n{cfg.task.name}, {len(seed_set)} examples x {cfg.train.epochs:g} epochs, "
-        f"student {cfg.student.name} "
-        f"({params / 1e6:.1f}M parameters), {torch.get_num_threads()} threads, "
-        f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; model FLOPs = 6 x parameters x tokens\n"
+        f"student {cfg.student.name} ({params / 1e6:.1f}M parameters); {against} {peak / 1e12:.3g} TFLOP/s; "
+        "model FLOPs = 6 x parameters x tokens\n"
     )
-    print("| trainer | seconds | real tokens/s | padding share | useful GFLOP/s | share of matmul peak |")
+    print("| trainer | seconds | real tokens/s | padding share | useful TFLOP/s | MFU |")
     print("|---|---|---|---|---|---|")
     for name, seconds, real, padded in rows:
         useful = 6 * params * real / seconds
         print(f"| {name} | {seconds:.1f} | {real / seconds:,.0f} | {padded / (real + padded):.1%} | "
-              f"{useful / 1e9:.2f} | {useful / peak:.1%} |")
+              f"{useful / 1e12:.4g} | {useful / peak:.1%} |")
+    print("\n| scoring backend | test examples | seconds | examples/s | accuracy |")
+    print("|---|---|---|---|---|")
+    for line in scoring:
+        print(line)
+
+
+def scoring_rates(model, tokenizer, cfg, examples, scratch: Path) -> list[str]:
+    """The test split scored through lm-eval with each backend this machine has."""
+    lines = []
+    for backend in ("hf", "vllm"):
+        if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            lines.append("| vllm | - | - | - | not installed (pip install vllm, on a GPU machine) |")
+            continue
+        started = time.perf_counter()
+        settings = dataclasses.replace(cfg.eval, backend=backend)
+        result = evaluate(model, tokenizer, cfg.task, "test", examples, settings, scratch / backend)
+        seconds = time.perf_counter() - started
+        lines.append(f"| {backend} | {len(examples)} | {seconds:.1f} | {len(examples) / seconds:.1f} | "
+                     f"{result.accuracy:.3f} |")
+    return lines
 
 
 if __name__ == "__main__":
