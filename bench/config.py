@@ -299,7 +299,7 @@ class ClusterAgentConfig:
     clustering_rounds: int = 5000  # N: rounds of the clustering stage
     clustering_samples: int = 10  # K: samples per clustering round (fix it across datasets)
     verify: bool = True  # a second prompt checks each cluster of two or more
-    invalid_clusters: InvalidClusters = InvalidClusters.split
+    invalid_clusters: InvalidClusters = InvalidClusters.drop  # the paper's; split: into singletons
     temperature: float = 0.0
     max_tokens: int = 1024
     max_queries: Optional[int] = None  # a cap on the metric's own queries (its budget, apart from Q)

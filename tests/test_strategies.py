@@ -4,6 +4,7 @@ real training path runs in the end-to-end tests at the bottom."""
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import datasets
 import pytest
@@ -112,6 +113,27 @@ def test_llm2llm_augments_only_the_wrong_seed_examples_and_retrains_from_base(tm
     assert {g.example.prompt for g in job.generated[1][0]}.isdisjoint(
         {g.example.prompt for g in job.generated[2][0]}
     )
+
+
+def test_the_gsm8k_teacher_prompt_is_the_authors_verbatim(tmp_path, data_dir):
+    """The messages sent for a wrong GSM8K seed example, against the authors' source text
+    (tests/data/llm2llm_gsm8k_prompt.json: GSM8K/prompt_gsm.txt and GSM8K/generate_data.py)."""
+    source = json.loads((Path(__file__).parent / "data" / "llm2llm_gsm8k_prompt.json").read_text())
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", task="gsm8k", seed_size=5)
+    seed = job.seed_set[0]
+    request = strategy.request("new_example", "new_example", job.task, seed, "teacher")
+    question, answer = seed.record["question"], seed.record["answer"]
+    assert [m["role"] for m in request.messages] == ["system", "user", "assistant", "user"]
+    assert [m["content"] for m in request.messages] == [
+        source["prompt_gsm_txt"] + "\n",  # encode_prompt adds a newline to the file's text
+        source["example"],
+        source["prompt_response"],
+        source["prompt_template"].format(question=question, answer=answer, num_aug=1),
+    ]
+    # the 3-line output format and the 8 numbered requirements each keep their own line
+    system = request.messages[0]["content"]
+    assert "\n1. Question: [QUESTION]\nAnswer: [CALCULATION]\n#### [ANSWER]\n" in system
+    assert all(f"\n{n}. " in system for n in range(1, 9))
 
 
 def test_llm2llm_ablations(tmp_path, data_dir):

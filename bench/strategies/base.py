@@ -21,7 +21,7 @@ from bench.teachers import Budget, Request, Teacher
 if TYPE_CHECKING:  # the job's side (bench/job.py) imports torch; a strategy needs only its shape
     from bench.job import Round
 
-_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # prompts verbatim
 
 
 @dataclass
