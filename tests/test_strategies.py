@@ -11,6 +11,7 @@ import pytest
 
 from bench.config import build_strategy
 from bench.seed_set import sample_seed_set
+from bench.strategies.llm2llm import RETRY_STRIDE
 from bench.tasks import load_task, question_of
 from bench.teachers import build_teachers
 from bench.teachers.base import LocalBackend, Response, Teacher
@@ -165,6 +166,50 @@ def test_llm2llm_ablations(tmp_path, data_dir):
     assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 15
 
 
+def copy_then_fresh(copies: int):
+    """A teacher that answers a request's first `copies` attempts with the seed question itself (a near
+    duplicate), then with a question of its own."""
+    def reply(request):
+        attempt = request.sample_index // RETRY_STRIDE
+        question = request.source["question"] if attempt < copies else \
+            f"What is the code {request.source['id']} {attempt} ?"
+        return f"1. Text: {question}\nLabel: {request.source['label']}"
+    return Scripted(reply)
+
+
+def test_a_filtered_request_is_asked_again_until_its_wrong_example_has_its_example(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2",
+                            teacher=copy_then_fresh(copies=2))
+    strategy.run(job)
+    generated, counts = job.generated[1]
+    # 5 wrong seed examples: two near-duplicate replies each, then a kept one
+    assert counts["requested"] == 5 and counts["near_duplicate"] == 10 and counts["retried"] == 10
+    assert counts["added"] == 5 and "unanswered_after_retries" not in counts
+    assert [g.provenance["source_id"] for g in generated] == [e.id for e in job.seed_set[:5]]
+
+    capped, job = job_for(tmp_path / "capped", data_dir, "strategy=llm2llm", "strategy.iterations=2",
+                          "strategy.retries=1", teacher=copy_then_fresh(copies=5))
+    capped.run(job)
+    counts = job.generated[1][1]
+    assert counts["near_duplicate"] == 10 and counts["added"] == 0 and counts["unanswered_after_retries"] == 5
+
+
+def test_near_duplicates_are_judged_against_this_rounds_wrong_examples_as_the_authors_did(tmp_path, data_dir):
+    """A new question copying a seed example the student got right is kept (the authors' pool: the
+    round's wrong seed questions and its generated ones); near_duplicates_of=training drops it."""
+    def copy_a_right_example(request):
+        return f"1. Text: {question_of(job.seed_set[50], job.task)}\nLabel: {request.source['label']}"
+
+    kept = {}
+    for scope in ("round", "training"):
+        strategy, job = job_for(tmp_path / scope, data_dir, "strategy=llm2llm", "strategy.iterations=2",
+                                "strategy.retries=0", f"strategy.near_duplicates_of={scope}",
+                                teacher=Scripted(copy_a_right_example))
+        strategy.run(job)
+        kept[scope] = job.generated[1][1]["added"]
+    assert kept == {"round": 1, "training": 0}  # the first copy kept; its later copies are near duplicates
+
+
 def test_decontamination_catches_a_planted_test_question(tmp_path, data_dir):
     planted = {}
 
@@ -177,7 +222,8 @@ def test_decontamination_catches_a_planted_test_question(tmp_path, data_dir):
         return f"1. Text: {question}\nLabel: {request.source['label']}"
 
     strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2",
-                            "strategy.filters.near_duplicate_rouge_l=null", teacher=Scripted(replies))
+                            "strategy.retries=0", "strategy.filters.near_duplicate_rouge_l=null",
+                            teacher=Scripted(replies))
     strategy.run(job)
     generated, counts = job.generated[1]
     assert counts["contaminated"] == 3 and counts["added"] == 2
@@ -196,7 +242,7 @@ def test_invalid_replies_are_dropped_and_counted(tmp_path, data_dir):
         ]
     )
     strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2",
-                            teacher=Scripted(lambda r: next(bad)))
+                            "strategy.retries=0", teacher=Scripted(lambda r: next(bad)))
     strategy.run(job)
     counts = job.generated[1][1]
     assert counts["unparseable"] == 1 and counts["label_outside_set"] == 1 and counts["added"] == 3

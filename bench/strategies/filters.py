@@ -1,6 +1,6 @@
 """Filters on generated questions, each counted: decontamination against the test split (word n-gram
-overlap, or an exact copy of a short test question) and near-duplicates by ROUGE-L (LLM2LLM drops
->= 0.95; self-instruct's classic threshold is 0.7).
+overlap, or an exact copy of a short test question) and near-duplicates by ROUGE-L (a question more similar
+than the threshold to a known one: LLM2LLM's is 0.95, self-instruct's classic 0.7; both drop > t).
 
 The near-duplicate search is sub-quadratic and exact. ROUGE-L F1 >= t needs an LCS, hence a shared bag of
 tokens, of at least t(m + n)/2 tokens, which is at least t m/(2 - t) whatever the other length n. So
@@ -17,12 +17,12 @@ from bench.text import rouge_l, words
 
 
 def near_duplicate_pair(tokens: list, bag: Counter, other: list, other_bag: Counter, t: float) -> bool:
-    """ROUGE-L F1 >= t. The shorter length and the shared bag of tokens bound the LCS from above, and rule
+    """ROUGE-L F1 > t. The shorter length and the shared bag of tokens bound the LCS from above, and rule
     out most pairs before the exact computation."""
     needed = t * (len(tokens) + len(other)) / 2
     if min(len(tokens), len(other)) < needed or sum((bag & other_bag).values()) < needed:
         return False
-    return rouge_l(tokens, other) >= t
+    return rouge_l(tokens, other) > t
 
 
 class Filters:

@@ -1,7 +1,13 @@
 """LLM2LLM (Lee et al. 2024; docs/protocols.md §1): iteration 0 fine-tunes on the seed set; then, each
 round, the seed examples the student gets wrong (from lm-eval's per-example results on the seed set) each get
 `per_wrong` new examples written by the teacher, which sees the seed question and its gold answer; the
-cumulative set is retrained from the base weights."""
+cumulative set is retrained from the base weights.
+
+As the authors' GSM8K/generate_data.py: a new question more ROUGE-L-similar than 0.95 to this round's wrong
+seed questions or to a question generated earlier in the round is dropped, and its request is asked again
+(a fresh sample) until each wrong example has its example or `retries` more attempts are spent."""
+
+RETRY_STRIDE = 1_000_000  # retry a of a request asks for sample index + a x this: a fresh, cached sample
 
 from bench.errors import BenchError
 from bench.strategies.base import (
@@ -28,6 +34,8 @@ class LLM2LLM(Strategy):
         augment_synthetic: bool = False,
         one_shot: bool = False,
         one_shot_examples: int | None = None,
+        retries: int = 4,
+        near_duplicates_of: str = "round",
         **shared,
     ):
         super().__init__(**shared)
@@ -40,8 +48,13 @@ class LLM2LLM(Strategy):
         self.per_wrong = per_wrong
         self.continue_training = continue_training
         self.augment_synthetic = augment_synthetic
+        if retries < 0 or near_duplicates_of not in ("round", "training"):
+            raise BenchError("strategy.retries must be >= 0, and strategy.near_duplicates_of round (this "
+                             "round's wrong seed questions and generated ones, the authors') or training")
         self.one_shot = one_shot
         self.one_shot_examples = one_shot_examples
+        self.retries = retries
+        self.near_duplicates_of = near_duplicates_of
 
     def run(self, job: StrategyJob) -> None:
         seed = list(job.seed_set)
@@ -65,6 +78,8 @@ class LLM2LLM(Strategy):
             else:
                 sources = [(example, iteration * self.per_wrong + k) for example in wrong
                            for k in range(self.per_wrong)]
+            if self.near_duplicates_of == "round":  # the authors' pool: this round's wrong seed questions
+                filters = self.filters(job.task, wrong)
             added = self.augment(job, sources, iteration + 1, filters)
             if not added and not self.continue_training:
                 break  # the same data from the same base weights: every later round would repeat this one
@@ -72,7 +87,8 @@ class LLM2LLM(Strategy):
             training += [g.example for g in added]
 
     def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
-        """As `run`, with every scored example wrong in every round (the bound; real rounds add fewer)."""
+        """As `run`, with every scored example wrong in every round and every request retried to the cap
+        (the bound; real rounds ask for less)."""
         rounds = 2 if self.one_shot else self.iterations
         stages, scored, queries, synthetic = [], [], 0, 0
         for iteration in range(rounds):
@@ -86,43 +102,42 @@ class LLM2LLM(Strategy):
             else:
                 new = scored[-1] * self.per_wrong
             queries, synthetic = queries + new, synthetic + new
-        return Workload(stages, scored, teacher_queries=queries)
+        return Workload(stages, scored, teacher_queries=queries * (1 + self.retries))  # every retry spent
 
     def augment(self, job: StrategyJob, sources: list, iteration: int, filters) -> list:
         """One new example per (source, sample index): the sample index grows with the round, so a seed
-        example still wrong later gets a fresh sample rather than its cached earlier one."""
+        example still wrong later gets a fresh sample rather than its cached earlier one. A request whose
+        reply is missing, does not parse or is filtered out is asked again, up to `retries` times."""
         task, teacher, tally = job.task, job.teacher, Tally()
-        requests = []
-        for example, sample_index in sources:
-            fields = {**source_fields(example, task), **task.kind.prompt_fields(example.label)}
-            requests.append(self.request("new_example", "new_example", task, fields, "teacher", sample_index))
-        tally.add("requested", len(requests))
+        tally.add("requested", len(sources))
+        kept, pending = {}, list(range(len(sources)))
+        for attempt in range(1 + self.retries):
+            budget = job.budget
+            if not pending or (budget.max_queries is not None and budget.spent >= budget.max_queries):
+                break
+            if attempt:
+                tally.add("retried", len(pending))
+            requests = []
+            for i in pending:
+                example, sample_index = sources[i]
+                fields = {**source_fields(example, task), **task.kind.prompt_fields(example.label)}
+                requests.append(self.request("new_example", "new_example", task, fields, "teacher",
+                                             sample_index + attempt * RETRY_STRIDE))
+            for j, fields, response in self.parsed_replies(teacher, "new_example", task, requests,
+                                                           f"iteration {iteration}: teacher", tally):
+                if filters.admit(fields["question"], tally):
+                    kept[pending[j]] = (fields, response)
+            pending = [i for i in pending if i not in kept]
+        if pending:
+            tally.add("unanswered_after_retries", len(pending))
         added = []
-        for i, fields, response in self.parsed_replies(teacher, "new_example", task, requests,
-                                                       f"iteration {iteration}: teacher", tally):
-            example = sources[i][0]
-            if not filters.admit(fields["question"], tally):
-                continue
-            new = make_example(
-                task,
-                f"gen-{iteration}-{len(added)}",
-                fields["question"],
-                task.kind.target(fields),
-                fields["label"],
-            )
-            added.append(
-                Generated(
-                    new,
-                    {
-                        "strategy": self.name,
-                        "iteration": iteration,
-                        "source_id": example.id,
-                        "written_by": writer(teacher),
-                        "role": "teacher",
-                        "cache_key": response.key,
-                    },
-                )
-            )
+        for i in sorted(kept):  # in the sources' order, whatever attempt answered
+            (example, _), (fields, response) = sources[i], kept[i]
+            new = make_example(task, f"gen-{iteration}-{len(added)}", fields["question"],
+                               task.kind.target(fields), fields["label"])
+            added.append(Generated(new, {"strategy": self.name, "iteration": iteration,
+                                         "source_id": example.id, "written_by": writer(teacher),
+                                         "role": "teacher", "cache_key": response.key}))
         tally.add("added", len(added))
         job.add_generated(iteration, added, tally)
         return added
