@@ -137,6 +137,33 @@ def test_the_gsm8k_teacher_prompt_is_the_authors_verbatim(tmp_path, data_dir):
     assert all(f"\n{n}. " in system for n in range(1, 9))
 
 
+def test_a_classification_prompt_shows_a_worked_example_from_the_tasks_own_seed_set(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2")
+    strategy.run(job)
+    shown, written = strategy.worked_example
+    assert shown.label == written.label and {shown.id, written.id} <= {e.id for e in job.seed_set}
+    wrong = job.seed_set[0]
+    request = strategy.request("new_example", "new_example", job.task, wrong, "teacher")
+    system, example_user, example_reply, user = (m["content"] for m in request.messages)
+    assert system.endswith("Use this format:\n1. Text: <the new example>\nLabel: <the label>")
+    assert example_user == f"Text: {question_of(shown, job.task)}\nLabel: {shown.label}"
+    assert example_reply == f"1. Text: {question_of(written, job.task)}\nLabel: {written.label}"
+    assert user == f"Text: {question_of(wrong, job.task)}\nLabel: {wrong.label}"
+
+
+def test_one_line_replies_are_read(tmp_path, data_dir):
+    def one_line(request):
+        return f"1. Text: What does the code {request.source['id']} mean ? Label: {request.source['label']}"
+
+    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2",
+                            teacher=Scripted(one_line))
+    strategy.run(job)
+    generated, counts = job.generated[1]
+    assert counts["added"] == 5 and "unparseable" not in counts  # all 5 one-line replies read
+    assert all(g.example.prompt.startswith("What does the code") and "Label" not in g.example.prompt
+               for g in generated)
+
+
 def test_llm2llm_ablations(tmp_path, data_dir):
     strategy, job = job_for(
         tmp_path,

@@ -106,6 +106,7 @@ class Strategy(ABC):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.personas = list(persona_pool or [])[:personas]
+        self.worked_example: tuple | None = None  # (shown, written) seed examples, see choose_worked_example
         if personas < 0 or len(self.personas) < personas:
             raise BenchError(f"strategy.personas={personas}: use 0 to {len(persona_pool or [])} "
                              "(the voices in strategy.persona_pool)")
@@ -132,24 +133,46 @@ class Strategy(ABC):
         """A chat request rendering the step's template for one source example."""
         template = self.template(step, task)
         fields = source if isinstance(source, dict) else source_fields(source, task)
-        context = {**fields, "description": task.config.description,
-                   "labels": ", ".join(task.config.labels), "cue": task.config.cue}
+        context = self.context(fields, task)
         messages = []
         system = _JINJA.from_string(template["system"]).render(context) if template.get("system") else ""
         if self.personas:  # a voice per (source, sample), stable across reruns
             persona = self.personas[
                 zlib.crc32(f"{fields.get('id')}/{sample_index}/{step}".encode()) % len(self.personas)
             ]
-            system = f"{system}\n\nWrite as {persona}.".strip()
+            system = f"{system.rstrip()}\n\nWrite as {persona}.".strip()
         if system:
             messages.append({"role": "system", "content": system})
         if template.get("example_user"):
             messages.append({"role": "user", "content": template["example_user"]})
             messages.append({"role": "assistant", "content": template["example_assistant"]})
+        elif template.get("worked_example") == "seed" and self.worked_example:
+            # the worked example from the task's own seed set: one seed example shown, another of its label
+            # written back in the reply format
+            shown, written = (self.context(source_fields(e, task), task) for e in self.worked_example)
+            messages.append({"role": "user", "content": _JINJA.from_string(template["user"]).render(shown)})
+            reply = _JINJA.from_string(template["reply_format"]).render(written)
+            messages.append({"role": "assistant", "content": reply})
         messages.append({"role": "user", "content": _JINJA.from_string(template["user"]).render(context)})
         return Request(messages=tuple(messages), temperature=self.temperature, top_p=1.0,
                        max_tokens=self.max_tokens, sample_index=sample_index, role=role, kind=kind,
                        source=fields, reply_format=template.get("reply_format"))
+
+    @staticmethod
+    def context(fields: dict, task: TaskData) -> dict:
+        return {**fields, **task.kind.prompt_fields(fields.get("label", "")),
+                "description": task.config.description, "labels": ", ".join(task.config.labels),
+                "cue": task.config.cue}
+
+    def choose_worked_example(self, seed: list) -> None:
+        """Two seed examples of one label (the first label, in seed order, that has two) for the prompts
+        whose worked example comes from the seed set (`worked_example: seed`)."""
+        by_label: dict = {}
+        for example in seed:
+            by_label.setdefault(example.label, []).append(example)
+            if len(by_label[example.label]) == 2:
+                self.worked_example = tuple(by_label[example.label])
+                return
 
     def parse(self, step: str, task: TaskData, text: str, tally: Tally) -> dict | None:
         """The reply's fields, validated for the task (a number after '####', a label in the label

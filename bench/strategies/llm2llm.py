@@ -58,6 +58,7 @@ class LLM2LLM(Strategy):
 
     def run(self, job: StrategyJob) -> None:
         seed = list(job.seed_set)
+        self.choose_worked_example(seed)
         training, synthetic = list(seed), []
         filters = self.filters(job.task, training)
         rounds = 2 if self.one_shot else self.iterations
