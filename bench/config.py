@@ -119,6 +119,11 @@ class TaskConfig:
     kind: TaskKindName = TaskKindName.classification  # see bench/task_kinds.py
     cue: str = MISSING  # the student prompt ends with it, e.g. 'Class:' (LLM2LLM's cues)
     cue_separator: str = "\n"
+    instruction: str = ""  # the student's prompt starts with it (LLM2LLM's GSM8K training prompt has one)
+    # scoring as the paper's authors scored the task: another instruction for the scoring prompts, and
+    # the decoding (null: eval's); eval.greedy_column then also scores greedily
+    scoring_instruction: Optional[str] = None
+    scoring_decoding: Optional[Decoding] = None
     description: str = ""  # one sentence on the task, for teacher prompts
     text_column: str = "text"
     doc_to_text: Optional[str] = None  # Jinja over a raw record; default '{{ <text_column> }}'
@@ -214,8 +219,9 @@ class EvalConfig:
     vllm_args: Dict[str, Any] = field(default_factory=dict)  # more model_args of lm-eval's vllm model
     batch_size: int = 32
     limit: Optional[int] = None  # score only the first N test examples (quick runs)
-    decoding: Decoding = Decoding.greedy
+    decoding: Decoding = Decoding.greedy  # a task's scoring_decoding, when set, takes its place
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    greedy_column: bool = True  # a sampled scoring also scores the test split greedily (test/acc_greedy)
 
     def __post_init__(self):
         at_least("eval.batch_size", self.batch_size, 1)
@@ -279,11 +285,13 @@ class BudgetConfig:
 
     max_queries: Optional[int] = None
     ratio: Optional[float] = None
+    cap: Optional[int] = None  # the ratio form's ceiling: Q = min(ratio x |S|, cap) (full-set rows of a grid)
     count_augmenter: bool = True  # augmenter queries count against Q too (both are reported either way)
     count_timeouts: bool = True  # a request that timed out without an answer counts as spent (may be billed)
 
     def __post_init__(self):
         at_least("budget.max_queries", self.max_queries, 0, optional=True)
+        at_least("budget.cap", self.cap, 0, optional=True)
         check(self.ratio is None or self.ratio > 0, "budget.ratio", self.ratio, "must be positive")
         check(self.max_queries is None or self.ratio is None, "budget.max_queries", self.max_queries,
               f"and budget.ratio={self.ratio}: set one of them, the other to null")

@@ -13,7 +13,7 @@ from bench.config import EvalConfig, TaskConfig
 from bench.distributed import Ranks
 from bench.errors import BenchError
 from bench.task_kinds import task_kind
-from bench.tasks import Example
+from bench.tasks import Example, question_in, student_prompt
 
 # lm-eval loads `!function <module>.<name>` from a file beside the task YAML: this one line
 # hands it the suite's scoring, so lm-eval and the rest of the suite score identically.
@@ -37,9 +37,14 @@ def process_results(doc: dict, results: list[str]) -> dict:
     return {"acc": float(task_kind(doc["kind"]).is_correct(results[0], doc["label"], doc["labels"]))}
 
 
-def generation_kwargs(task: TaskConfig, cfg: EvalConfig) -> dict:
+def decoding_of(task: TaskConfig, cfg: EvalConfig) -> str:
+    """The task's own scoring decoding (its paper's), else eval.decoding."""
+    return str(task.scoring_decoding or cfg.decoding)
+
+
+def generation_kwargs(task: TaskConfig, cfg: EvalConfig, decoding: str | None = None) -> dict:
     until = list(task_kind(task.kind).stop)
-    if cfg.decoding == "greedy":
+    if (decoding or decoding_of(task, cfg)) == "greedy":
         return {"until": until, "do_sample": False, "max_gen_toks": task.max_new_tokens}
     s = cfg.sampling
     return {"until": until, "do_sample": True, "temperature": s.temperature, "top_p": s.top_p,
@@ -47,14 +52,16 @@ def generation_kwargs(task: TaskConfig, cfg: EvalConfig) -> dict:
 
 
 def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
-                       directory: Path) -> str:
+                       directory: Path, decoding: str | None = None) -> str:
     """Write <directory>/<name>.yaml, its data and the scoring shim; return the lm-eval task name."""
     directory.mkdir(parents=True, exist_ok=True)
     name = f"synthbench_{task.name}_{split}"
     data = directory / f"{name}.jsonl"
     with data.open("w") as out:
         for example in examples:
-            doc = {"id": example.id, "prompt": example.prompt, "target": example.target,
+            prompt = example.prompt if task.scoring_instruction is None else \
+                student_prompt(task, question_in(example.prompt, task), task.scoring_instruction)
+            doc = {"id": example.id, "prompt": prompt, "target": example.target,
                    "label": example.label, "kind": task.kind, "labels": list(task.labels)}
             out.write(json.dumps(doc) + "\n")
     (directory / "synthbench_scoring.py").write_text(_SCORING_SHIM)
@@ -68,7 +75,7 @@ def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cf
         "doc_to_target": "{{target}}",
         "target_delimiter": " ",
         "num_fewshot": 0,
-        "generation_kwargs": generation_kwargs(task, cfg),
+        "generation_kwargs": generation_kwargs(task, cfg, decoding),
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
         "metadata": {"version": 1},
     }
@@ -80,14 +87,14 @@ def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cf
 
 
 def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
-             work_dir: Path, ranks: Ranks | None = None) -> EvalResult | None:
+             work_dir: Path, ranks: Ranks | None = None, decoding: str | None = None) -> EvalResult | None:
     """Generate and score; over several ranks (`ranks`) lm-eval's data-parallel path shards the examples and
     gathers the scores: the result is on rank 0, None on the others."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    name = write_lm_eval_task(task, split, examples, cfg, work_dir / "lm_eval" / split)
+    name = write_lm_eval_task(task, split, examples, cfg, work_dir / "lm_eval" / split, decoding)
     if hasattr(model, "merge_and_unload"):  # a LoRA student is scored with its adapters merged
         model = model.merge_and_unload()
     model.eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.config import BenchConfig, TrainConfig
 from bench.distributed import Ranks
 from bench.errors import BenchError
-from bench.evaluation import EvalResult, evaluate, zero_shot
+from bench.evaluation import EvalResult, decoding_of, evaluate, zero_shot
 from bench.store import STAGE_FORMAT, StageStore, code_version, digest, reusable, write_json, write_jsonl
 from bench.students import Student, parameter_count
 from bench.teachers import Budget, GenerationCache, Teacher, build_backend, build_teachers, make_teacher
@@ -31,6 +31,7 @@ class Round:
     parameters: int
     reused: bool  # computed by an earlier job, not trained here
     model: object = None  # in memory when trained here; else loaded from the stage store on demand
+    greedy: EvalResult | None = None  # the test split scored greedily too, when the scoring samples
 
     @property
     def wrong_ids(self) -> set:
@@ -134,7 +135,8 @@ class Job:
             if done is not None:
                 stage = Round(iteration, key, TrainStats(**done["stats"]), EvalResult(**done["test"]),
                               EvalResult(**done["scored"]) if done["scored"] else None, done["parameters"],
-                              reused=True)
+                              reused=True,
+                              greedy=EvalResult(**done["greedy"]) if done.get("greedy") else None)
             else:
                 with self.ranks.stage():  # the followers train and score it too
                     self.ranks.send((examples, iteration, key, start_from and start_from.key, score_on,
@@ -143,6 +145,7 @@ class Job:
                     stage = self.compute(examples, iteration, key, start, score_on, recipe)
                 self.stages.save(key, {"stats": vars(stage.stats), "test": vars(stage.test),
                                        "scored": vars(stage.scored) if stage.scored else None,
+                                       "greedy": vars(stage.greedy) if stage.greedy else None,
                                        "parameters": stage.parameters, "code": code_version()},
                                  stage.model if keep_weights else None)
                 if not keep_weights:
@@ -156,7 +159,8 @@ class Job:
                           "train/loss": stats.train_loss, "train/seconds": stats.seconds,
                           "train/tokens_per_second": stats.tokens_per_second,
                           "train/padding_share": stats.padding_share, "stage/reused": int(stage.reused),
-                          **({"train/scored_acc": scored.accuracy} if scored else {})})
+                          **({"train/scored_acc": scored.accuracy} if scored else {}),
+                          **({"test/acc_greedy": stage.greedy.accuracy} if stage.greedy else {})})
         self.rounds.append(stage)
         write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
         return stage
@@ -186,19 +190,25 @@ class Job:
                 "train.epochs, or lower train.effective_batch_size"
             )
         scored = self.score(model, "train", score_on, where) if score_on else None
-        test = self.score(model, "test", self.task.test[: self.config.eval.limit], where)
+        tests = self.task.test[: self.config.eval.limit]
+        test = self.score(model, "test", tests, where)
+        sampled = decoding_of(self.config.task, self.config.eval) != "greedy"
+        greedy = self.score(model, "test_greedy", tests, where, "greedy") \
+            if sampled and self.config.eval.greedy_column else None
         if self.ranks.main and not test.records:
             raise BenchError(
                 f"scoring {self.config.task.name}'s test split covered 0 examples; check the "
                 "test split and eval.limit"
             )
-        return Round(iteration, key, stats, test, scored, parameter_count(model), reused=False, model=model)
+        return Round(iteration, key, stats, test, scored, parameter_count(model), reused=False, model=model,
+                     greedy=greedy)
 
-    def score(self, model, split: str, examples: list, where: Path) -> EvalResult | None:
+    def score(self, model, split: str, examples: list, where: Path, decoding: str | None = None
+              ) -> EvalResult | None:
         """lm-eval's scores of `examples`; over several ranks each scores a shard, rank 0 has them all."""
         config = self.config
         return evaluate(model, self.student.tokenizer, config.task, split, examples, config.eval, where,
-                        self.ranks)
+                        self.ranks, decoding)
 
     def zero_shot(self, stage: Round, tasks: list, include_path: str | None, limit: int | None) -> dict:
         """lm-eval's own tasks (ARC, BoolQ, ...) on a stage's model, zero-shot; logged per iteration."""
@@ -284,6 +294,7 @@ class Job:
             "test_acc": r.test.accuracy,
             "test_acc_stderr": r.test.stderr,
             "scored_acc": r.scored.accuracy if r.scored else None,
+            "test_acc_greedy": r.greedy.accuracy if r.greedy else None,
             "train_seconds": r.stats.seconds,
             "stage": r.key,
             "reused": r.reused,

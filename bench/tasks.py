@@ -57,8 +57,19 @@ class TaskData:
 
 
 def question_of(example: Example, task: TaskData) -> str:
-    """The example's input text, as a teacher sees it: its prompt without the cue."""
-    return example.prompt.removesuffix(task.config.cue_separator + task.config.cue)
+    """The example's input text, as a teacher sees it: its prompt without the instruction and the cue."""
+    return question_in(example.prompt, task.config)
+
+
+def question_in(prompt: str, cfg: TaskConfig) -> str:
+    return prompt.removeprefix(cfg.instruction).removesuffix(cfg.cue_separator + cfg.cue)
+
+
+def student_prompt(cfg: TaskConfig, question: str, instruction: str | None = None) -> str:
+    """What the student reads: the task's instruction (or another, such as the scoring one), the
+    question, the cue."""
+    instruction = cfg.instruction if instruction is None else instruction
+    return f"{instruction}{question.strip()}{cfg.cue_separator}{cfg.cue}"
 
 
 def load_task(cfg: TaskConfig, data_dir: str | None) -> TaskData:
@@ -219,6 +230,6 @@ def _to_example(cfg: TaskConfig, template, split: str, index: int, record: dict,
         raise BenchError(f"{where}: the prompt template uses a missing column ({error}); "
                          f"columns are {sorted(record)}") from None
     target, label = task_kind(cfg.kind).gold(record[cfg.target_column], cfg.labels, cfg.label_index, where)
-    prompt = f"{text.strip()}{cfg.cue_separator}{cfg.cue}"
-    return Example(id=f"{split}-{index}", prompt=prompt, target=target, label=label, record=record)
+    return Example(id=f"{split}-{index}", prompt=student_prompt(cfg, text), target=target, label=label,
+                   record=record)
 

@@ -51,6 +51,7 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
                 "student/parameters": final.parameters,
                 "final/test_acc": final.test.accuracy,
                 "final/test_acc_stderr": final.test.stderr,
+                **({"final/test_acc_greedy": final.greedy.accuracy} if final.greedy else {}),
                 "stages/trained": trained,
                 "stages/reused": len(job.rounds) - trained,
                 "job/seconds": time.perf_counter() - started,

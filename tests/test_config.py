@@ -1,7 +1,9 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from bench.config import validated
@@ -40,10 +42,12 @@ def test_command_line_train_choice_beats_the_students_recipe():
     assert typed_config("student=tiny", "train=budget").train.learning_rate == 4e-5
 
 
-def test_sampled_gsm8k_eval_is_an_explicit_option():
-    cfg = typed_config("task=gsm8k", "eval=llm2llm_sampled")
-    assert (cfg.eval.decoding, cfg.eval.sampling.temperature, cfg.eval.sampling.top_p,
-            cfg.eval.sampling.max_new_tokens) == ("sampled", 0.7, 0.9, 100)
+def test_gsm8k_is_scored_as_llm2llms_authors_did_and_greedy_is_a_switch():
+    cfg = typed_config("task=gsm8k")
+    assert (cfg.task.scoring_decoding, cfg.eval.sampling.temperature, cfg.eval.sampling.top_p,
+            cfg.eval.sampling.max_new_tokens, cfg.eval.greedy_column) == ("sampled", 0.7, 0.9, 100, True)
+    greedy = typed_config("task=gsm8k", "task.scoring_decoding=null", "task.scoring_instruction=null")
+    assert greedy.task.scoring_decoding is None and greedy.eval.decoding == "greedy"
 
 
 def test_a_typo_fails_at_compose_time():
@@ -122,3 +126,15 @@ def test_strategy_settings_are_checked_when_the_strategy_is_built():
     with pytest.raises(BenchError, match=r"strategy.pretrain has unknown keys \['epoch'\]"):
         build_strategy(compose_config("strategy=synthetic_pretraining", "+strategy.pretrain.epoch=2"))
 
+
+
+def test_the_budget_grid_reaches_the_papers_queries_and_caps_the_full_set_rows():
+    from bench.teachers import query_budget
+
+    budget = typed_config("experiment=budget_strategies", "budget.ratio=1000").budget
+    assert query_budget(budget, 100) == 100_000  # the paper's tens of thousands of queries at |S| = 100
+    assert query_budget(budget, 7473) == 100_000  # the full training set: capped, not 7.5M
+    assert query_budget(dataclasses.replace(budget, ratio=300), 100) == 30_000
+    sweep = OmegaConf.load(Path(__file__).parents[1] / "conf" / "experiment" / "budget_strategies.yaml")
+    assert sweep.hydra.sweeper.params["budget.count_augmenter"] == "true,false"  # both readings of Q
+    assert sweep.hydra.sweeper.params["budget.ratio"].endswith(",300,1000")

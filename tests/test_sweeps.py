@@ -252,7 +252,7 @@ def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", v
             "task": {"name": task},
             "student": {"name": "tiny"},
             "teacher": {"name": "simulated"},
-            "seed_set": {"seed": seed},
+            "seed_set": {"seed": seed, "size": size},
         },
         "metrics": {"final/test_acc": accuracy, "final/test_acc_stderr": 0.02},
         "iterations": [{"test_acc": a} for a in iterations],
@@ -283,6 +283,25 @@ def test_report_tables_have_the_papers_shape(tmp_path):
         (tmp_path / "results" / "records").mkdir(parents=True, exist_ok=True)
         (tmp_path / "results" / "records" / f"{record['cell_id']}.json").write_text(json.dumps(record))
     assert len(find_records(tmp_path / "results")) == len(find_records(tmp_path / "results" / "records")) == 8
+
+
+def test_the_report_sets_the_papers_numbers_beside_the_sweeps(tmp_path):
+    records = [fake_record("finetune", 0.50), fake_record("llm2llm", 0.80),
+               fake_record("finetune", 0.50, size=200), fake_record("llm2llm", 0.60, size=200)]
+    for ratio, (augmented, new) in {10: (0.5, 0.4), 30: (0.5, 0.55), 100: (0.5, 0.6)}.items():
+        records += [fake_record("answer_augmentation", augmented, ratio=ratio, task="gsm8k"),
+                    fake_record("new_question", new, ratio=ratio, task="gsm8k")]
+    papers = report.build(records, tmp_path)["papers"].set_index("quantity")
+    trec = papers.loc[papers.index.str.startswith("trec:")].iloc[0]
+    # the largest gain over the seed sizes, 30 points, against the paper's 52.6
+    assert (trec["paper"], trec["reproduced"], trec["Δ"]) == ("+52.6", "+30.0", "-22.6")
+    assert "student tiny (paper 7b)" in trec["this sweep differs in"]
+    assert "teacher simulated (paper gpt-3.5-turbo)" in trec["this sweep differs in"]
+    crossover = papers.loc[papers.index.str.startswith("seed set 100:")].iloc[0]
+    assert (crossover["paper"], crossover["reproduced"], crossover["Δ"]) == ("27–51", "30", "+0")
+    gsm8k = papers.loc[papers.index.str.startswith("gsm8k:")].iloc[0]
+    assert (gsm8k["reproduced"], gsm8k["Δ"]) == ("n/a", "n/a")  # not measured: never a number
+    assert "## The papers' numbers" in (tmp_path / "report.md").read_text()
 
 
 def test_advisor_uses_the_nearest_measurements_or_the_published_rule(tmp_path, capsys):

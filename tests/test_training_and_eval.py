@@ -60,6 +60,18 @@ def test_training_from_base_changes_only_the_copy(trained):
     assert not torch.equal(next(base.parameters()), next(model.parameters()))
 
 
+def test_gsm8k_trains_and_scores_on_the_authors_prompts(data_dir, tmp_path):
+    """train.py's chain-of-thought prompt for training, GSM8K/eval.py's for scoring (SqueezeAILab/LLM2LLM)."""
+    cfg = typed_config("task=gsm8k")
+    data = load_task(cfg.task, str(data_dir))
+    training = "The following question is based on the following passage.\n\n{}\n\nAnswer:"
+    assert data.train[0].prompt == training.format(data.train[0].record["question"])
+    name = write_lm_eval_task(cfg.task, "test", data.test[:2], cfg.eval, tmp_path)
+    doc = json.loads((tmp_path / f"{name}.jsonl").read_text().splitlines()[0])
+    scoring = "Solve the below question step by step.\n\n{}\n\nAnswer:"
+    assert doc["prompt"] == scoring.format(data.test[0].record["question"])
+
+
 def test_lm_eval_task_yaml_points_at_absolute_data(trained, tmp_path):
     cfg, data, _, _, _, _ = trained
     name = write_lm_eval_task(cfg.task, "test", data.test[:5], cfg.eval, tmp_path / "tasks")
@@ -117,13 +129,13 @@ def test_vllm_scoring_without_vllm_is_one_line(trained, tmp_path):
 
 
 def test_greedy_and_sampled_decoding():
-    gsm8k = typed_config("task=gsm8k")
+    gsm8k = typed_config("task=gsm8k", "task.scoring_decoding=null")
     assert generation_kwargs(gsm8k.task, gsm8k.eval) == {
         "until": ["\n\n"],
         "do_sample": False,
         "max_gen_toks": 256,
     }
-    sampled = typed_config("task=gsm8k", "eval=llm2llm_sampled")
+    sampled = typed_config("task=gsm8k")  # the authors' scoring
     assert generation_kwargs(sampled.task, sampled.eval) == {
         "until": ["\n\n"],
         "do_sample": True,

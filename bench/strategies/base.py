@@ -15,7 +15,7 @@ import jinja2
 from bench.config import FiltersConfig, TrainConfig
 from bench.errors import BenchError
 from bench.strategies.filters import Filters
-from bench.tasks import Example, TaskData, question_of
+from bench.tasks import Example, TaskData, question_of, student_prompt
 from bench.teachers import Budget, Request, Teacher
 
 if TYPE_CHECKING:  # the job's side (bench/job.py) imports torch; a strategy needs only its shape
@@ -213,7 +213,7 @@ def make_example(task: TaskData, example_id: str, question: str, target: str, la
     cfg = task.config
     return Example(
         id=example_id,
-        prompt=f"{question.strip()}{cfg.cue_separator}{cfg.cue}",
+        prompt=student_prompt(cfg, question),
         target=target.strip(),
         label=label,
         record={"question": question},

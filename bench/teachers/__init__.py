@@ -17,10 +17,11 @@ __all__ = ["Budget", "GenerationCache", "Request", "Response", "Teacher", "Teach
 
 
 def query_budget(cfg: BudgetConfig, seed_size: int) -> int | None:
-    """Q: max_queries, or floor(ratio x |S|) so the ratio form never exceeds its budget (the ranges are
-    checked in BudgetConfig)."""
+    """Q: max_queries, or floor(ratio x |S|) so the ratio form never exceeds its budget, at most `cap` (the
+    ranges are checked in BudgetConfig)."""
     if cfg.ratio is not None:
-        return math.floor(round(cfg.ratio * seed_size, 6))  # 2.01 x 100 is 200.999...97 in floating point
+        q = math.floor(round(cfg.ratio * seed_size, 6))  # 2.01 x 100 is 200.999...97 in floating point
+        return q if cfg.cap is None else min(q, cfg.cap)
     return cfg.max_queries
 
 

@@ -12,6 +12,7 @@ table and PNG plots into DIR (default <sweep dir>/report)."""
 
 from pathlib import Path
 
+from runners.report.paper import paper_table
 from runners.report.plots import cached_plot, plot_budget, plot_diversity, plot_iterations
 from runners.report.tables import (
     budget_table,
@@ -55,6 +56,7 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                 ),
                 diversity_table(df),
             ),
+            ("papers", "The papers' numbers beside this sweep's (n/a: not measured here)", paper_table(df)),
             ("cells", "Every cell", cells_table(df)),
         ]
         for name, title, table in sections:

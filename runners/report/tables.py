@@ -44,6 +44,12 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "task": config["task"]["name"],
                 "student": config["student"]["name"],
                 "teacher": config["teacher"]["name"],
+                "teacher_model": (config["teacher"].get("backend") or {}).get("model")
+                or config["teacher"]["name"],
+                "rounds": config.get("strategy", {}).get("iterations"),
+                "scoring": config["task"].get("scoring_decoding") or config.get("eval", {}).get("decoding"),
+                "full_seed_set": config["seed_set"].get("size") is None
+                and config["seed_set"].get("fraction") is None,
                 "strategy": r["strategy"],
                 "family": r["family"],
                 "variant": r.get("choices", {}).get("strategy", r["strategy"]),
@@ -51,6 +57,8 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "seed": config["seed_set"]["seed"],
                 "budget_ratio": round(queries / r["seed_set_size"], 2) if queries else None,
                 # generation only: the cluster agent's queries (role diversity) are not the strategy's cost
+                "teacher_queries": r.get("cost", {}).get("teacher", {}).get("requests", 0),
+                "augmenter_queries": r.get("cost", {}).get("augmenter", {}).get("requests", 0),
                 "queries_paid": sum(
                     line.get("requests", 0)
                     for role, line in r.get("cost", {}).items()
@@ -134,8 +142,13 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def cells_table(df: pd.DataFrame) -> pd.DataFrame:
-    table = df[["cell", "accuracy", "stderr", "seconds", "trainings", "reused", "queries_paid", "cost_usd",
-                "skipped"]].copy()
+    """Every cell; with its teacher-answer and augmenter queries and the budget ratio either way (the
+    budget study leaves open whether the augmenter's queries count against Q)."""
+    table = df[["cell", "accuracy", "stderr", "seconds", "trainings", "reused", "teacher_queries",
+                "augmenter_queries", "queries_paid", "cost_usd", "skipped"]].copy()
+    table.insert(8, "BR (teacher answers)", (df.teacher_queries / df.seed_size).map("{:.2f}".format))
+    table.insert(9, "BR (all queries)",
+                 ((df.teacher_queries + df.augmenter_queries) / df.seed_size).map("{:.2f}".format))
     table["accuracy"] = table.accuracy.map("{:.3f}".format)
     table["stderr"] = table.stderr.map("{:.3f}".format)
     table["seconds"] = table.seconds.map(lambda s: "" if pd.isna(s) else f"{s:.0f}")
