@@ -102,6 +102,7 @@ def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage:
         added = job.generated.get(r.iteration, {}).get("added", 0)
         lines.append(f"{r.iteration:>9}  {r.stats.examples:>14,}  {added:>5}  "
                      f"{r.test.accuracy:.3f} ± {r.test.stderr:.3f}  {r.stats.seconds:>7.0f}"
+                     + (f"  greedy {r.greedy.accuracy:.3f}" if r.greedy else "")
                      + ("  (reused: trained by an earlier job)" if r.reused else ""))
     for role, line in usage.items():
         if role != "budget":
