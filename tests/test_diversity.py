@@ -271,9 +271,12 @@ def test_the_diversity_preset_and_the_pretraining_shapes_compose():
         5000,
         10,
     )
-    shapes = {"350m_scratch": (0.33e9, 0.35e9), "1.4b_scratch": (1.35e9, 1.45e9)}
-    for student, (low, high) in shapes.items():
+    # the paper's Table 5: intermediate sizes 2,560 and 8,192, vocabulary 50,304, attention dropout 0.1
+    shapes = {"350m_scratch": (2560, 0.35e9, 0.37e9), "1.4b_scratch": (8192, 1.25e9, 1.30e9)}
+    for student, (intermediate, low, high) in shapes.items():
         c = compose_config(f"student={student}").student
+        shape = (c.architecture.intermediate_size, c.tokenizer_vocab_size, c.architecture.attention_dropout)
+        assert shape == (intermediate, 50304, 0.1)
         with torch.device("meta"):
             model = LlamaForCausalLM(LlamaConfig(vocab_size=c.tokenizer_vocab_size, **c.architecture))
         assert low < sum(p.numel() for p in model.parameters()) < high

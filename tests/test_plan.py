@@ -80,9 +80,10 @@ def test_the_llm2llm_preset_cell_by_cell(data_dir):
     assert [r["cell"] for r in rows] == ["strategy=finetune", "strategy=llm2llm"]
     assert finetune["seed_set"] == llm2llm["seed_set"] == round(0.01 * 5442)
     assert finetune["teacher_queries"] == 0
-    # 10 iterations, one new example per wrong seed example: at most 9 rounds x |S| queries, and round t
-    # trains on at most |S| (1 + t) examples: 55 |S| examples x 3 epochs, against finetune's |S| x 3
-    assert llm2llm["teacher_queries"] == 9 * 54
+    # 10 iterations, one new example per wrong seed example: at most 9 rounds x |S| requests, each asked
+    # up to 1 + 4 times (strategy.retries), and round t trains on at most |S| (1 + t) examples: 55 |S|
+    # examples x 3 epochs, against finetune's |S| x 3
+    assert llm2llm["teacher_queries"] == 9 * 54 * 5
     assert llm2llm["train_tokens"] == pytest.approx(55 * finetune["train_tokens"])
     assert all(r["fits"] and r["gpus"] == 4 and r["sharding"] == "fsdp" for r in rows)
     assert llm2llm["dollars"] > 0 and llm2llm["gpu_hours"] > finetune["gpu_hours"] > 0

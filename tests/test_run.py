@@ -46,7 +46,8 @@ def test_the_default_job_learns(tmp_path):
     assert metrics["test/examples"] == 500
     assert metrics["final/test_acc"] > metrics["test/majority_rate"] + 0.15
     rounds = json.loads((tmp_path / "run" / "iterations.json").read_text())
-    assert [r["iteration"] for r in rounds] == [0, 1, 2]
+    # three iterations, or fewer when the student got every seed example right: nothing left to add
+    assert [r["iteration"] for r in rounds] == [0, 1, 2] or rounds[-1]["scored_acc"] == 1.0
     assert rounds[1]["train_examples"] == 500 + rounds[1]["generation"]["added"]
     assert "iteration  train examples  added  test accuracy" in result.stdout
 
