@@ -43,7 +43,9 @@ def test_every_preset_composes_cell_by_cell(preset):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             config = validated(compose("config", overrides=[f"data_dir={DATA_DIR}", *overrides]))
         assert config.student.name == "tiny" and config.teacher.name == "simulated"
-    expected = {"llm2llm": 5 * 4 * 2, "llm2llm_ablations": 4, "budget_strategies": 3 * 3 * 5, "smoke": 4}
+    # the budget grid: 3 strategies x 3 seed sizes x 7 BRs x both readings of count_augmenter
+    expected = {"llm2llm": 5 * 4 * 2, "llm2llm_ablations": 4, "budget_strategies": 3 * 3 * 7 * 2,
+                "smoke": 4}
     if preset in expected:
         assert len(cells) == expected[preset]
 
@@ -329,7 +331,7 @@ def test_the_grid_size_is_counted_for_progress():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=budget_strategies"], return_hydra_config=True)
     cfg.hydra.overrides.task = ["experiment=budget_strategies", "budget.ratio=1,2"]
-    assert count_cells(cfg) == 3 * 3 * 2  # the command line's BR grid replaces the preset's
+    assert count_cells(cfg) == 3 * 3 * 2 * 2  # the command line's BR grid replaces the preset's
 
 
 @pytest.mark.slow
