@@ -48,7 +48,8 @@ def test_gsm8k_targets_are_worked_solutions(data_dir):
     data = load_task(typed_config("task=gsm8k").task, str(data_dir))
     first = data.train[0]
     # LLM2LLM's training prompt: its instruction, the question, a blank line, the cue
-    assert first.prompt.startswith("The following question is based on the following passage.\n\nNatalia sold")
+    instruction = "The following question is based on the following passage.\n\n"
+    assert first.prompt.startswith(f"{instruction}Natalia sold")
     assert first.prompt.endswith("in April and May?\n\nAnswer:")
     assert first.target.endswith("#### 72") and first.label == "72"
     assert data.majority_rate < 0.05
