@@ -362,6 +362,29 @@ def test_gold_verification_drops_wrong_answers(tmp_path, data_dir):
     assert all(g.example.label == labels[g.provenance["source_id"]] for g in job.generated[1][0])
 
 
+def test_new_questions_are_verified_by_the_agreement_of_k_sampled_answers(tmp_path, data_dir):
+    """verify=agreement: 3 teacher answers a new question, kept with the majority's answer; the 3 are
+    paid for and counted against Q."""
+    def replies(request):
+        if request.kind == "new_question":
+            return f"Question: What is the code {request.source['id']} {request.sample_index} ?"
+        if request.kind == "check":
+            return "Yes"
+        # the k-th of a question's 3 answers: two agree for odd-numbered seeds, none for the others
+        odd = int(request.source["id"].split("-")[1]) % 2
+        votes = ["ABBR", "ABBR", "DESC"] if odd else ["ABBR", "HUM", "LOC"]
+        return f"Label: {votes[request.sample_index % 3]}"
+
+    strategy, job = job_for(tmp_path, data_dir, "strategy=new_question", "strategy.verify=agreement",
+                            "budget.max_queries=50", teacher=Scripted(replies))
+    strategy.run(job)
+    generated, counts = job.generated[1]
+    assert counts["answer_requests"] == 3 * (counts["added"] + counts["no_agreement"])
+    assert counts["added"] > 0 and counts["no_agreement"] > 0
+    assert all(g.example.label == "ABBR" for g in generated)  # 2 of 3 agreed on it
+    assert job.budget.spent <= 50
+
+
 def test_budgeted_strategies_need_a_budget(tmp_path, data_dir):
     from bench.errors import BenchError
 

@@ -4,13 +4,17 @@
 How Q is spread (the rule the study leaves open, made explicit): one generated example costs `c` queries —
 answer augmentation 1 (a teacher answer); question rephrase 2 (augmenter rewrite + teacher answer); new
 question 3 (augmenter question + augmenter self-check + teacher answer) — or 1 for each when
-budget.count_augmenter=false, so that Q counts teacher answers only. Each round plans floor(R / c)
-examples for the R queries still unspent, drawn round-robin over the seed set in seed order (example j
-from seed j mod |S|, as its (j div |S|)-th sample: answers per question differ by at most one); new
+budget.count_augmenter=false, so that Q counts teacher answers only; verify=agreement makes the answer
+part k queries (strategy.agreement_samples), the example kept when a strict majority of the k agree. Each
+round plans floor(R / c) examples for the R queries still unspent, drawn round-robin over the seed set
+in seed order (example j from seed j mod |S|, as its (j div |S|)-th sample: answers per question differ
+by at most one); new
 questions are filtered before any answer is paid for, and what dropped questions and failed requests
 leave unspent is planned again in the next round. Fewer than c queries left over buy extra teacher
 answers to the first questions, so the budget is spent exactly. Drops and failures are counted; the
 budget is a hard cap in the Teacher, so Q is never exceeded."""
+
+from collections import Counter
 
 from bench.errors import BenchError
 from bench.strategies.base import (
@@ -30,12 +34,15 @@ class BudgetedStrategy(Strategy):
     augmenter_steps = 0  # augmenter queries per generated example
     gold_known = True  # the question's gold answer is the seed's (answer augmentation, rephrase)
 
-    def __init__(self, verify: str = "none", self_check: bool = True, **shared):
+    def __init__(self, verify: str = "none", self_check: bool = True, agreement_samples: int = 3, **shared):
         super().__init__(**shared)
-        if verify not in ("none", "gold"):
-            raise BenchError(f"strategy.verify={verify!r}: use none or gold")
+        if verify not in ("none", "gold", "agreement") or agreement_samples < 2:
+            raise BenchError(f"strategy.verify={verify!r}: use none, gold or agreement (with "
+                             "strategy.agreement_samples >= 2)")
         self.verify = verify
         self.self_check = self_check
+        # verify=agreement: k teacher answers a question, kept when a majority agree (each one a query)
+        self.answers_per_example = agreement_samples if verify == "agreement" else 1
 
     max_rounds = 20  # top-up rounds for budget freed by dropped questions and failed requests
 
@@ -44,7 +51,7 @@ class BudgetedStrategy(Strategy):
         return self.cost_of(job.count_augmenter)
 
     def cost_of(self, count_augmenter: bool) -> int:
-        return 1 + (self.augmenter_steps if count_augmenter else 0)
+        return self.answers_per_example + (self.augmenter_steps if count_augmenter else 0)
 
     def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
         """Q spent in full: Q // c examples; the augmenter's queries are paid whether or not Q counts them."""
@@ -54,8 +61,8 @@ class BudgetedStrategy(Strategy):
         examples = max_queries // self.cost_of(count_augmenter)
         augmenter = examples * self.augmenter_steps
         teacher = max_queries - (augmenter if count_augmenter else 0)
-        return Workload([(seed_size + teacher, None)], [0], teacher_queries=teacher,
-                        augmenter_queries=augmenter)
+        trained = seed_size + teacher // self.answers_per_example
+        return Workload([(trained, None)], [0], teacher_queries=teacher, augmenter_queries=augmenter)
 
     def run(self, job: StrategyJob) -> None:
         budget = job.budget
@@ -76,7 +83,7 @@ class BudgetedStrategy(Strategy):
             added += self.answers(job, questions, tally)
             answered += questions
         # fewer queries left than one example costs: one more answer to each of the first questions
-        extra = budget.max_queries - budget.spent
+        extra = (budget.max_queries - budget.spent) // self.answers_per_example
         added += self.answers(job, [(e, q, origin, k + 1) for e, q, origin, k in answered[:extra]], tally)
         tally.add("added", len(added))
         job.add_generated(1, added, tally)
@@ -90,21 +97,34 @@ class BudgetedStrategy(Strategy):
                 for example, index in sources]
 
     def answers(self, job: StrategyJob, asks: list, tally: Tally) -> list:
+        """One teacher answer per ask, or with verify=agreement k answers, kept when a majority agree."""
         if not asks:
             return []
-        task, teacher = job.task, job.teacher
+        task, teacher, k = job.task, job.teacher, self.answers_per_example
         requests = []
         for example, question, _, sample_index in asks:
             fields = {**source_fields(example, task), "question": question} if self.gold_known \
                 else {"id": example.id, "question": question}  # a new question's answer is unknown
             # a seed question's k-th sample: the index keeps k answers to one question distinct
-            requests.append(self.request("answer", "answer", task, fields, "teacher", sample_index))
+            requests += [self.request("answer", "answer", task, fields, "teacher", sample_index * k + j)
+                         for j in range(k)]
         tally.add("answer_requests", len(requests))
-        added = []
+        replies: dict = {}  # ask -> [(parsed fields, response)]
         for i, fields, response in self.parsed_replies(
             teacher, "answer", task, requests, f"{self.name}: teacher", tally
         ):
-            example, question, origin, _ = asks[i]
+            replies.setdefault(i // k, []).append((fields, response))
+        added = []
+        for a, answers in sorted(replies.items()):
+            example, question, origin, _ = asks[a]
+            if k > 1:  # the answer k sampled replies agree on, by a strict majority of the k
+                votes = Counter(fields["label"] for fields, _ in answers)
+                label, count = votes.most_common(1)[0]
+                if count * 2 <= k:
+                    tally.add("no_agreement")
+                    continue
+                answers = [(f, r) for f, r in answers if f["label"] == label]
+            fields, response = answers[0]
             if self.verify == "gold" and self.gold_known and fields["label"] != example.label:
                 tally.add("failed_verification")
                 continue
