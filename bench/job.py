@@ -3,6 +3,7 @@ holds one cell's task data, seed set, student, teachers and stage store; `train_
 student from the base weights (or an earlier stage) and scores it through lm-eval, and each stage is
 content-addressed (bench/store.py), so a stage some earlier job already computed is reused."""
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -12,7 +13,16 @@ from bench.config import BenchConfig, TrainConfig
 from bench.distributed import Ranks
 from bench.errors import BenchError
 from bench.evaluation import EvalResult, decoding_of, evaluate, zero_shot
-from bench.store import STAGE_FORMAT, StageStore, code_version, digest, reusable, write_json, write_jsonl
+from bench.store import (
+    STAGE_FORMAT,
+    CellStore,
+    StageStore,
+    code_version,
+    digest,
+    reusable,
+    write_json,
+    write_jsonl,
+)
 from bench.students import Student, parameter_count
 from bench.teachers import Budget, GenerationCache, Teacher, build_backend, build_teachers, make_teacher
 from bench.tracking import Tracker
@@ -228,6 +238,27 @@ class Job:
             }
         )
         return scores
+
+    def iterative_total(self, iterations: int, per_wrong: int) -> int:
+        """How many examples the iterative LLM2LLM cell this one-shot cell pairs with generated: the
+        finished cell of the same task, seed set, student, teacher, recipe, scoring and budget, run with
+        `iterations` and `per_wrong`, from the results store."""
+        same = {part: json.dumps(asdict(getattr(self.config, part)), sort_keys=True, default=str)
+                for part in ("task", "seed_set", "student", "train", "eval", "teacher", "budget")}
+        for record in CellStore(Path(self.config.store_dir)).records():
+            config = record.get("config", {})
+            strategy = config.get("strategy", {})
+            ablations = ("one_shot", "continue_training", "augment_synthetic")
+            plain = not any(strategy.get(flag) for flag in ablations)
+            paired = (strategy.get("iterations"), strategy.get("per_wrong")) == (iterations, per_wrong)
+            alike = all(json.dumps(config.get(part), sort_keys=True, default=str) == value
+                        for part, value in same.items())
+            if record.get("family") == "llm2llm" and plain and paired and alike:
+                return sum(i.get("generation", {}).get("added", 0) for i in record["iterations"])
+        raise BenchError(f"the one-shot ablation pairs with its iterative cell (strategy=llm2llm, "
+                         f"iterations={iterations}, the same task, seed set, student, teacher and recipe) "
+                         f"and found none finished in {self.config.store_dir}: run that cell first "
+                         "(experiment=llm2llm_ablations lists it first), or set strategy.one_shot_examples=N")
 
     def add_generated(self, iteration: int, generated: list, tally) -> None:
         """Save a round's generated examples (JSONL, loadable with `datasets`) and what was dropped."""

@@ -131,6 +131,13 @@ class CellStore:
         record = read_entry(self.root / f"{cell}.json")
         return record if isinstance(record, dict) and record.get("status") == "done" else None
 
+    def records(self):
+        """Every finished cell's record."""
+        for path in sorted(self.root.glob("*.json")):
+            record = read_entry(path)
+            if isinstance(record, dict) and record.get("status") == "done":
+                yield record
+
     def add(self, record: dict) -> None:
         if record.get("status") != "done" or not CELL_ID.match(str(record.get("cell_id"))):
             raise ValueError(f"only finished cells with well-formed ids are stored: {record.get('cell_id')}")

@@ -60,6 +60,9 @@ class RecordingJob:
     def add_generated(self, iteration, generated, tally):
         self.generated[iteration] = (generated, dict(tally.counts))
 
+    def iterative_total(self, iterations, per_wrong):
+        return 9  # what the paired iterative cell generated, as the results store would say
+
 
 def job_for(tmp_path, data_dir, *overrides, task="trec", seed_size=100, teacher=None, **job_args):
     cfg = compose_config(f"task={task}", f"seed_set.size={seed_size}", f"cache_path={tmp_path}/c.sqlite",
@@ -185,12 +188,12 @@ def test_llm2llm_ablations(tmp_path, data_dir):
     one_shot.run(job)
     assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 12
 
-    # the preset's form: each of the 5 wrong seed examples gets (iterations - 1) new examples at once
+    # the preset's form: as many as the paired iterative cell generated, cycling over the 5 wrong examples
     one_shot, job = job_for(
         tmp_path / "preset", data_dir, "strategy=llm2llm_one_shot", "strategy.iterations=4"
     )
     one_shot.run(job)
-    assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 15
+    assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 9
 
 
 def copy_then_fresh(copies: int):
@@ -450,8 +453,9 @@ def test_rephrased_questions_carry_the_augmenters_provenance(tmp_path, data_dir)
 
 
 def test_llm2llm_stops_when_nothing_is_left_to_add(tmp_path, data_dir):
-    strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=5",
-                            wrong=lambda scored, it: set())  # the student gets every seed example right
+    strategy, job = job_for(
+        tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=5", wrong=lambda scored, it: set()
+    )  # the student gets every seed example right
     strategy.run(job)
     assert [t[0] for t in job.trained] == [0] and job.generated[1][1] == {"requested": 0, "added": 0}
 
@@ -534,3 +538,27 @@ def test_the_indexed_near_duplicate_filter_decides_as_comparing_every_pair(data_
     decisions = [filters.admit(question, Tally()) for question in candidates]
     assert decisions == every_pair_decisions(pool, candidates, threshold)
     assert 0 < decisions.count(False) < len(decisions)  # both decisions occur
+
+
+@pytest.mark.slow
+def test_the_one_shot_ablation_generates_what_its_iterative_cell_did_from_the_store(tmp_path):
+    """The paper compares one-shot and iterative augmentation at equal data: the one-shot cell takes its
+    total from the finished iterative cell in the results store, and refuses to guess without it."""
+    cell = [*QUICK, "strategy.iterations=3"]
+    alone = run_cli(*cell, "strategy=llm2llm_one_shot", f"hydra.run.dir={tmp_path / 'alone'}", cwd=tmp_path)
+    assert alone.returncode == 2 and "run that cell first" in alone.stderr.strip().splitlines()[-1]
+    assert (
+        run_cli(*cell, "strategy=llm2llm", f"hydra.run.dir={tmp_path / 'iterative'}", cwd=tmp_path).returncode
+        == 0
+    )
+    assert (
+        run_cli(
+            *cell, "strategy=llm2llm_one_shot", f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    iterative = json.loads((tmp_path / "iterative" / "iterations.json").read_text())
+    one_shot = json.loads((tmp_path / "one" / "iterations.json").read_text())
+    total = sum(i["generation"].get("added", 0) for i in iterative)
+    assert total > 0 and [i["iteration"] for i in one_shot] == [0, 1]
+    assert one_shot[1]["generation"]["requested"] == total

@@ -85,6 +85,9 @@ class StrategyJob(Protocol):
     def add_generated(self, iteration: int, generated: list["Generated"], tally: "Tally") -> None:
         """Keep a round's generated examples and what happened to its requests."""
 
+    def iterative_total(self, iterations: int, per_wrong: int) -> int:
+        """What the iterative LLM2LLM cell a one-shot ablation pairs with generated (the results store)."""
+
     def zero_shot(
         self, stage: "Round", tasks: list[str], include_path: str | None, limit: int | None
     ) -> dict:

@@ -74,7 +74,8 @@ class LLM2LLM(Strategy):
                 break
             wrong = [example for example in scored if example.id in result.wrong_ids]
             if self.one_shot:  # all the data in one round, cycling over the wrong examples
-                total = self.one_shot_examples or (self.iterations - 1) * self.per_wrong * len(wrong)
+                # the paper's "equal data": as many as the paired iterative cell generated in all its rounds
+                total = self.one_shot_examples or job.iterative_total(self.iterations, self.per_wrong)
                 sources = [(wrong[i % len(wrong)], i // len(wrong)) for i in range(total)] if wrong else []
             else:
                 sources = [(example, iteration * self.per_wrong + k) for example in wrong
