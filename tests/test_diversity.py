@@ -288,8 +288,10 @@ def test_personas_vary_the_writers_voice(tmp_path, data_dir):
 
     strategy = build_strategy(compose_config("strategy=new_question", "strategy.personas=3"))
     trec = load_task(typed_config().task, str(data_dir))
-    systems = {strategy.request("new_question", "new_question", trec, e, "augmenter").messages[0]["content"]
-               for e in trec.train[:30]}
+    systems = {
+        strategy.request("new_question", "new_question", trec, e, "augmenter").messages[0]["content"]
+        for e in trec.train[:30]
+    }
     assert len(systems) == 3 and all("Write as " in s for s in systems)
 
 
@@ -306,8 +308,10 @@ def test_the_pretraining_protocol_runs_end_to_end_at_tiny_size(tmp_path):
     """Corpus from topic x style x persona prompts -> pre-training from scratch -> SFT on the seed set,
     scored on the task and on an lm-eval zero-shot task (a local multiple-choice YAML: the built-in
     ones need the Hub)."""
-    rows = [{"question": "Is the sky blue?", "choices": ["yes", "no"], "answer": 0},
-            {"question": "Is fire cold?", "choices": ["yes", "no"], "answer": 1}] * 4
+    rows = [
+        {"question": "Is the sky blue?", "choices": ["yes", "no"], "answer": 0},
+        {"question": "Is fire cold?", "choices": ["yes", "no"], "answer": 1},
+    ] * 4
     (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "tiny_mc.yaml").write_text(
@@ -341,3 +345,58 @@ def test_the_pretraining_protocol_runs_end_to_end_at_tiny_size(tmp_path):
         assert (accuracy * len(rows)) == pytest.approx(round(accuracy * len(rows)))
         assert record["metrics"][f"zero_shot/iteration_{iteration}/tiny_mc/acc_stderr"] > 0
     assert record["stages"]["trained"] == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_reference_lm(tmp_path_factory) -> str:
+    """A from-config GPT-2 and a BPE tokenizer saved as a folder: a reference LM with no download."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from bench.students import train_bpe_tokenizer
+
+    folder = tmp_path_factory.mktemp("reference_lm")
+    tokenizer = train_bpe_tokenizer(["what is the capital of france ?", "who wrote hamlet ?"] * 20, 300)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=32, n_head=2)).save_pretrained(
+        folder
+    )
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_perplexity_is_the_reference_lms_own_loss_and_the_gap_is_against_the_real_data(tiny_reference_lm):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.diversity.baselines import baseline_scores, perplexity
+
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(tiny_reference_lm),
+        AutoTokenizer.from_pretrained(tiny_reference_lm),
+    )
+    text = "what is the capital of france ?"
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    with torch.no_grad():  # transformers' mean token loss of one text
+        expected = math.exp(model(ids, labels=ids).loss.item())
+    assert perplexity([text], tiny_reference_lm) == pytest.approx(expected, rel=1e-5)
+    cfg = typed_config(f"diversity.reference_lm={tiny_reference_lm}").diversity
+    generated, real = ["who wrote hamlet ?"] * 3, [text] * 3
+    scores = baseline_scores(generated, cfg, real)
+    assert scores["perplexity_gap"] == pytest.approx(
+        perplexity(generated, tiny_reference_lm) - perplexity(real, tiny_reference_lm)
+    )
+    assert "perplexity" not in baseline_scores(generated, typed_config().diversity, real)  # off by default
+
+
+def test_a_missing_reference_lm_is_one_line(tmp_path):
+    from bench.diversity.baselines import perplexity
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match=r"^diversity.reference_lm=.*: cannot load it .*or null$"):
+        perplexity(["a text"], str(tmp_path / "nothing here"))
+
+
+def test_the_papers_baselines_are_one_option():
+    paper = typed_config("diversity=paper").diversity
+    assert (paper.kmeans_clusters, paper.embedding_model, paper.reference_lm) == (
+        10000, "bert-large-uncased", "gpt2-large")
+    assert paper.cluster_agent.enabled and paper.cluster_agent.invalid_clusters == "drop"

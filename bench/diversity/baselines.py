@@ -3,16 +3,19 @@ texts. Definitions follow the `diversity` package (Shaib et al. 2024), which can
 transformers 5; Vendi comes from `vendi-score`, embeddings from sentence-transformers (the packaged
 all-MiniLM-L6-v2 by default, no Hub access). Direction: higher is more diverse for n-gram diversity,
 pairwise distance scores, K-means inertia and Vendi; lower is more diverse for compression ratio,
-self-repetition and mean pairwise ROUGE-L."""
+self-repetition and mean pairwise ROUGE-L. Perplexity and the perplexity gap (the generated data's
+perplexity minus the real seed data's, under one reference LM) carry no direction of their own."""
 
 import gzip
 import math
 import random
 from collections import Counter
+from functools import lru_cache
 
 import numpy as np
 
 from bench.embeddings import embed
+from bench.errors import BenchError
 from bench.text import rouge_l, words
 
 
@@ -78,7 +81,39 @@ def vendi(vectors: np.ndarray) -> float:
     return float(vendi_score.score_dual(vectors))
 
 
-def baseline_scores(texts: list[str], cfg) -> dict:
+@lru_cache(maxsize=1)
+def reference_lm(name: str):
+    """The perplexity baselines' causal LM and its tokenizer (the paper's: gpt2-large)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name).eval()
+    except (OSError, ValueError) as error:
+        raise BenchError(f"diversity.reference_lm={name}: cannot load it ({str(error).splitlines()[0]}); "
+                         "name a causal LM on the Hub or a local folder, or null") from None
+    return model, tokenizer
+
+
+def perplexity(texts: list[str], name: str, max_length: int = 512) -> float:
+    """exp of the mean negative log-likelihood a token of `texts` has under the LM `name`, over all tokens
+    (each text scored from its start, truncated to `max_length` tokens)."""
+    import torch
+
+    model, tokenizer = reference_lm(name)
+    nll, tokens = 0.0, 0
+    for text in texts:  # one at a time: no padding to get wrong
+        ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length).input_ids
+        if ids.shape[1] < 2:
+            continue
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1].float()
+        nll += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+        tokens += ids.shape[1] - 1
+    return math.exp(nll / tokens) if tokens else math.nan
+
+
+def baseline_scores(texts: list[str], cfg, reference: list[str] | None = None) -> dict:
     """Every baseline of `cfg` (a DiversityConfig) on `texts`."""
     scores = {"ngram_diversity": ngram_diversity(texts, cfg.ngram_max_n),
               "compression_ratio": compression_ratio(texts),
@@ -89,4 +124,9 @@ def baseline_scores(texts: list[str], cfg) -> dict:
         vectors = embed(texts, cfg.embedding_model)
         scores["kmeans_inertia"] = kmeans_inertia(vectors, cfg.kmeans_clusters, cfg.seed)
         scores["vendi"] = vendi(vectors)
+    if cfg.reference_lm:
+        scores["perplexity"] = perplexity(texts, cfg.reference_lm, cfg.perplexity_max_length)
+        if reference:  # the generated data's perplexity against the real data's, under the same LM
+            real = perplexity(reference, cfg.reference_lm, cfg.perplexity_max_length)
+            scores["perplexity_gap"] = scores["perplexity"] - real
     return scores
