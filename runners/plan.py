@@ -135,7 +135,9 @@ def plan_cell(overrides: list[str]) -> dict:
     memory, fits = fitting(config, shape, batch)
     work = strategy.workload(size, query_budget(config.budget, size), config.budget.count_augmenter)
     per_example = min(tokens_of(figures["train_chars"]), t.max_length)
-    train_tokens = sum(n * (epochs or t.epochs) * per_example for n, epochs in work.stages)
+    sizes = work.tokens or [None] * len(work.stages)
+    train_tokens = sum(n * (epochs or t.epochs) * min(tokens or per_example, t.max_length)
+                       for (n, epochs), tokens in zip(work.stages, sizes, strict=True))
     test = min(figures["test"], config.eval.limit or figures["test"])
     new_tokens = (
         config.eval.sampling.max_new_tokens

@@ -10,6 +10,7 @@ import datasets
 import pytest
 
 from bench.config import build_strategy
+from bench.errors import BenchError
 from bench.seed_set import sample_seed_set
 from bench.strategies.llm2llm import RETRY_STRIDE
 from bench.tasks import load_task, question_of
@@ -51,7 +52,8 @@ class RecordingJob:
     def recipe(self):
         return self.config.train
 
-    def train_and_score(self, examples, iteration, start_from=None, score_on=(), keep_weights=False):
+    def train_and_score(self, examples, iteration, start_from=None, score_on=(), keep_weights=False,
+                        recipe=None):
         self.trained.append(
             (iteration, [e.id for e in examples], start_from and start_from.name, keep_weights)
         )
@@ -562,3 +564,16 @@ def test_the_one_shot_ablation_generates_what_its_iterative_cell_did_from_the_st
     total = sum(i["generation"].get("added", 0) for i in iterative)
     assert total > 0 and [i["iteration"] for i in one_shot] == [0, 1]
     assert one_shot[1]["generation"]["requested"] == total
+
+
+def test_the_pretraining_corpus_mixes_real_text_at_the_configured_share(tmp_path, data_dir):
+    strategy, job = job_for(tmp_path, data_dir, "strategy=synthetic_pretraining", "strategy.real_share=0.25",
+                            "strategy.generations_per_topic=3", seed_size=20)
+    strategy.run(job)
+    corpus = job.trained[0][1]
+    real = [i for i in corpus if i.startswith("real-")]
+    assert len(corpus) == 80 and len(real) == 20  # 60 synthetic texts: real ones are a quarter of the 80
+    seed_ids = {e.id for e in job.seed_set}
+    assert not {i.removeprefix("real-") for i in real} & seed_ids  # never the seed set itself
+    with pytest.raises(BenchError, match="real_share"):
+        job_for(tmp_path / "bad", data_dir, "strategy=synthetic_pretraining", "strategy.real_share=1.0")

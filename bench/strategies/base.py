@@ -48,12 +48,14 @@ class Tally:
 class Workload:
     """The most a cell can ask for (the grid planner's input, runners/plan.py): per training stage, its
     examples and epochs (None: the recipe's), and the training examples scored after it; the teacher's
-    and the augmenter's queries."""
+    and the augmenter's queries; `tokens`: the tokens of an example of a stage the task's examples do not
+    describe (a pre-training corpus), else None."""
 
     stages: list[tuple[int, float | None]]
     scored: list[int]
     teacher_queries: int = 0
     augmenter_queries: int = 0
+    tokens: list[int | None] = field(default_factory=list)
 
 
 class StrategyJob(Protocol):

@@ -8,7 +8,7 @@ from dataclasses import fields, replace
 from bench.config import TrainConfig
 from bench.errors import BenchError
 from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, Workload, writer
-from bench.tasks import Example
+from bench.tasks import Example, question_of
 
 
 class SyntheticPretraining(Strategy):
@@ -17,12 +17,13 @@ class SyntheticPretraining(Strategy):
 
     def __init__(self, topics: list | None = None, styles: list | None = None, generations_per_topic: int = 1,
                  pretrain: dict | None = None, zero_shot_tasks: list | None = None,
-                 zero_shot_include_path: str | None = None, zero_shot_limit: int | None = None, **shared):
+                 zero_shot_include_path: str | None = None, zero_shot_limit: int | None = None,
+                 real_share: float = 0.0, **shared):
         super().__init__(**shared)
-        if not styles or generations_per_topic < 1:
-            raise BenchError(
-                "strategy.styles must list at least one style, and generations_per_topic be >= 1"
-            )
+        if not styles or generations_per_topic < 1 or not 0 <= real_share < 1:
+            raise BenchError("strategy.styles must list at least one style, generations_per_topic be >= 1, "
+                             "and real_share be in [0, 1)")
+        self.real_share = real_share  # of the pre-training texts, real ones (the task's pool beyond S)
         self.topics = list(topics or [])
         self.styles = list(styles)
         self.generations_per_topic = generations_per_topic
@@ -41,15 +42,29 @@ class SyntheticPretraining(Strategy):
             raise BenchError("the teacher wrote no usable corpus text; see generation/* in the run's metrics")
         recipe = replace(job.recipe, **self.pretrain)  # TrainConfig checks the values
         keep = bool(self.zero_shot_tasks)
+        corpus += self.real_texts(job, len(corpus))
         pretrained = job.train_and_score(corpus, iteration=0, keep_weights=True, recipe=recipe)
         self.score_zero_shot(job, pretrained)
         tuned = job.train_and_score(job.seed_set, iteration=1, start_from=pretrained, keep_weights=keep)
         self.score_zero_shot(job, tuned)
 
+    def real_texts(self, job: StrategyJob, synthetic: int) -> list:
+        """Real texts to mix in, so they are `real_share` of the pre-training texts: the task's training
+        pool beyond the seed set, in pool order (the paper mixes real web text at a fixed token share)."""
+        wanted = round(synthetic * self.real_share / (1 - self.real_share))
+        seed_ids = {e.id for e in job.seed_set}
+        pool = [e for e in job.task.train if e.id not in seed_ids]
+        if wanted > len(pool):
+            raise BenchError(f"strategy.real_share={self.real_share} asks for {wanted} real texts and the "
+                             f"training pool beyond the seed set holds {len(pool)}: lower real_share")
+        return [Example(id=f"real-{e.id}", prompt="", target=question_of(e, job.task), label="",
+                        record={"question": question_of(e, job.task)}) for e in pool[:wanted]]
+
     def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
         texts = (len(self.topics) or seed_size) * self.generations_per_topic
-        return Workload([(texts, self.pretrain.get("epochs")), (seed_size, None)], [0, 0],
-                        teacher_queries=texts)
+        mixed = texts + round(texts * self.real_share / (1 - self.real_share))
+        return Workload([(mixed, self.pretrain.get("epochs")), (seed_size, None)], [0, 0],
+                        teacher_queries=texts, tokens=[self.max_tokens, None])  # a text: at most max_tokens
 
     def corpus(self, job: StrategyJob) -> list:
         """One text per (topic, generation); style and persona vary with the generation."""
