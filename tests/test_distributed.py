@@ -15,49 +15,20 @@ from runners.benchmarks.local_server import LocalChatServer
 from tests.conftest import DATA_DIR, QUICK, REPO
 from tests.test_faults import paid, teacher_reply
 
-CELL = [
-    *QUICK,
-    "strategy=llm2llm_quick",
-    "seed_set.size=96",
-    "train.epochs=2",
-    "eval.limit=96",
-    "train.group_by_length=false",
-    "logger=wandb",
-    "teacher=openai",
-    "teacher.backend.api_key_env=null",
-    "teacher.backend.model=local",
-]
+CELL = [*QUICK, "strategy=llm2llm_quick", "seed_set.size=96", "train.epochs=2", "eval.limit=96",
+        "train.group_by_length=false", "logger=wandb", "teacher=openai", "teacher.backend.api_key_env=null",
+        "teacher.backend.model=local"]
 
 
 def run_cell(folder: Path, server: LocalChatServer, processes: int) -> dict:
-    launcher = (
-        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--standalone"]
-        if processes > 1
-        else [sys.executable]
-    )
-    env = {
-        **os.environ,
-        "BENCH_DATA_DIR": str(DATA_DIR),
-        "BENCH_CACHE_DIR": str(folder / "stores"),
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "OMP_NUM_THREADS": "1",
-    }
-    result = subprocess.run(
-        [
-            *launcher,
-            str(REPO / "run.py"),
-            *CELL,
-            f"teacher.backend.base_url={server.base_url}",
-            f"hydra.run.dir={folder / 'run'}",
-        ],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    """One cell, as `torchrun --standalone --nproc_per_node N run.py ...` (or plain python for one)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                "--standalone"] if processes > 1 else [sys.executable]
+    run_cli_args = [*CELL, f"teacher.backend.base_url={server.base_url}", f"hydra.run.dir={folder / 'run'}"]
+    env = {**os.environ, "BENCH_DATA_DIR": str(DATA_DIR), "BENCH_CACHE_DIR": str(folder / "stores"),
+           "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*launcher, str(REPO / "run.py"), *run_cli_args], cwd=folder, env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     records = list(folder.rglob("record.json"))
     assert len(records) == 1, records  # rank 0's alone

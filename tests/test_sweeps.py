@@ -304,6 +304,8 @@ def test_the_report_sets_the_papers_numbers_beside_the_sweeps(tmp_path):
     gsm8k = papers.loc[papers.index.str.startswith("gsm8k:")].iloc[0]
     assert (gsm8k["reproduced"], gsm8k["Δ"]) == ("n/a", "n/a")  # not measured: never a number
     assert "## The papers' numbers" in (tmp_path / "report.md").read_text()
+    diversity = papers.loc[papers.index.str.startswith("sign of the correlation")].iloc[0]
+    assert (diversity["paper"], diversity["reproduced"]) == ("positive", "n/a")  # no diversity scores here
 
 
 def test_advisor_uses_the_nearest_measurements_or_the_published_rule(tmp_path, capsys):

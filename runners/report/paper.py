@@ -74,6 +74,22 @@ def budget_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
     return rows
 
 
+def diversity_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
+    """The sign of the cluster-agent score's correlation with accuracy across the sweep's cells."""
+    from runners.report.tables import diversity_table
+
+    table = diversity_table(df) if "diversity" in df else None
+    found = table[table.score == "cluster_agent"] if table is not None else []
+    if not len(found):
+        return [row("diversity", paper["quantity"], paper["source"], paper["correlation_sign"], None, None,
+                    "")]
+    rho = float(found.spearman.iloc[0])
+    agrees = (rho > 0) == (paper["correlation_sign"] == "positive")
+    return [row("diversity", paper["quantity"], paper["source"], paper["correlation_sign"],
+                f"Spearman {rho:+.2f}", "same sign" if agrees else "opposite sign",
+                differences(df[df.family != "finetune"], paper["setting"]))]
+
+
 def row(study, quantity, source, paper, reproduced, delta, differs) -> dict:
     return {"study": study, "quantity": quantity, "paper": paper, "reproduced": reproduced or "n/a",
             "Δ": delta or "n/a", "this sweep differs in": differs, "source": source}
@@ -81,4 +97,5 @@ def row(study, quantity, source, paper, reproduced, delta, differs) -> dict:
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     paper = paper_values()
-    return pd.DataFrame(llm2llm_rows(df, paper["llm2llm"]) + budget_rows(df, paper["budget"]))
+    return pd.DataFrame(llm2llm_rows(df, paper["llm2llm"]) + budget_rows(df, paper["budget"])
+                        + diversity_rows(df, paper["diversity"]))
