@@ -567,8 +567,14 @@ def test_the_one_shot_ablation_generates_what_its_iterative_cell_did_from_the_st
 
 
 def test_the_pretraining_corpus_mixes_real_text_at_the_configured_share(tmp_path, data_dir):
-    strategy, job = job_for(tmp_path, data_dir, "strategy=synthetic_pretraining", "strategy.real_share=0.25",
-                            "strategy.generations_per_topic=3", seed_size=20)
+    strategy, job = job_for(
+        tmp_path,
+        data_dir,
+        "strategy=synthetic_pretraining",
+        "strategy.real_share=0.25",
+        "strategy.generations_per_topic=3",
+        seed_size=20,
+    )
     strategy.run(job)
     corpus = job.trained[0][1]
     real = [i for i in corpus if i.startswith("real-")]
@@ -577,3 +583,21 @@ def test_the_pretraining_corpus_mixes_real_text_at_the_configured_share(tmp_path
     assert not {i.removeprefix("real-") for i in real} & seed_ids  # never the seed set itself
     with pytest.raises(BenchError, match="real_share"):
         job_for(tmp_path / "bad", data_dir, "strategy=synthetic_pretraining", "strategy.real_share=1.0")
+
+
+def test_the_sft_stage_can_train_on_an_instruction_set(tmp_path, data_dir):
+    instructions = tmp_path / "alpaca.jsonl"
+    instructions.write_text(
+        "".join(
+            json.dumps({"instruction": f"Name a colour {i}.", "input": "", "output": f"Blue {i}."}) + "\n"
+            for i in range(12)
+        )
+    )
+    sft = (f"{{path: json, data_files: '{instructions}', prompt: '{{{{ instruction }}}}', "
+           "target: '{{ output }}', limit: 10}")
+    strategy, job = job_for(
+        tmp_path, data_dir, "strategy=synthetic_pretraining", f"strategy.sft={sft}", seed_size=20
+    )
+    strategy.run(job)
+    assert job.trained[1][1] == [f"sft-{i}" for i in range(10)]  # SFT on the instruction set, not the seeds
+    assert job.trained[1][2] == "stage-0"  # from the pre-trained weights

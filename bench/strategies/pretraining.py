@@ -18,12 +18,16 @@ class SyntheticPretraining(Strategy):
     def __init__(self, topics: list | None = None, styles: list | None = None, generations_per_topic: int = 1,
                  pretrain: dict | None = None, zero_shot_tasks: list | None = None,
                  zero_shot_include_path: str | None = None, zero_shot_limit: int | None = None,
-                 real_share: float = 0.0, **shared):
+                 real_share: float = 0.0, sft: dict | None = None, **shared):
         super().__init__(**shared)
         if not styles or generations_per_topic < 1 or not 0 <= real_share < 1:
             raise BenchError("strategy.styles must list at least one style, generations_per_topic be >= 1, "
                              "and real_share be in [0, 1)")
         self.real_share = real_share  # of the pre-training texts, real ones (the task's pool beyond S)
+        self.sft = dict(sft) if sft else None  # an instruction set for the SFT stage; None: the seed set
+        if self.sft is not None and not {"path", "prompt", "target"} <= set(self.sft):
+            raise BenchError("strategy.sft needs path (a Hub dataset, or json with data_files), prompt and "
+                             "target (Jinja over its columns); or null to fine-tune on the seed set")
         self.topics = list(topics or [])
         self.styles = list(styles)
         self.generations_per_topic = generations_per_topic
@@ -45,8 +49,28 @@ class SyntheticPretraining(Strategy):
         corpus += self.real_texts(job, len(corpus))
         pretrained = job.train_and_score(corpus, iteration=0, keep_weights=True, recipe=recipe)
         self.score_zero_shot(job, pretrained)
-        tuned = job.train_and_score(job.seed_set, iteration=1, start_from=pretrained, keep_weights=keep)
+        sft = self.instructions() if self.sft else job.seed_set
+        tuned = job.train_and_score(sft, iteration=1, start_from=pretrained, keep_weights=keep)
         self.score_zero_shot(job, tuned)
+
+    def instructions(self) -> list:
+        """The SFT set (strategy.sft): a Hugging Face dataset (Hub id, or `json` with data_files), each row
+        rendered into a prompt and a target; at most `limit` rows."""
+        import datasets
+        import jinja2
+
+        cfg, env = self.sft, jinja2.Environment(undefined=jinja2.StrictUndefined)
+        try:
+            rows = datasets.load_dataset(cfg["path"], cfg.get("name"), split=cfg.get("split", "train"),
+                                         data_files=cfg.get("data_files"))
+        except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
+            raise BenchError(f"strategy.sft: cannot load {cfg['path']} ({str(error).splitlines()[0]}); "
+                             "check the dataset id or data_files, and Hub access") from None
+        prompt, target = env.from_string(cfg["prompt"]), env.from_string(cfg["target"])
+        limit = cfg.get("limit") or len(rows)
+        rows = rows.select(range(min(limit, len(rows))))
+        return [Example(id=f"sft-{i}", prompt=prompt.render(**row).strip(),
+                        target=target.render(**row).strip(), label="") for i, row in enumerate(rows)]
 
     def real_texts(self, job: StrategyJob, synthetic: int) -> list:
         """Real texts to mix in, so they are `real_share` of the pre-training texts: the task's training
@@ -63,7 +87,8 @@ class SyntheticPretraining(Strategy):
     def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
         texts = (len(self.topics) or seed_size) * self.generations_per_topic
         mixed = texts + round(texts * self.real_share / (1 - self.real_share))
-        return Workload([(mixed, self.pretrain.get("epochs")), (seed_size, None)], [0, 0],
+        sft = (self.sft or {}).get("limit") or seed_size  # an instruction set counts as its limit
+        return Workload([(mixed, self.pretrain.get("epochs")), (sft, None)], [0, 0],
                         teacher_queries=texts, tokens=[self.max_tokens, None])  # a text: at most max_tokens
 
     def corpus(self, job: StrategyJob) -> list:
