@@ -4,6 +4,7 @@ never imports runners/, and no two folders (or top-level modules) import each ot
 round a longer loop."""
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -116,3 +117,27 @@ def test_the_code_keeps_to_the_lint_rules():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """A fresh install must bring every package the code imports (another package's dependency may go)."""
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    imported = set()
+    for path in [*REPO.glob("bench/**/*.py"), *REPO.glob("runners/**/*.py"), REPO / "run.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values()
+                                                for r in extra)]
+    declared = {re.split(r"[<>=\[ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    distributions = packages_distributions()
+    third_party = imported - set(sys.stdlib_module_names) - {"bench", "runners"}
+    names = {module: {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+             for module in third_party}
+    missing = sorted(module for module, dists in names.items() if not dists & declared)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
