@@ -163,6 +163,9 @@ def test_embedding_scores_use_the_packaged_minilm():
     ]
     scores = score_dataset(examples, replace(DiversityConfig(), text="question", kmeans_clusters=2))
     assert 1 < scores["vendi"] < 4 and scores["kmeans_inertia"] > 0 and scores["examples"] == 4
+    # no more examples than clusters: NaN, not a meaningless 0
+    assert math.isnan(kmeans_inertia(np.eye(4), clusters=4))
+    assert math.isnan(kmeans_inertia(np.eye(3), clusters=10))
 
 
 def test_the_simulated_clusterer_groups_alike_samples(tmp_path, data_dir):

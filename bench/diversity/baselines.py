@@ -63,12 +63,12 @@ def pairwise_rouge_l(texts: list[str], pairs: int = 2000, seed: int = 0) -> floa
 
 def kmeans_inertia(vectors: np.ndarray, clusters: int = 10, seed: int = 0) -> float:
     """Mean squared distance of the (unit) embeddings to their nearest of k centroids: spread-out data
-    keeps a high inertia."""
+    keeps a high inertia. NaN for no more points than clusters."""
     from sklearn.cluster import KMeans
 
+    if len(vectors) <= clusters:  # every point its own centroid: a meaningless 0
+        return math.nan
     k = min(clusters, len(np.unique(vectors, axis=0)))
-    if k < 1:
-        return 0.0
     model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(vectors)
     return float(model.inertia_) / len(vectors)
 
