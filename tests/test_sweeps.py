@@ -235,19 +235,20 @@ FAMILY = {"finetune": "finetune", "llm2llm": "llm2llm", "answer_augmentation": "
           "question_rephrase": "budgeted", "new_question": "budgeted"}
 
 
-def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", variant=None, iterations=()):
+def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", variant=None, iterations=(),
+                also=()):
     budget = (
         [{"max_queries": ratio * size, "paid": ratio * size, "from_cache": 0, "spent": ratio * size}]
         if ratio
         else []
     )
     return {
-        "cell_id": digest(f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}"),
+        "cell_id": digest(f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}-{also}"),
         "status": "done",
         "strategy": strategy,
         "family": FAMILY[strategy],
         "seed_set_size": size,
-        "overrides": [f"strategy={variant or strategy}"],
+        "overrides": [f"strategy={variant or strategy}", f"seed_set.seed={seed}", *also],
         "choices": {"strategy": variant or strategy},
         "run_dir": "x",
         "config": {
@@ -285,6 +286,17 @@ def test_report_tables_have_the_papers_shape(tmp_path):
         (tmp_path / "results" / "records").mkdir(parents=True, exist_ok=True)
         (tmp_path / "results" / "records" / f"{record['cell_id']}.json").write_text(json.dumps(record))
     assert len(find_records(tmp_path / "results")) == len(find_records(tmp_path / "results" / "records")) == 8
+
+
+def test_the_report_pools_cells_over_seeds_only(tmp_path):
+    """Cells that differ in a swept key the table does not show (temperature here) stay apart; only
+    cells that differ in their seed are pooled into mean ± std."""
+    records = [fake_record("new_question", accuracy, seed=seed, ratio=4, also=[f"strategy.temperature={t}"])
+               for t, accuracies in (("0.2", (0.4, 0.5)), ("1.8", (0.7, 0.8)))
+               for seed, accuracy in enumerate(accuracies)]
+    table = report.build(records, tmp_path)["budget_strategies"]
+    assert list(table.setting) == ["strategy.temperature=0.2", "strategy.temperature=1.8"]
+    assert list(table.new_question) == ["0.450 ± 0.071 (n=2)", "0.750 ± 0.071 (n=2)"]
 
 
 def test_the_report_sets_the_papers_numbers_beside_the_sweeps(tmp_path):

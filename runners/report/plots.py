@@ -33,19 +33,22 @@ def save_figure(figure, path: Path) -> Path:
 
 
 def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
-    """Accuracy over BR (log scale), one line per strategy, one panel per (task, |S|)."""
+    """Accuracy over BR (log scale), one line per strategy (and per setting, when the sweep varied one),
+    one panel per (task, |S|); error bars over seeds only. None when no line has two BRs."""
     cells = budgeted_cells(df)
-    if cells.empty:
+    lines = ["task", "seed_size", "strategy", "setting"]
+    if cells.empty or cells.groupby(lines).budget_ratio.nunique().max() < 2:
         return None
     panels = sorted(cells.groupby(["task", "seed_size"]).groups)
+    varied = cells.setting.nunique() > 1
     figure, axes = panels_figure(1, len(panels), (4.5, 3.6))
     for axis, (task, size) in zip(axes[0], panels, strict=True):
         block = cells[(cells.task == task) & (cells.seed_size == size)]
-        for strategy in sorted(cells.strategy.unique()):
-            points = block[block.strategy == strategy].groupby("budget_ratio").accuracy.agg(["mean", "std"])
-            if not points.empty:
-                axis.errorbar(points.index, points["mean"], yerr=points["std"].fillna(0), marker="o",
-                              capsize=3, label=strategy.replace("_", " "))
+        for (strategy, setting), line in block.groupby(["strategy", "setting"]):
+            points = line.groupby("budget_ratio").accuracy.agg(["mean", "std"])
+            label = strategy.replace("_", " ") + (f", {setting}" if varied else "")
+            axis.errorbar(points.index, points["mean"], yerr=points["std"].fillna(0), marker="o", capsize=3,
+                          label=label)
         axis.set(xscale="log", xlabel="budget ratio BR = Q / |S|", ylabel="test accuracy",
                  title=f"{task}, |S| = {size}")
         axis.grid(alpha=0.3)

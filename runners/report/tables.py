@@ -76,10 +76,24 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "diversity": r.get("diversity", {}),
                 "skipped": r.get("skipped", False),
                 "cell": " ".join(r["overrides"]) or "(defaults)",
+                "setting": setting_of(r["overrides"]),
                 "cell_id": r["cell_id"],
             }
         )
     return pd.DataFrame(rows)
+
+
+# keys a table shows as its rows or columns; seed_set.seed is pooled (mean ± std over seeds)
+SHOWN = ("task", "seed_set.size", "seed_set.fraction", "seed_set.seed", "budget.ratio", "budget.max_queries",
+         "strategy", "student", "teacher", "experiment")
+
+
+def setting_of(overrides: list[str]) -> str:
+    """What else a cell's command line set (strategy.temperature=1.8 ...): cells that differ in it are
+    never pooled, only cells that differ in their seed."""
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+    return " ".join(sorted(o for o in overrides if key(o) not in SHOWN and not key(o).startswith("hydra")))
 
 
 def mean_std(values: pd.Series) -> str:
@@ -92,9 +106,10 @@ def mean_std(values: pd.Series) -> str:
 
 
 def row_keys(df: pd.DataFrame, always: list[str]) -> list[str]:
-    """The given keys, plus student and teacher when the sweep varied them."""
+    """The given keys, plus student, teacher and the rest of the setting when the sweep varied them."""
     return [k for k in ("task", "student", "teacher") if k in always or df[k].nunique() > 1] + \
-           [k for k in always if k not in ("task", "student", "teacher")]
+           [k for k in always if k not in ("task", "student", "teacher")] + \
+           (["setting"] if df.setting.nunique() > 1 else [])
 
 
 def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
