@@ -141,3 +141,13 @@ def test_every_third_party_import_is_a_declared_dependency():
              for module in third_party}
     missing = sorted(module for module, dists in names.items() if not dists & declared)
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_run_py_help_is_the_applications_own():
+    result = subprocess.run([sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("synthbench: which way of generating synthetic training data")
+    for line in ("experiment: budget_strategies, diversity, diversity_pretrain", "task: casehold, gsm8k",
+                 "python run.py -m experiment=smoke", "python -m runners.plan experiment=llm2llm"):
+        assert line in result.stdout
