@@ -16,6 +16,8 @@ and dollars. Estimates, stated with their assumptions:
 import math
 from dataclasses import dataclass, field
 
+from bench.errors import BenchError
+
 GIB = 2**30
 CHARS_PER_TOKEN = 4
 CUDA_CONTEXT = 1.5 * GIB
@@ -46,7 +48,12 @@ def student_shape(student) -> Shape:
         shape = dict(student.shape)
         config = AutoConfig.for_model(shape.pop("model_type"), **shape)
     elif student.pretrained:
-        config = AutoConfig.from_pretrained(student.pretrained)
+        try:
+            config = AutoConfig.from_pretrained(student.pretrained)
+        except (OSError, ValueError) as error:
+            raise BenchError(f"student {student.name}: cannot read {student.pretrained}'s config "
+                             f"({str(error).splitlines()[0]}); give its sizes in student.shape "
+                             "(conf/student/7b.yaml shows how), or allow Hub access") from None
     else:
         config = LlamaConfig(vocab_size=student.tokenizer_vocab_size, **student.architecture)
     with torch.device("meta"):

@@ -106,3 +106,11 @@ def test_an_unfit_cell_is_flagged_with_what_would_fit(data_dir, capsys):
     out = capsys.readouterr().out
     assert " NO " in out and "would fit with compute.gpus=2 compute.sharding=fsdp" in out
     assert "1 cells do not fit" in out
+
+
+def test_a_student_the_planner_cannot_size_is_one_line(tmp_path):
+    from bench.errors import BenchError
+
+    student = typed_config(f"student.pretrained={tmp_path / 'no-model'}", "student.name=mine").student
+    with pytest.raises(BenchError, match=r"^student mine: cannot read .*give its sizes in student.shape"):
+        student_shape(student)

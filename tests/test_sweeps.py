@@ -87,7 +87,8 @@ def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
     report_dir = tmp_path / "first" / "report"
     text = (report_dir / "report.md").read_text()
     assert "| trec | 48 |" in text and "answer_augmentation" in text and "llm2llm_quick gain" in text
-    assert (report_dir / "accuracy_vs_budget_ratio.png").stat().st_size > 10_000
+    # each budgeted strategy ran at one BR only: no accuracy-vs-BR line to draw (the table has them)
+    assert not (report_dir / "accuracy_vs_budget_ratio.png").exists()
     assert (report_dir / "accuracy_per_iteration.png").stat().st_size > 10_000
     assert "sweep done: 4 cells ran, 0 skipped" in first.stdout
     assert "[cell 4 of 4]" in first.stdout + first.stderr
@@ -105,7 +106,7 @@ def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
         in next(summary.glob("files/media/table/tables/llm2llm_*.table.json")).read_text()
     )
     plots = {p.name.rsplit("_", 2)[0] for p in summary.glob("files/media/images/plots/*.png")}
-    assert {"accuracy_vs_budget_ratio", "accuracy_per_iteration"} <= plots
+    assert "accuracy_per_iteration" in plots
 
     again = sweep(tmp_path, "again")
     assert again.returncode == 0, again.stderr[-3000:]
