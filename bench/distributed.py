@@ -2,8 +2,8 @@
 tasks (hydra/launcher=slurm with compute.gpus=N). Rank 0 alone runs the strategy: it queries the teachers,
 reads and writes the stores, the record, the generated data and W&B. The other ranks follow: for each
 stage rank 0 computes, it sends them the stage's inputs; all ranks train it together (DDP, or FSDP
-through train.trainer_args) and each scores its shard of the examples, which rank 0 gathers and
-counts once. A single process (WORLD_SIZE unset or 1) skips all of this."""
+with compute.sharding=fsdp) and lm-eval scores the examples data-parallel, each rank its shard, gathered
+on rank 0 and counted once. A single process (WORLD_SIZE unset or 1) skips all of this."""
 
 import os
 from contextlib import contextmanager
@@ -29,18 +29,6 @@ class Ranks:
         box = [command if self.main else None]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
-
-    def gather(self, part) -> list | None:
-        """Every rank's part, in rank order, on rank 0 (None elsewhere)."""
-        if self.world == 1:
-            return [part]
-        parts = [None] * self.world if self.main else None
-        torch.distributed.gather_object(part, parts, dst=0)
-        return parts
-
-    def shard(self, items: list) -> list:
-        """This rank's share of `items`: every world-th item from its rank."""
-        return list(items[self.rank :: self.world])
 
     @contextmanager
     def stage(self):

@@ -33,6 +33,7 @@ from bench.seed_set import seed_set_size
 from bench.tasks import load_task
 from bench.teachers import query_budget
 from bench.training import batch_split
+from runners.sweep import grid_cells
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PROMPT_OVERHEAD = 300  # tokens of instructions and worked example around a teacher request's source
@@ -50,14 +51,11 @@ def composer():
 
 
 def cells(overrides: list[str]) -> list[list[str]]:
-    """Each cell's overrides, as Hydra's basic sweeper expands the preset's sweep and the command line."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    parser = OverridesParser.create()
-    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
+    """Each cell's overrides: the preset's sweep and the command line, as a multirun expands them."""
+    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(overrides)
+             if not o.is_sweep_override()]
     base = compose("config", overrides=fixed, return_hydra_config=True)
-    params = [f"{key}={value}" for key, value in (base.hydra.sweeper.get("params") or {}).items()]
-    return BasicSweeper.split_arguments(parser.parse_overrides([*params, *overrides]), None)[0]
+    return grid_cells(base.hydra.sweeper.get("params") or {}, overrides)
 
 
 def task_figures(task, data_dir) -> dict:

@@ -12,16 +12,22 @@ from omegaconf import DictConfig, OmegaConf
 from bench.store import find_records, write_json
 
 
-def count_cells(config: DictConfig) -> int | None:
-    """The basic sweeper's grid size: sweeper params, then the command line (which wins per key)."""
-    if "BasicSweeper" not in str(OmegaConf.select(config, "hydra.sweeper._target_")):
-        return None  # other sweepers (Optuna, ...) decide as they go
+def grid_cells(params: dict, overrides: list[str]) -> list[list[str]]:
+    """Each cell's overrides, as the basic sweeper expands its params and then the command line (which
+    wins per key)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(overrides)
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
-    return sum(len(batch) for batch in batches)
+    return [cell for batch in batches for cell in batch]
+
+
+def count_cells(config: DictConfig) -> int | None:
+    """The basic sweeper's grid size."""
+    if "BasicSweeper" not in str(OmegaConf.select(config, "hydra.sweeper._target_")):
+        return None  # other sweepers (Optuna, ...) decide as they go
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return len(grid_cells(params, config.hydra.overrides.task))
 
 
 class SweepCallback(Callback):

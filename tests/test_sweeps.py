@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from bench.config import validated
 from bench.store import digest, find_records
 from runners import advise, report
-from runners.sweep import count_cells
+from runners.sweep import count_cells, grid_cells
 from tests.conftest import DATA_DIR, QUICK, REPO, run_cli
 
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
@@ -26,14 +25,9 @@ TINY = ["student=tiny", "train=scratch", "teacher=simulated"]  # the README's ti
 
 def grid(preset: str) -> list[list[str]]:
     """The cells `python run.py -m experiment=<preset> <TINY>` launches, as override lists."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}", *TINY], return_hydra_config=True)
-    params = cfg.hydra.sweeper.get("params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()] + [f"experiment={preset}", *TINY]
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
-    return [cell for batch in batches for cell in batch]
+    return grid_cells(cfg.hydra.sweeper.get("params") or {}, [f"experiment={preset}", *TINY])
 
 
 @pytest.mark.parametrize("preset", PRESETS)
