@@ -1,7 +1,12 @@
 """Entry point: `python run.py [group=option ...] [key=value ...]`, or `-m` to sweep a grid."""
 
+import os
 import sys
 from pathlib import Path
+
+# tqdm reads its defaults from the environment once, at import: the libraries' bars (lm-eval's, datasets')
+# stay off; the suite's own bars pass `disable=` themselves and show on a terminal (bench/console.py)
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 import hydra
 from omegaconf import DictConfig

@@ -2,8 +2,8 @@
 over a JSONL of the suite's own prompts (absolute paths), evaluated with `simple_evaluate` on the
 in-memory model. Per-example results come back so LLM2LLM can find the seed examples it gets wrong."""
 
+import functools
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +98,6 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
     if hasattr(model, "merge_and_unload"):  # a LoRA student is scored with its adapters merged
         model = model.merge_and_unload()
     model.eval()
-    # lm-eval warns that it got a model object instead of a name: that is how the suite uses it
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     if cfg.backend == "vllm":
         if ranks is not None and not ranks.main:
             return None  # vLLM takes the node's GPUs from rank 0
@@ -113,7 +111,7 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
 
         lm._rank, lm._world_size, lm.accelerator = ranks.rank, ranks.world, Accelerator()
     output = lm_eval.simple_evaluate(
-        model=lm,
+        model=without_bars(lm),
         tasks=[name],
         task_manager=TaskManager(include_path=str(work_dir / "lm_eval" / split), include_defaults=False),
         log_samples=True,
@@ -151,6 +149,13 @@ def vllm_model(model, tokenizer, cfg: EvalConfig, folder: Path):
                              batch_size="auto", **cfg.vllm_args)
 
 
+def without_bars(lm):
+    """lm-eval's per-request progress bars off: they flood a job's console and run.log."""
+    for name in ("generate_until", "loglikelihood"):
+        setattr(lm, name, functools.partial(getattr(lm, name), disable_tqdm=True))
+    return lm
+
+
 def save_for_scoring(model, tokenizer, folder: Path) -> None:
     """The weights and tokenizer as a Hugging Face folder: what `vllm` and plain `lm_eval` load."""
     model.save_pretrained(folder, safe_serialization=True)
@@ -166,11 +171,10 @@ def zero_shot(model, tokenizer, tasks: list[str], include_path: str | None, batc
     from lm_eval.tasks import TaskManager
 
     model.eval()
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     try:
-        output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=0, limit=limit,
-                                         task_manager=TaskManager(include_path=include_path))
+        output = lm_eval.simple_evaluate(model=without_bars(lm), tasks=list(tasks), num_fewshot=0,
+                                         limit=limit, task_manager=TaskManager(include_path=include_path))
     except (KeyError, ValueError, OSError, ConnectionError) as error:
         raise BenchError(
             f"zero-shot tasks {list(tasks)}: {str(error).splitlines()[0] if str(error) else error!r} "

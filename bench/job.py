@@ -69,6 +69,9 @@ class Job:
         self.rounds: list = []
         self.generated: dict = {}  # iteration -> counts of what happened to its requests
         self.generated_examples: dict = {}  # iteration -> the examples it added
+        self.zero_shots: dict = {}  # iteration -> {task: {metric: value}}
+        self.planned = 1  # training stages the strategy plans at most (the `[iteration i/n]` labels)
+        self.label = ""
 
     @cached_property
     def _teachers(self) -> tuple:
@@ -138,16 +141,20 @@ class Job:
         the train config (a pre-training stage)."""
         score_on, recipe = list(score_on), recipe or self.config.train
         key = self.stage_key(examples, start_from, score_on, recipe)
+        self.label = self.label_of(iteration)
         with self.stages.claim(key):  # another cell of the sweep may be computing this very stage
             done = self.stages.load(key, need_weights=keep_weights)
             if done is not None and not reusable(f"stage {key}", done.get("code"), self.config.resume):
                 done = None
             if done is not None:
+                log.info(f"{self.label}reusing the stage an earlier job trained on these {len(examples):,} "
+                         f"examples ({key[:12]})")
                 stage = Round(iteration, key, TrainStats(**done["stats"]), EvalResult(**done["test"]),
                               EvalResult(**done["scored"]) if done["scored"] else None, done["parameters"],
                               reused=True,
                               greedy=EvalResult(**done["greedy"]) if done.get("greedy") else None)
             else:
+                log.info(f"{self.label}training on {len(examples):,} examples ({recipe.epochs:g} epochs) …")
                 with self.ranks.stage():  # the followers train and score it too
                     self.ranks.send((examples, iteration, key, start_from and start_from.key, score_on,
                                      recipe, keep_weights))
@@ -161,19 +168,25 @@ class Job:
                 if not keep_weights:
                     stage.model = None  # no later stage starts from it: free the memory
         test, scored, stats = stage.test, stage.scored, stage.stats
-        self.tracker.log_predictions(f"iteration_{iteration}/test", test.records)
+        log.info(f"{self.label}test accuracy {test.accuracy:.3f} ± {test.stderr:.3f}"
+                 + (f"; {len(scored.wrong_ids):,} of {len(scored.records):,} training examples wrong"
+                    if scored else ""))
+        self.tracker.log_predictions(iteration, "test", test.records)
         if scored:
-            self.tracker.log_predictions(f"iteration_{iteration}/train", scored.records)
-        self.tracker.log({"iteration": iteration, "test/acc": test.accuracy, "test/acc_stderr": test.stderr,
-                          "test/examples": len(test.records), "train/examples": len(examples),
-                          "train/loss": stats.train_loss, "train/seconds": stats.seconds,
-                          "train/tokens_per_second": stats.tokens_per_second,
-                          "train/padding_share": stats.padding_share, "stage/reused": int(stage.reused),
-                          **({"train/scored_acc": scored.accuracy} if scored else {}),
-                          **({"test/acc_greedy": stage.greedy.accuracy} if stage.greedy else {})})
+            self.tracker.log_predictions(iteration, "train", scored.records)
+        self.tracker.log_iteration(iteration, {
+            "test/acc": test.accuracy, "test/acc_stderr": test.stderr, "test/examples": len(test.records),
+            "train/examples": len(examples), "train/mean_loss": stats.train_loss,
+            "train/seconds": stats.seconds, "train/tokens_per_second": stats.tokens_per_second,
+            "train/padding_share": stats.padding_share, "stage/reused": int(stage.reused),
+            **({"train/scored_acc": scored.accuracy} if scored else {}),
+            **({"test/acc_greedy": stage.greedy.accuracy} if stage.greedy else {})})
         self.rounds.append(stage)
         write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
         return stage
+
+    def label_of(self, iteration: int) -> str:
+        return f"[iteration {iteration}/{self.planned - 1}] " if self.planned > 1 else ""
 
     def follow(self) -> None:
         """A follower rank: compute each stage rank 0 sends, until it sends the end of the cell."""
@@ -192,7 +205,7 @@ class Job:
         where = self.run_dir / f"iteration_{iteration}"
         model = start if start is not None else self.student.base_model()
         model, stats = finetune(model, self.student.tokenizer, examples, recipe, where / "trainer",
-                                self.tracker.report_to, self.config.compute.sharding)
+                                self.tracker.curve(iteration, self.label), self.config.compute.sharding)
         if stats.steps == 0:  # a stage that learned nothing is never stored as a result
             raise BenchError(
                 f"training on {len(examples)} examples ran 0 optimizer steps (train.epochs="
@@ -217,6 +230,8 @@ class Job:
               ) -> EvalResult | None:
         """lm-eval's scores of `examples`; over several ranks each scores a shard, rank 0 has them all."""
         config = self.config
+        if self.ranks.main:
+            log.info(f"{self.label}scoring {split.replace('_', ' ')} ({len(examples):,} examples) …")
         return evaluate(model, self.student.tokenizer, config.task, split, examples, config.eval, where,
                         self.ranks, decoding)
 
@@ -230,13 +245,11 @@ class Job:
             self.config.eval.batch_size,
             limit,
         )
-        self.tracker.log(
-            {
-                f"zero_shot/iteration_{stage.iteration}/{task}/{metric}": value
-                for task, metrics in scores.items()
-                for metric, value in metrics.items()
-            }
-        )
+        self.zero_shots[stage.iteration] = scores
+        write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
+        self.tracker.log_iteration(stage.iteration, {f"zero_shot/{task}/{metric}": value
+                                                      for task, metrics in scores.items()
+                                                      for metric, value in metrics.items()})
         return scores
 
     def iterative_total(self, iterations: int, per_wrong: int) -> int:
@@ -267,8 +280,10 @@ class Job:
         )
         self.generated[iteration] = dict(tally.counts)
         self.generated_examples[iteration] = [g.example for g in generated]
-        self.tracker.log({f"generation/{name}": n for name, n in tally.counts.items()})
-        self.tracker.log_table(f"generated/iteration_{iteration}", [g.record() for g in generated])
+        log.info(f"{self.label_of(iteration)}teacher: " + ", ".join(
+            f"{n:,} {name.replace('_', ' ')}" for name, n in tally.counts.items()))
+        self.tracker.log_iteration(iteration, {f"generation/{name}": n for name, n in tally.counts.items()})
+        self.tracker.log_table(iteration, "generated/examples", [g.record() for g in generated])
 
     def generated_datasets(self) -> dict:
         """Each round's generated examples and, over several rounds, all of them together."""
@@ -292,13 +307,9 @@ class Job:
         scores = {}
         for name, examples in datasets.items():
             scores[name] = score_dataset(examples, cfg, agent, reference=self.seed_set)
-            self.tracker.log(
-                {
-                    f"diversity/{name}/{metric}": value
-                    for metric, value in scores[name].items()
-                    if isinstance(value, int | float)
-                }
-            )
+            self.tracker.summarize({f"diversity/{name}/{metric}": value
+                                    for metric, value in scores[name].items()
+                                    if isinstance(value, int | float)})
         return scores
 
     @cached_property
@@ -330,4 +341,5 @@ class Job:
             "stage": r.key,
             "reused": r.reused,
             "generation": self.generated.get(r.iteration, {}),
+            "zero_shot": self.zero_shots.get(r.iteration, {}),
         }  # what was added before this round

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForCausalLM,
+    DataCollatorForSeq2Seq,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from bench.config import TrainConfig
 from bench.tasks import Example
@@ -94,7 +101,7 @@ def sharding_arguments(cfg: TrainConfig, sharding: str, world_size: int) -> dict
 
 
 def training_arguments(
-    cfg: TrainConfig, output_dir: Path, precision: str, report_to: list[str], sharding: str = "none"
+    cfg: TrainConfig, output_dir: Path, precision: str, sharding: str = "none"
 ) -> TrainingArguments:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     per_device, accumulation = batch_split(cfg, world_size)
@@ -115,14 +122,15 @@ def training_arguments(
         seed=cfg.seed,
         save_strategy="no",
         logging_steps=0.1,  # ten loss points per run
-        report_to=report_to,
+        report_to=["none"],  # the suite logs the curve per iteration (bench/tracking.py TrainingProgress)
+        disable_tqdm=True,  # its own bar, on a terminal only
         dataloader_num_workers=0,
         **cfg.trainer_args,
     )
 
 
 def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, output_dir: Path,
-             report_to: Sequence[str] = ("none",), sharding: str = "none"):
+             progress: TrainerCallback | None = None, sharding: str = "none"):
     """Train `model` in place on `examples`; return it (ready to score) with the run's figures."""
     features = encode(examples, tokenizer, cfg.max_length)
     precision = autocast(cfg, next(model.parameters()).dtype)
@@ -130,10 +138,12 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
                                 pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     trainer = Trainer(
         model=model,
-        args=training_arguments(cfg, output_dir, precision, list(report_to), sharding),
+        args=training_arguments(cfg, output_dir, precision, sharding),
         train_dataset=features,
         data_collator=collator,
+        callbacks=[progress] if progress else None,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout
     started = time.perf_counter()
     result = trainer.train()
     model = trainer.model

@@ -5,7 +5,6 @@ recorded with its error and the sweep goes on; runners/sweep.py lists the failur
 import logging
 import os
 import platform
-import sys
 import time
 import traceback
 from datetime import UTC, datetime
@@ -46,7 +45,7 @@ def run(cfg: DictConfig) -> int:
     ranks = distributed.from_environment()  # torchrun, accelerate launch or SLURM tasks: several ranks
     try:
         if multirun and ranks.main:
-            print(progress(hydra, record["overrides"]), flush=True)
+            log.info(progress(hydra, record["overrides"]))
         # a bad value fails here, in one line, before the store is read or anything is written
         config, strategy = validated(cfg), build_strategy(cfg)
         if config.data_dir:
@@ -65,7 +64,7 @@ def run(cfg: DictConfig) -> int:
         if finished is not None:
             write_json(run_dir / "record.json", {**finished, **record, "skipped": True,
                                                  "first_run_dir": finished["run_dir"]})
-            print(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it")
+            log.info(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it")
             return 0
         record.update(config=cell_config(cfg), provenance={**code_version(), "host": platform.node(),
                                                            "started": datetime.now(UTC).isoformat()})
@@ -73,7 +72,7 @@ def run(cfg: DictConfig) -> int:
             share_cores(hydra)
         from runners import pipeline  # heavy imports only for cells that run
 
-        outcome = pipeline.run(cfg, config, strategy, data, run_dir,
+        outcome = pipeline.run(cfg, config, strategy, data, run_dir, cell=cell, choices=record["choices"],
                                sweep=record["sweep"]["group"] if multirun else None, ranks=ranks)
         record.update(outcome, status="done", skipped=False, seconds=time.perf_counter() - started)
         record["provenance"]["finished"] = datetime.now(UTC).isoformat()
@@ -87,11 +86,11 @@ def run(cfg: DictConfig) -> int:
         record_failure(run_dir, {**record, "status": "failed", "error": message,
                                  "seconds": time.perf_counter() - started})
         if isinstance(error, BenchError):
-            print(f"error: {message}", file=sys.stderr)
+            log.error(message)
             return 0 if multirun else 2
         if not multirun:
             raise
-        print(f"error: cell failed: {message} (traceback in {run_dir / 'error.txt'})", file=sys.stderr)
+        log.error(f"cell failed: {message} (traceback in {run_dir / 'error.txt'})")
     finally:
         ranks.release()  # the other ranks wait for rank 0's next stage until told the cell is over
     return 0

@@ -1,12 +1,14 @@
 """One job, stage by stage: config -> seed set -> generation -> training -> evaluation -> record.
 The strategy drives the rounds of generation, training and scoring through the Job (bench/job.py)."""
 
+import logging
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from bench.config import BenchConfig, LoggerConfig
+from bench.console import quiet_libraries
 from bench.distributed import Ranks
 from bench.job import Job
 from bench.secrets import redact
@@ -14,13 +16,19 @@ from bench.seed_set import sample_seed_set
 from bench.store import write_json
 from bench.strategies.base import Strategy
 from bench.tasks import TaskData
+from bench.teachers import query_budget
 from bench.tracking import Tracker
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData, run_dir: Path,
-        sweep: str | None = None, ranks: Ranks | None = None) -> dict:
-    """Run one job (`config` is `cfg` validated, `strategy` built from it, `data` the task it loaded);
-    return its record (config, metrics, iterations, cost, stages, timings)."""
+        cell: str | None = None, choices: dict | None = None, sweep: str | None = None,
+        ranks: Ranks | None = None) -> dict:
+    """Run one job (`config` is `cfg` validated, `strategy` built from it, `data` the task it loaded,
+    `cell` its id, `choices` Hydra's group choices); return its record (config, metrics, iterations,
+    cost, stages, timings)."""
+    quiet_libraries()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     started = time.perf_counter()
@@ -28,17 +36,23 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
     # Stage 1: the seed set S, drawn from the task's training pool (test examples can never be drawn).
     seed_set = sample_seed_set(data.train, config.seed_set, config.task.name)
     write_json(run_dir / "seed_ids.json", [example.id for example in seed_set])
+    log.info(f"{config.task.name}: seed set of {len(seed_set):,} from {len(data.train):,} training examples "
+             f"({data.source}); {strategy.name} with the {config.student.name} student")
 
-    tracker = Tracker(run_dir, config.logger, OmegaConf.to_container(cfg, resolve=True),
+    tracker = Tracker(run_dir, config.logger, {**OmegaConf.to_container(cfg, resolve=True),
+                                               "choices": choices or {}, "cell_id": cell},
                       name=f"{config.task.name}-{strategy.name}-{config.student.name}-s{len(seed_set)}",
                       group=sweep, tags=(config.task.name, strategy.name, config.student.name))
     failed, job = True, None
     try:
-        tracker.log({"data/source": data.source, "data/train_pool": len(data.train),
-                     "data/seed_set": len(seed_set), "data/dropped_test_overlap": data.dropped_test_overlap,
-                     "test/majority_rate": data.majority_rate})
+        tracker.summarize({"data/source": data.source, "data/train_pool": len(data.train),
+                           "data/seed_set": len(seed_set),
+                           "data/dropped_test_overlap": data.dropped_test_overlap,
+                           "test/majority_rate": data.majority_rate})
         # Stages 2-4, as the strategy drives them: generation, training from the base weights, scoring.
         job = Job(config, run_dir, data, seed_set, tracker, ranks)
+        job.planned = len(strategy.workload(len(seed_set), query_budget(config.budget, len(seed_set)),
+                                            config.budget.count_augmenter).stages)
         if strategy.uses_teacher:  # an unreachable teacher or a refused key stops the job before training
             job.check_teachers(probe=config.teacher.probe)
         strategy.run(job)
@@ -46,7 +60,7 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
         usage = tracker.log_teachers(*job.teachers_used()) if job.teachers_used() else {}
         final = job.rounds[-1]
         trained = sum(not r.reused for r in job.rounds)
-        tracker.log(
+        tracker.summarize(
             {
                 "student/parameters": final.parameters,
                 "final/test_acc": final.test.accuracy,
@@ -57,12 +71,18 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
                 "job/seconds": time.perf_counter() - started,
             }
         )
+        tracker.log_dataset(f"generated-{cell or 'data'}", generated_files(run_dir),
+                            {"task": config.task.name, "strategy": strategy.name, "cell_id": cell,
+                             "added": {i: counts.get("added", 0) for i, counts in job.generated.items()}})
         failed = False
     finally:
         if failed and job is not None and job.teachers_used():
             tracker.log_teachers(*job.teachers_used())  # what was paid for and what failed, kept on failure
+        where = tracker.where()
         tracker.finish(failed)
-    print(summary(config, strategy.name, data, seed_set, job, usage, tracker.metrics, run_dir))
+    text = summary(config, strategy.name, data, seed_set, job, usage, tracker.metrics, run_dir, where)
+    (run_dir / "summary.txt").write_text(text + "\n")
+    log.info("\n" + text)
     return {
         "strategy": strategy.name,
         "family": strategy.family,
@@ -79,16 +99,24 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
     }
 
 
+def generated_files(run_dir: Path) -> list[Path]:
+    """What the teacher wrote: each round's added examples and every answer used."""
+    return [*sorted((run_dir / "generated").glob("*.jsonl")),
+            *[p for p in [run_dir / "generations.jsonl"] if p.exists()]]
+
+
 def follow(config: BenchConfig, data: TaskData, run_dir: Path, ranks: Ranks) -> None:
     """A rank other than 0: the same seed set and student, no teacher, store or record of its own; it
     trains and scores the stages rank 0 sends (bench/distributed.py)."""
+    quiet_libraries()
     seed_set = sample_seed_set(data.train, config.seed_set, config.task.name)
     tracker = Tracker(run_dir, LoggerConfig(backend="none"), {}, name=f"rank {ranks.rank}")
     Job(config, run_dir / f"rank_{ranks.rank}", data, seed_set, tracker, ranks).follow()
 
 
 def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage: dict, metrics: dict,
-            run_dir: Path) -> str:
+            run_dir: Path, wandb_at: str | None) -> str:
+    """The job's story in a dozen lines (also saved as summary.txt), ending with what to do next."""
     head = [
         ("task", (f"{config.task.name} ({data.source}), train pool {len(data.train):,}, "
                   f"majority class {data.majority_rate:.3f}")),
@@ -111,5 +139,17 @@ def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage:
                 f"{line['failed']} failed, {line['over_budget']} over budget, "
                 f"{line['prompt_tokens'] + line['completion_tokens']:,} tokens, ${line['cost_usd']:.4f}"
             )
-    lines.append(f"\nwall time {metrics['job/seconds']:.0f} s · run record {run_dir}")
+    lines.append(f"\nwall time {metrics['job/seconds']:.0f} s · run folder {run_dir} "
+                 "(run.log: the whole job)")
+    lines.append("next:")
+    if job.generated:
+        lines.append(f"  generated data   {run_dir / 'generated'}/iteration_<i>.jsonl; every teacher answer "
+                     f"in {run_dir / 'generations.jsonl'}")
+    if wandb_at:
+        lines.append(f"  W&B run          {wandb_at}")
+    if config.teacher.name == "simulated":
+        lines.append("  a real teacher   teacher=openai (OPENAI_API_KEY), teacher=vllm_server or teacher=hf; "
+                     "README: Teachers")
+    lines.append("  a paper's grid   python -m runners.plan experiment=llm2llm, then python run.py -m "
+                 "experiment=llm2llm")
     return "\n".join(lines)

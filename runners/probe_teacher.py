@@ -39,7 +39,7 @@ def probe(cfg: DictConfig, run_dir: Path) -> dict:
         for example in seed_set
     ]
     tracker = Tracker(run_dir, config.logger, OmegaConf.to_container(cfg, resolve=True),
-                      name=f"probe-{config.teacher.name}-{config.task.name}")
+                      name=f"probe-{config.teacher.name}-{config.task.name}", job_type="teacher-probe")
     failed = True
     try:
         started = time.perf_counter()
@@ -48,7 +48,7 @@ def probe(cfg: DictConfig, run_dir: Path) -> dict:
         correct = [a is not None and data.kind.is_correct(a.text, e.label, config.task.labels)
                    for a, e in zip(answers, seed_set)]
         usage = tracker.log_teachers(teacher, augmenter)
-        tracker.log({"probe/accuracy": sum(correct) / len(correct), "probe/seconds": seconds,
+        tracker.summarize({"probe/accuracy": sum(correct) / len(correct), "probe/seconds": seconds,
                      "probe/answered": sum(a is not None for a in answers)})
         failed = False
     finally:

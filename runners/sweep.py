@@ -58,7 +58,9 @@ class SweepCallback(Callback):
         if config.logger.backend == "wandb" and ran:
             from bench.tracking import log_sweep_summary
 
-            log_sweep_summary(config.logger, group_of(config, records), made, sweep_dir)
+            where = log_sweep_summary(config.logger, group_of(config, records), made, sweep_dir)
+            if where:
+                print(f"W&B sweep summary: {where}")
         if failed:
             sys.exit(1)  # the others finished and are reported; the exit status still says not all did
 

@@ -344,9 +344,9 @@ def test_the_pretraining_protocol_runs_end_to_end_at_tiny_size(tmp_path):
     assert len(corpus) == 96 and len({c["style"] for c in corpus}) == 6
     assert record["diversity"]["generated/all"]["examples"] == 96
     for iteration in (0, 1):  # a share of the len(rows) questions, read from lm-eval's acc (not its stderr)
-        accuracy = record["metrics"][f"zero_shot/iteration_{iteration}/tiny_mc/acc"]
+        accuracy = record["iterations"][iteration]["zero_shot"]["tiny_mc"]["acc"]
         assert (accuracy * len(rows)) == pytest.approx(round(accuracy * len(rows)))
-        assert record["metrics"][f"zero_shot/iteration_{iteration}/tiny_mc/acc_stderr"] > 0
+        assert record["iterations"][iteration]["zero_shot"]["tiny_mc"]["acc_stderr"] > 0
     assert record["stages"]["trained"] == 2
 
 

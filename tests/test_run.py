@@ -10,6 +10,7 @@ from bench.config import build_strategy, validated
 from bench.tasks import load_task
 from runners import pipeline
 from tests.conftest import QUICK, compose_config, run_cli
+from tests.wandb_file import read_run
 
 
 def run_dir_of(tmp_path):
@@ -37,19 +38,57 @@ def test_a_job_writes_its_run_record_and_an_offline_wandb_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_default_job_learns(tmp_path):
-    """The embedded default (LLM2LLM, 3 iterations, simulated teacher), scored on all 500 TREC test
-    questions each iteration: well above the 27.6% majority rate, and it says so per iteration."""
-    result = run_cli("logger=none", run_dir_of(tmp_path), cwd=tmp_path)
+def test_the_default_job_as_a_user_sees_it(tmp_path):
+    """`python run.py` with nothing set (LLM2LLM, 3 iterations, simulated teacher, W&B offline), scored
+    on all 500 TREC test questions each iteration: it learns; the console tells the story in one line
+    per stage and a summary; run.log has everything; the W&B run is laid out the W&B way."""
+    result = run_cli(run_dir_of(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/examples"] == 500
     assert metrics["final/test_acc"] > metrics["test/majority_rate"] + 0.15
-    rounds = json.loads((tmp_path / "run" / "iterations.json").read_text())
+    rounds = json.loads((run / "iterations.json").read_text())
     # three iterations, or fewer when the student got every seed example right: nothing left to add
     assert [r["iteration"] for r in rounds] == [0, 1, 2] or rounds[-1]["scored_acc"] == 1.0
     assert rounds[1]["train_examples"] == 500 + rounds[1]["generation"]["added"]
-    assert "iteration  train examples  added  test accuracy" in result.stdout
+
+    # the console: no progress-bar frames, loss dicts or W&B banners; a labelled line per stage
+    console = result.stdout
+    assert "\r" not in console and "{'loss'" not in console and "wandb:" not in console + result.stderr
+    assert "[iteration 0/2] training on 500 examples" in console
+    assert "[iteration 1/2] teacher: " in console and "[iteration 0/2] scoring test (500 examples)" in console
+    assert len(console) < 4000 and result.stderr == ""
+    summary = (run / "summary.txt").read_text()
+    assert "iteration  train examples  added  test accuracy" in summary and summary.strip() in console
+    assert f"wandb sync {run / 'wandb'}" in summary and "teacher=openai" in summary
+    # run.log: the stage lines, the loss points and the libraries' messages
+    story = (run / "run.log").read_text()
+    assert "training on 500 examples" in story and "[lm_eval." in story
+    assert story.count("step 26/256: loss") == len([r for r in rounds if not r["reused"]])
+
+    wandb_run = read_run(next((run / "wandb").glob("offline-run-*/run-*.wandb")))
+    assert wandb_run["job_type"] == "cell"
+    assert wandb_run["config"]["choices.strategy"] == "llm2llm_quick" and "cell_id" in wandb_run["config"]
+    assert "per_device_train_batch_size" not in wandb_run["config"]  # no Trainer arguments
+    # per-iteration metrics on the `iteration` axis; each training run's curve on its own step axis
+    assert wandb_run["metrics"]["test/*"] == "iteration"
+    assert wandb_run["metrics"]["train_curve/iteration_1/*"] == "train_curve/iteration_1/step"
+    accuracy = [(h["iteration"], h["test/acc"]) for h in wandb_run["history"] if "test/acc" in h]
+    assert accuracy == [(r["iteration"], r["test_acc"]) for r in rounds]
+    curve = [h["train_curve/iteration_1/step"] for h in wandb_run["history"]
+             if "train_curve/iteration_1/loss" in h]
+    assert curve == sorted(curve) and curve[0] == 26  # its own steps, not appended to iteration 0's
+    logged = {key for row in wandb_run["history"] for key in row}
+    assert not logged & {"train/loss", "train/global_step", "final/test_acc", "data/seed_set",
+                         "student/parameters", "teacher/teacher/requests"}
+    # finals and constants are the summary
+    assert wandb_run["summary"]["final/test_acc"] == metrics["final/test_acc"]
+    assert wandb_run["summary"]["data/seed_set"] == 500
+    # the generated data as a dataset Artifact of this run
+    datasets = [a for a in wandb_run["artifacts"] if a["type"] == "dataset"]
+    assert len(datasets) == 1 and datasets[0]["name"].startswith("generated-")
+    assert {"generated/iteration_1.jsonl", "generations.jsonl"} <= set(datasets[0]["files"])
 
 
 def test_wandb_run_is_finished_when_the_job_fails(tmp_path, monkeypatch):
@@ -98,14 +137,24 @@ def test_a_new_classification_task_is_one_yaml_file(tmp_path, user_conf):
     assert metrics["final/test_acc"] >= 0.8
 
 
-def test_wandb_is_offline_unless_a_project_and_key_are_given(monkeypatch):
+def test_wandb_keeps_its_own_settings_and_decides_the_mode_from_its_credentials(monkeypatch, tmp_path):
+    """Only what the user set reaches wandb.init: WANDB_PROJECT / WANDB_ENTITY / WANDB_MODE and a prior
+    `wandb login` (its netrc entry) work as in any W&B script."""
     from bench.config import LoggerConfig
-    from bench.tracking import wandb_mode
+    from bench.tracking import init_arguments
 
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    assert wandb_mode(LoggerConfig()) == "offline"
-    assert wandb_mode(LoggerConfig(project="mine")) == "offline"
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    assert wandb_mode(LoggerConfig()) == "offline"
-    assert wandb_mode(LoggerConfig(project="mine")) == "online"
-    assert wandb_mode(LoggerConfig(project="mine", mode="offline")) == "offline"
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # no login yet
+    arguments = init_arguments(LoggerConfig())
+    assert (arguments["mode"], arguments["project"]) == ("offline", "synthbench")
+    assert "entity" not in arguments
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    assert init_arguments(LoggerConfig())["mode"] == "online"  # `wandb login` was run
+    assert init_arguments(LoggerConfig(mode="offline"))["mode"] == "offline"  # logger.mode wins
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_PROJECT", "theirs")
+    arguments = init_arguments(LoggerConfig())
+    assert "mode" not in arguments and "project" not in arguments  # wandb reads its own variables
+    assert init_arguments(LoggerConfig(project="mine", entity="lab"))["project"] == "mine"
+    assert init_arguments(LoggerConfig(project="mine", entity="lab"))["entity"] == "lab"

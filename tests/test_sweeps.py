@@ -18,6 +18,7 @@ from bench.store import digest, find_records
 from runners import advise, report
 from runners.sweep import count_cells, grid_cells
 from tests.conftest import DATA_DIR, QUICK, REPO, run_cli
+from tests.wandb_file import read_run
 
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 TINY = ["student=tiny", "train=scratch", "teacher=simulated"]  # the README's tiny override
@@ -93,8 +94,12 @@ def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
     cell_run = next((tmp_path / "first" / "1" / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
     assert group in cell_run and b"train.learning_rate" in cell_run and b"llm2llm" in cell_run
     summary = next((tmp_path / "first" / "wandb").glob("offline-run-*"))
+    summary_run = read_run(next(summary.glob("run-*.wandb")))
+    assert summary_run["job_type"] == "sweep-summary"
     assert group in next(summary.glob("run-*.wandb")).read_bytes()
-    assert b"sweep-summary" in next(summary.glob("run-*.wandb")).read_bytes()
+    cells = json.loads(next(summary.glob("files/media/table/tables/cells_*.table.json")).read_text())
+    accuracy = [row[cells["columns"].index("accuracy")] for row in cells["data"]]
+    assert all(isinstance(a, float) for a in accuracy)  # a real table: numbers, not their printed text
     assert (
         "llm2llm_quick gain"
         in next(summary.glob("files/media/table/tables/llm2llm_*.table.json")).read_text()

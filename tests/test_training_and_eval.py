@@ -185,7 +185,7 @@ def test_mixed_precision_keeps_small_updates_and_pure_bf16_loses_them(
     student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train))
     model = student.base_model()
     assert next(model.parameters()).dtype == weights and autocast(cfg.train, weights) == "bf16"
-    assert training_arguments(cfg.train, tmp_path, "bf16", ["none"]).bf16  # what the Trainer is given
+    assert training_arguments(cfg.train, tmp_path, "bf16").bf16  # what the Trainer is given
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     model, stats = finetune(model, student.tokenizer, data.train[:16], cfg.train, tmp_path)
     assert stats.steps == 1

@@ -7,7 +7,7 @@ As the authors' GSM8K/generate_data.py: a new question more ROUGE-L-similar than
 seed questions or to a question generated earlier in the round is dropped, and its request is asked again
 (a fresh sample) until each wrong example has its example or `retries` more attempts are spent."""
 
-RETRY_STRIDE = 1_000_000  # retry a of a request asks for sample index + a x this: a fresh, cached sample
+import logging
 
 from bench.errors import BenchError
 from bench.strategies.base import (
@@ -20,6 +20,9 @@ from bench.strategies.base import (
     source_fields,
     writer,
 )
+
+RETRY_STRIDE = 1_000_000  # retry a of a request asks for sample index + a x this: a fresh, cached sample
+log = logging.getLogger(__name__)
 
 
 class LLM2LLM(Strategy):
@@ -84,7 +87,10 @@ class LLM2LLM(Strategy):
                 filters = self.filters(job.task, wrong)
             added = self.augment(job, sources, iteration + 1, filters)
             if not added and not self.continue_training:
-                break  # the same data from the same base weights: every later round would repeat this one
+                # the same data from the same base weights: every later round would repeat this one
+                log.info(f"nothing added ({len(wrong)} scored examples wrong): stopping after iteration "
+                         f"{iteration}")
+                break
             synthetic += [g.example for g in added]
             training += [g.example for g in added]
 

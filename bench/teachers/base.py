@@ -10,8 +10,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
-from tqdm.auto import tqdm
-
+from bench.console import bar as progress_bar
 from bench.errors import BenchError
 from bench.teachers.cache import GenerationCache, cache_key
 
@@ -215,7 +214,7 @@ class Teacher:
             self._served_free(request, Response(**{**hit, "cached": True, "key": key}), results, i)
         if misses:
             failed_before, refused_before = self._transport_failures(), self._refused()
-            with tqdm(total=len(misses), desc=description, unit="req", disable=len(misses) < 2) as bar:
+            with progress_bar(len(misses), description, "req", disable=len(misses) < 2) as bar:
                 if isinstance(self.backend, LocalBackend):
                     self._run_batched(requests, keys, misses, results, bar)
                 else:

@@ -44,7 +44,7 @@ def plain_trainer(model, tokenizer, examples, cfg, output_dir):
     features = encode(examples, tokenizer, cfg.max_length)
     collator = CountingCollator(tokenizer, padding="longest", label_pad_token_id=IGNORE)
     args = training_arguments(dataclasses.replace(cfg, group_by_length=False), output_dir,
-                              autocast(cfg, next(model.parameters()).dtype), ["none"])
+                              autocast(cfg, next(model.parameters()).dtype))
     trainer = Trainer(model=model, args=args,
                       train_dataset=features, data_collator=collator)
     started = time.perf_counter()
