@@ -51,6 +51,11 @@ class Sharding(StrEnum):
     fsdp = "fsdp"  # FSDP full shard: weights, gradients and optimizer state split across the GPUs
 
 
+class SaveWeights(StrEnum):
+    none = "none"
+    final = "final"  # the last stage's weights (HF format) and its lm-eval task folder, in the run folder
+
+
 class Dtype(StrEnum):
     auto = "auto"  # students: fp32 master weights; the hf teacher: bf16 on a GPU that supports it
     bfloat16 = "bfloat16"
@@ -163,6 +168,7 @@ class StudentConfig:
     shape: Dict[str, Any] = field(default_factory=dict)
     dtype: Dtype = Dtype.auto
     lora: LoraConfig = field(default_factory=LoraConfig)
+    save: SaveWeights = SaveWeights.none  # final: plain `lm_eval` can score the run (README: The run record)
 
     def __post_init__(self):
         at_least("student.tokenizer_vocab_size", self.tokenizer_vocab_size, 16)

@@ -4,20 +4,18 @@ in-memory model. Per-example results come back so LLM2LLM can find the seed exam
 
 import functools
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from bench import task_kinds
 from bench.config import EvalConfig, TaskConfig
 from bench.distributed import Ranks
 from bench.errors import BenchError
 from bench.task_kinds import task_kind
 from bench.tasks import Example, question_in, student_prompt
-
-# lm-eval loads `!function <module>.<name>` from a file beside the task YAML: this one line
-# hands it the suite's scoring, so lm-eval and the rest of the suite score identically.
-_SCORING_SHIM = "from bench.evaluation import process_results  # noqa: F401\n"
 
 
 @dataclass
@@ -30,11 +28,6 @@ class EvalResult:
     @property
     def wrong_ids(self) -> list[str]:
         return [record["id"] for record in self.records if not record["correct"]]
-
-
-def process_results(doc: dict, results: list[str]) -> dict:
-    """lm-eval's per-document metric hook."""
-    return {"acc": float(task_kind(doc["kind"]).is_correct(results[0], doc["label"], doc["labels"]))}
 
 
 def decoding_of(task: TaskConfig, cfg: EvalConfig) -> str:
@@ -53,7 +46,8 @@ def generation_kwargs(task: TaskConfig, cfg: EvalConfig, decoding: str | None = 
 
 def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
                        directory: Path, decoding: str | None = None) -> str:
-    """Write <directory>/<name>.yaml, its data and the scoring shim; return the lm-eval task name."""
+    """Write <directory>/<name>.yaml, its data and its scoring (a copy of bench/task_kinds.py, which lm-eval
+    loads by file): a folder plain `lm_eval --include_path` runs. Return the lm-eval task name."""
     directory.mkdir(parents=True, exist_ok=True)
     name = f"synthbench_{task.name}_{split}"
     data = directory / f"{name}.jsonl"
@@ -64,7 +58,7 @@ def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cf
             doc = {"id": example.id, "prompt": prompt, "target": example.target,
                    "label": example.label, "kind": task.kind, "labels": list(task.labels)}
             out.write(json.dumps(doc) + "\n")
-    (directory / "synthbench_scoring.py").write_text(_SCORING_SHIM)
+    shutil.copyfile(task_kinds.__file__, directory / "synthbench_scoring.py")
     spec = {
         "task": name,
         "dataset_path": "json",

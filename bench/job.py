@@ -12,7 +12,14 @@ from pathlib import Path
 from bench.config import BenchConfig, TrainConfig
 from bench.distributed import Ranks
 from bench.errors import BenchError
-from bench.evaluation import EvalResult, decoding_of, evaluate, zero_shot
+from bench.evaluation import (
+    EvalResult,
+    decoding_of,
+    evaluate,
+    save_for_scoring,
+    write_lm_eval_task,
+    zero_shot,
+)
 from bench.store import (
     STAGE_FORMAT,
     CellStore,
@@ -107,8 +114,10 @@ class Job:
 
     def stage_key(self, examples: list, start_from: Round | None, score_on: list, recipe: TrainConfig) -> str:
         c = self.config
+        # student.save says what is kept of a stage, not what it trains
+        student = {k: v for k, v in asdict(c.student).items() if k != "save"}
         return digest({"format": STAGE_FORMAT, "task": asdict(c.task), "data": self.task.digest,
-                       "student": asdict(c.student), "train": asdict(recipe), "eval": asdict(c.eval),
+                       "student": student, "train": asdict(recipe), "eval": asdict(c.eval),
                        "examples": examples_digest(examples),
                        "start_from": start_from.key if start_from else "base",
                        "score_on": examples_digest(score_on)})
@@ -140,6 +149,7 @@ class Job:
         stores the trained weights too, for a later stage that continues from them; `recipe` replaces
         the train config (a pre-training stage)."""
         score_on, recipe = list(score_on), recipe or self.config.train
+        keep_weights = keep_weights or self.config.student.save == "final"  # the last stage's are saved
         key = self.stage_key(examples, start_from, score_on, recipe)
         self.label = self.label_of(iteration)
         with self.stages.claim(key):  # another cell of the sweep may be computing this very stage
@@ -181,9 +191,26 @@ class Job:
             "train/padding_share": stats.padding_share, "stage/reused": int(stage.reused),
             **({"train/scored_acc": scored.accuracy} if scored else {}),
             **({"test/acc_greedy": stage.greedy.accuracy} if stage.greedy else {})})
+        for earlier in self.rounds:  # trained on in place by a later stage, or reloadable from the store
+            earlier.model = None
         self.rounds.append(stage)
         write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
         return stage
+
+    def save_final(self) -> str:
+        """student.save=final: the last stage's weights as an HF folder (`model/`) and its test scoring as
+        a self-contained lm-eval task folder (`lm_eval_tasks/`); return the plain lm-eval command that
+        scores it again."""
+        final, config = self.rounds[-1], self.config
+        model = self.model_of(final)
+        save_for_scoring(model.merge_and_unload() if hasattr(model, "merge_and_unload") else model,
+                         self.student.tokenizer, self.run_dir / "model")
+        name = write_lm_eval_task(config.task, "test", self.task.test[: config.eval.limit], config.eval,
+                                  self.run_dir / "lm_eval_tasks")
+        command = (f"lm_eval --model hf --model_args pretrained={self.run_dir / 'model'} --include_path "
+                   f"{self.run_dir / 'lm_eval_tasks'} --tasks {name} --batch_size {config.eval.batch_size}")
+        log.info(f"saved the final weights in {self.run_dir / 'model'}; plain lm-eval scores them: {command}")
+        return command
 
     def label_of(self, iteration: int) -> str:
         return f"[iteration {iteration}/{self.planned - 1}] " if self.planned > 1 else ""

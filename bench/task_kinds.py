@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from bench.errors import BenchError
+try:
+    from bench.errors import BenchError
+except ImportError:  # the copy beside a run's lm-eval task YAMLs (bench/evaluation.py) loads alone
+    BenchError = ValueError
 
 _LEADING_NUMBER = re.compile(r"\s*(-?\d+(?:\.\d+)?)")
 
@@ -150,3 +153,10 @@ KINDS: dict[str, TaskKind] = {kind.name: kind() for kind in TaskKind.__subclasse
 def task_kind(name: str) -> TaskKind:
     """The kind object of `task.kind` (validated against KINDS when the config is composed)."""
     return KINDS[name]
+
+
+def process_results(doc: dict, results: list[str]) -> dict:
+    """lm-eval's per-document metric. lm-eval loads it from a copy of this file written beside each task
+    YAML (`!function synthbench_scoring.process_results`), so plain lm-eval scores a run's tasks exactly as
+    the suite does, without importing it: this file imports only the standard library."""
+    return {"acc": float(task_kind(doc["kind"]).is_correct(results[0], doc["label"], doc["labels"]))}

@@ -71,6 +71,7 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
                 "job/seconds": time.perf_counter() - started,
             }
         )
+        plain_lm_eval = job.save_final() if config.student.save == "final" else None
         tracker.log_dataset(f"generated-{cell or 'data'}", generated_files(run_dir),
                             {"task": config.task.name, "strategy": strategy.name, "cell_id": cell,
                              "added": {i: counts.get("added", 0) for i, counts in job.generated.items()}})
@@ -80,7 +81,8 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
             tracker.log_teachers(*job.teachers_used())  # what was paid for and what failed, kept on failure
         where = tracker.where()
         tracker.finish(failed)
-    text = summary(config, strategy.name, data, seed_set, job, usage, tracker.metrics, run_dir, where)
+    text = summary(config, strategy.name, data, seed_set, job, usage, tracker.metrics, run_dir, where,
+                   plain_lm_eval)
     (run_dir / "summary.txt").write_text(text + "\n")
     log.info("\n" + text)
     return {
@@ -115,7 +117,7 @@ def follow(config: BenchConfig, data: TaskData, run_dir: Path, ranks: Ranks) -> 
 
 
 def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage: dict, metrics: dict,
-            run_dir: Path, wandb_at: str | None) -> str:
+            run_dir: Path, wandb_at: str | None, plain_lm_eval: str | None) -> str:
     """The job's story in a dozen lines (also saved as summary.txt), ending with what to do next."""
     head = [
         ("task", (f"{config.task.name} ({data.source}), train pool {len(data.train):,}, "
@@ -147,6 +149,8 @@ def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage:
                      f"in {run_dir / 'generations.jsonl'}")
     if wandb_at:
         lines.append(f"  W&B run          {wandb_at}")
+    if plain_lm_eval:
+        lines.append(f"  score it again   {plain_lm_eval}")
     if config.teacher.name == "simulated":
         lines.append("  a real teacher   teacher=openai (OPENAI_API_KEY), teacher=vllm_server or teacher=hf; "
                      "README: Teachers")

@@ -1,6 +1,9 @@
 """End to end through `python run.py`, as a user runs it."""
 
 import json
+import shlex
+import subprocess
+import sys
 
 import pytest
 import wandb
@@ -158,3 +161,33 @@ def test_wandb_keeps_its_own_settings_and_decides_the_mode_from_its_credentials(
     assert "mode" not in arguments and "project" not in arguments  # wandb reads its own variables
     assert init_arguments(LoggerConfig(project="mine", entity="lab"))["project"] == "mine"
     assert init_arguments(LoggerConfig(project="mine", entity="lab"))["entity"] == "lab"
+
+
+@pytest.mark.slow
+def test_a_saved_run_is_scored_by_plain_lm_eval_without_the_suite(tmp_path):
+    """student.save=final: the run folder's HF weights and lm-eval task folder give plain `lm_eval` the
+    job's own test accuracy, with this package made unimportable."""
+    result = run_cli(*QUICK, "strategy=finetune", "student.save=final", run_dir_of(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    line = next(x for x in (run / "summary.txt").read_text().splitlines() if "score it again" in x)
+    command = shlex.split(line.split("score it again", 1)[1])
+    assert command[:3] == ["lm_eval", "--model", "hf"]
+    # the scoring file beside the task YAML needs nothing beyond the standard library
+    scoring = run / "lm_eval_tasks" / "synthbench_scoring.py"
+    check = ("import runpy; f = runpy.run_path(%r)['process_results']; "
+             "print(f({'kind': 'classification', 'label': 'HUM', 'labels': ['HUM', 'LOC']}, ['HUM.']))")
+    alone = subprocess.run([sys.executable, "-I", "-S", "-c", check % str(scoring)], capture_output=True,
+                           text=True, check=False)
+    assert alone.stdout.strip() == "{'acc': 1.0}", alone.stderr
+    blocked = ("import sys; sys.modules['bench'] = sys.modules['runners'] = None; "
+               "sys.argv = ['lm_eval', *sys.argv[1:]]; "
+               "from lm_eval.__main__ import cli_evaluate; cli_evaluate()")
+    arguments = [*command[1:], "--output_path", str(tmp_path / "out")]
+    plain = subprocess.run([sys.executable, "-c", blocked, *arguments], cwd=tmp_path, capture_output=True,
+                           text=True, check=False, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    scores = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert scores["synthbench_trec_test"]["acc,none"] == pytest.approx(metrics["final/test_acc"])
+    assert metrics["test/examples"] == 24 and (run / "model" / "model.safetensors").is_file()
