@@ -258,6 +258,8 @@ def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
     made = report.build(records, tmp_path)
     table = made["diversity"]
     assert list(table.score[:2]) == ["vendi", "cluster_agent"] and table.spearman[0] == 1.0
+    scatter = made["accuracy_vs_diversity"].with_suffix(".svg").read_text()
+    assert "ρ = +1.00 (12 cells)" in scatter and ">trec<" in scatter  # rho per panel, colours by task
     low, high = (float(x) for x in table["spearman 95% CI"][0].strip("[]").split(","))
     assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
     assert made["accuracy_vs_diversity"].stat().st_size > 10_000

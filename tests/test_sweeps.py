@@ -280,7 +280,12 @@ def test_report_tables_have_the_papers_shape(tmp_path):
         30,
     ]
     assert (tmp_path / "budget_strategies.csv").read_text().startswith("task,seed_size,budget_ratio,")
+    assert list(budget.finetune) == ["0.520 ± 0.028 (n=2)"] * 2  # the baseline beside each BR
+    # the plots: PNG and SVG (its text kept as text), the fine-tuning baseline dashed, BR ticks at the BRs
     assert made["accuracy_vs_budget_ratio"].is_file() and made["accuracy_per_iteration"].is_file()
+    budget_plot = made["accuracy_vs_budget_ratio"].with_suffix(".svg").read_text()
+    assert "fine-tuning only" in budget_plot and ">30<" in budget_plot and ">10<" not in budget_plot
+    assert "fine-tuning only, |S| = 100" in made["accuracy_per_iteration"].with_suffix(".svg").read_text()
     # a results folder's records are found from the folder or from its records/ itself
     for record in records:
         (tmp_path / "results" / "records").mkdir(parents=True, exist_ok=True)

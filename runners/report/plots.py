@@ -10,54 +10,82 @@ import numpy as np
 import pandas as pd
 
 from bench.store import digest
+from runners.report.stats import spearman
 from runners.report.tables import MIN_CELLS, budgeted_cells, diversity_scores
 
+PLOTS_VERSION = 2  # part of the plot cache's key: raise it when a plot is drawn differently
 
-def panels_figure(rows: int, columns: int, panel_size: tuple):
+
+def panels_figure(rows: int, columns: int, panel_size: tuple, sharey: bool | str = False):
     """A figure of rows x columns panels, drawn off-screen (matplotlib is imported only to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(rows, columns, figsize=(panel_size[0] * columns, panel_size[1] * rows), squeeze=False)
+    return plt.subplots(rows, columns, figsize=(panel_size[0] * columns, panel_size[1] * rows), squeeze=False,
+                        sharey=sharey)
 
 
 def save_figure(figure, path: Path) -> Path:
+    """PNG (the report shows it) and SVG beside it (for papers and slides)."""
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    with plt.rc_context({"svg.fonttype": "none"}):  # text stays text: editable, searchable
+        figure.savefig(path.with_suffix(".svg"))
     plt.close(figure)
     return path
 
 
+def finetune_baseline(df: pd.DataFrame, task: str, size: int) -> float | None:
+    """The fine-tuning cells' mean accuracy at (task, |S|): the line a strategy has to beat."""
+    cells = df[(df.family == "finetune") & (df.task == task) & (df.seed_size == size)]
+    return float(cells.accuracy.mean()) if len(cells) else None
+
+
+def draw_baseline(axis, accuracy: float | None, label: str = "fine-tuning only") -> None:
+    if accuracy is not None:
+        axis.axhline(accuracy, color="0.35", linestyle="--", linewidth=1, label=label)
+
+
 def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
-    """Accuracy over BR (log scale), one line per strategy (and per setting, when the sweep varied one),
-    one panel per (task, |S|); error bars over seeds only. None when no line has two BRs."""
+    """Accuracy over BR (log scale, ticks at the measured BRs), one line per strategy (and per setting,
+    when the sweep varied one), the fine-tuning baseline dashed; a row of panels per task (one y-axis),
+    a panel per |S|; error bars over seeds only. None when no line has two BRs."""
     cells = budgeted_cells(df)
     lines = ["task", "seed_size", "strategy", "setting"]
     if cells.empty or cells.groupby(lines).budget_ratio.nunique().max() < 2:
         return None
-    panels = sorted(cells.groupby(["task", "seed_size"]).groups)
+    tasks = sorted(cells.task.unique())
+    sizes = {task: sorted(cells[cells.task == task].seed_size.unique()) for task in tasks}
     varied = cells.setting.nunique() > 1
-    figure, axes = panels_figure(1, len(panels), (4.5, 3.6))
-    for axis, (task, size) in zip(axes[0], panels, strict=True):
-        block = cells[(cells.task == task) & (cells.seed_size == size)]
-        for (strategy, setting), line in block.groupby(["strategy", "setting"]):
-            points = line.groupby("budget_ratio").accuracy.agg(["mean", "std"])
-            label = strategy.replace("_", " ") + (f", {setting}" if varied else "")
-            axis.errorbar(points.index, points["mean"], yerr=points["std"].fillna(0), marker="o", capsize=3,
-                          label=label)
-        axis.set(xscale="log", xlabel="budget ratio BR = Q / |S|", ylabel="test accuracy",
-                 title=f"{task}, |S| = {size}")
-        axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    figure, axes = panels_figure(len(tasks), max(map(len, sizes.values())), (4.5, 3.6), sharey="row")
+    for row, task in zip(axes, tasks, strict=True):
+        for axis in row[len(sizes[task]):]:
+            axis.axis("off")
+        for axis, size in zip(row, sizes[task]):
+            block = cells[(cells.task == task) & (cells.seed_size == size)]
+            for (strategy, setting), line in block.groupby(["strategy", "setting"]):
+                points = line.groupby("budget_ratio").accuracy.agg(["mean", "std"])
+                label = strategy.replace("_", " ") + (f", {setting}" if varied else "")
+                axis.errorbar(points.index, points["mean"], yerr=points["std"].fillna(0), marker="o",
+                              capsize=3, label=label)
+            draw_baseline(axis, finetune_baseline(df, task, size))
+            ratios = sorted(block.budget_ratio.unique())
+            axis.set(xscale="log", xlabel="budget ratio BR = Q / |S|", title=f"{task}, |S| = {size}")
+            axis.set_xticks(ratios, [f"{r:g}" for r in ratios])
+            axis.minorticks_off()
+            axis.grid(alpha=0.3)
+        row[0].set_ylabel("test accuracy")
+        row[0].legend(fontsize=8)
     return save_figure(figure, path)
 
 
 def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
-    """Test accuracy per LLM2LLM iteration (iteration 0 is the finetune baseline), one panel per task."""
+    """Test accuracy per LLM2LLM iteration (iteration 0 is the model fine-tuned on the seed set alone),
+    one panel per task, with the sweep's fine-tuning cells dashed when it has them."""
     cells = df[df.family == "llm2llm"]
     if cells.empty:
         return None
@@ -69,6 +97,8 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
             curves = pd.DataFrame([i + [np.nan] * (longest - len(i)) for i in block.iterations])
             axis.errorbar(curves.columns, curves.mean(), yerr=curves.std().fillna(0), marker="o", capsize=3,
                           label=f"{variant}, |S| = {size}")
+        for size in sorted(cells[cells.task == task].seed_size.unique()):
+            draw_baseline(axis, finetune_baseline(df, task, size), f"fine-tuning only, |S| = {size}")
         axis.set(xlabel="iteration", ylabel="test accuracy", title=task)
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
@@ -77,21 +107,27 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
 
 
 def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
-    """Test accuracy against each diversity score, one panel per score, one colour per strategy."""
+    """Test accuracy against each diversity score, one panel per score (one y-axis), one colour per task,
+    Spearman's rho over the panel's cells in its title."""
     scores = diversity_scores(df)
     if len(scores) < MIN_CELLS:
         return None
-    columns = 4
-    figure, axes = panels_figure(math.ceil(len(scores.columns) / columns), columns, (4, 3.2))
-    strategies = df.loc[scores.index, "strategy"]
+    columns = min(4, len(scores.columns))
+    figure, axes = panels_figure(math.ceil(len(scores.columns) / columns), columns, (4, 3.2), sharey=True)
+    tasks = df.loc[scores.index, "task"]
+    accuracy = df.loc[scores.index, "accuracy"].to_numpy(dtype=float)
     for axis, metric in zip(axes.flat, scores.columns):
-        for strategy in sorted(strategies.unique()):
-            cells = scores.index[strategies == strategy]
-            axis.scatter(
-                scores.loc[cells, metric], df.loc[cells, "accuracy"], label=strategy.replace("_", " "), s=18
-            )
-        axis.set(xlabel=metric, ylabel="test accuracy")
+        for task in sorted(tasks.unique()):
+            cells = scores.index[tasks == task]
+            axis.scatter(scores.loc[cells, metric], df.loc[cells, "accuracy"], label=task, s=18)
+        x = scores[metric].to_numpy(dtype=float)
+        keep = ~np.isnan(x)
+        rho = spearman(x[keep], accuracy[keep]) if keep.sum() >= MIN_CELLS and np.ptp(x[keep]) > 0 else None
+        axis.set(xlabel=metric, title=f"ρ = {rho:+.2f} ({keep.sum()} cells)" if rho is not None
+                 else f"ρ: n/a ({keep.sum()} cells)")
         axis.grid(alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel("test accuracy")
     for axis in list(axes.flat)[len(scores.columns):]:
         axis.axis("off")
     axes[0][0].legend(fontsize=7)
@@ -103,14 +139,16 @@ def cached_plot(plot, df: pd.DataFrame, path: Path, cache: Path | None) -> Path 
     sweep whose cells were all done then costs no drawing)."""
     if cache is None:
         return plot(df, path)
-    stored = cache / f"{digest([plot.__name__, df.drop(columns=['skipped']).to_json()])}.png"
-    if stored.is_file():
+    stored = cache / f"{digest([PLOTS_VERSION, plot.__name__, df.drop(columns=['skipped']).to_json()])}.png"
+    if stored.is_file() and stored.with_suffix(".svg").is_file():
         shutil.copyfile(stored, path)
+        shutil.copyfile(stored.with_suffix(".svg"), path.with_suffix(".svg"))
         return path
     made = plot(df, path)
     if made:
         cache.mkdir(parents=True, exist_ok=True)
-        partial = stored.with_suffix(".partial")
-        shutil.copyfile(path, partial)
-        os.replace(partial, stored)
+        for suffix in (".svg", ".png"):  # the PNG last: it marks the pair complete
+            partial = stored.with_suffix(".partial")
+            shutil.copyfile(path.with_suffix(suffix), partial)
+            os.replace(partial, stored.with_suffix(suffix))
     return made

@@ -39,3 +39,10 @@ def correlations(x: np.ndarray, y: np.ndarray, resamples: int = 2000, seed: int 
         low, high = np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan)
         result[name] = (float(pearson(a, b)), float(low), float(high))
     return result
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho: Pearson's r of the average ranks."""
+    a, b = average_ranks(x) - (len(x) + 1) / 2, average_ranks(y) - (len(y) + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))

@@ -152,6 +152,10 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
             if len(accuracy):
                 means[strategy] = accuracy.mean()
         row["best"] = max(means, key=means.get) if means else ""
+        same = (df.task == row["task"]) & (df.seed_size == row["seed_size"])
+        baseline = df[(df.family == "finetune") & same]
+        if len(baseline):  # the sweep's fine-tuning cells: what no teacher gives at this |S|
+            row["finetune"] = mean_std(baseline.accuracy)
         rows.append(row)
     return pd.DataFrame(rows)
 
