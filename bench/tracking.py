@@ -7,6 +7,7 @@ import json
 import logging
 import netrc
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -226,7 +227,7 @@ def log_sweep_summary(cfg: LoggerConfig, group: str, made: dict, sweep_dir: Path
                 run.log({f"tables/{name}": wandb.Table(dataframe=report_frame(item))})
             elif str(item).endswith(".png"):
                 run.log({f"plots/{name}": wandb.Image(str(item))})
-        run.save(str(made["report"]), base_path=str(Path(made["report"]).parent), policy="now")
+        shutil.copy(made["report"], run.dir)  # files in the run's folder are uploaded with it
         return tracker.where()
     finally:
         tracker.finish(failed=False)

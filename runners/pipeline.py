@@ -84,7 +84,12 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
     text = summary(config, strategy.name, data, seed_set, job, usage, tracker.metrics, run_dir, where,
                    plain_lm_eval)
     (run_dir / "summary.txt").write_text(text + "\n")
-    log.info("\n" + text)
+    if sweep:  # a sweep's console gets one line per cell; its run.log and summary.txt the whole summary
+        log.debug("\n" + text)
+        log.info(f"cell done: test accuracy {tracker.metrics['final/test_acc']:.3f} after {len(job.rounds)} "
+                 f"stage(s), {tracker.metrics['job/seconds']:.0f} s -> {run_dir}")
+    else:
+        log.info("\n" + text)
     return {
         "strategy": strategy.name,
         "family": strategy.family,

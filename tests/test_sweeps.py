@@ -95,7 +95,8 @@ def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
     assert group in cell_run and b"train.learning_rate" in cell_run and b"llm2llm" in cell_run
     summary = next((tmp_path / "first" / "wandb").glob("offline-run-*"))
     summary_run = read_run(next(summary.glob("run-*.wandb")))
-    assert summary_run["job_type"] == "sweep-summary"
+    assert summary_run["job_type"] == "sweep-summary" and (summary / "files" / "report.md").is_file()
+    assert "wandb:" not in first.stdout + first.stderr and f"wandb sync {summary}" in first.stdout
     assert group in next(summary.glob("run-*.wandb")).read_bytes()
     cells = json.loads(next(summary.glob("files/media/table/tables/cells_*.table.json")).read_text())
     accuracy = [row[cells["columns"].index("accuracy")] for row in cells["data"]]
