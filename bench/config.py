@@ -252,7 +252,7 @@ class SeedSetConfig:
 @dataclass
 class LoggerConfig:
     backend: LoggerBackend = LoggerBackend.wandb
-    project: Optional[str] = None  # online logging needs this and WANDB_API_KEY in the environment
+    project: Optional[str] = None  # None: WANDB_PROJECT, else synthbench (bench/tracking.py)
     entity: Optional[str] = None
     mode: WandbMode = WandbMode.auto
     group: Optional[str] = None
