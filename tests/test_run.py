@@ -191,3 +191,23 @@ def test_a_saved_run_is_scored_by_plain_lm_eval_without_the_suite(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert scores["synthbench_trec_test"]["acc,none"] == pytest.approx(metrics["final/test_acc"])
     assert metrics["test/examples"] == 24 and (run / "model" / "model.safetensors").is_file()
+
+
+def test_the_suites_bars_draw_on_a_terminal_only(monkeypatch):
+    import io
+
+    from bench.console import bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert bar(10, "training").disable  # a log file or a pipe: no frames
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    shown = bar(10, "[iteration 1/2] training", "step")
+    assert not shown.disable
+    shown.update(3)
+    shown.close()
+    assert "[iteration 1/2] training:   0%|          | 0/10" in sys.stderr.getvalue()
+    assert bar(10, "training", disable=True).disable  # e.g. a rank other than 0
