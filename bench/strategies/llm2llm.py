@@ -132,7 +132,7 @@ class LLM2LLM(Strategy):
                 requests.append(self.request("new_example", "new_example", task, fields, "teacher",
                                              sample_index + attempt * RETRY_STRIDE))
             for j, fields, response in self.parsed_replies(teacher, "new_example", task, requests,
-                                                           f"iteration {iteration}: teacher", tally):
+                                                           f"[iteration {iteration}] teacher", tally):
                 if filters.admit(fields["question"], tally):
                     kept[pending[j]] = (fields, response)
             pending = [i for i in pending if i not in kept]
