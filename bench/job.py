@@ -194,8 +194,11 @@ class Job:
         for earlier in self.rounds:  # trained on in place by a later stage, or reloadable from the store
             earlier.model = None
         self.rounds.append(stage)
-        write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
+        self.write_iterations()
         return stage
+
+    def write_iterations(self) -> None:
+        write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
 
     def save_final(self) -> str:
         """student.save=final: the last stage's weights as an HF folder (`model/`) and its test scoring as
@@ -273,7 +276,7 @@ class Job:
             limit,
         )
         self.zero_shots[stage.iteration] = scores
-        write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
+        self.write_iterations()
         self.tracker.log_iteration(stage.iteration, {f"zero_shot/{task}/{metric}": value
                                                       for task, metrics in scores.items()
                                                       for metric, value in metrics.items()})
