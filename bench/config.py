@@ -15,6 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from bench.errors import BenchError
+from bench.model_store import offline_or_hub
 from bench.task_kinds import KINDS
 
 # The task kinds are the classes of bench/task_kinds.py: a new kind there is a new option here.
@@ -430,6 +431,8 @@ class BenchConfig:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
+    # ${offline_or_hub:<hub id>}: the copy `python -m runners.fetch_models` made, else the Hub id
+    OmegaConf.register_new_resolver("offline_or_hub", offline_or_hub, replace=True)
 
 
 def check_yaml_syntax(argv: list[str], conf: Path) -> None:
