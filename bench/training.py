@@ -2,6 +2,7 @@
 `accelerate launch` / `torchrun` and `train.trainer_args`. What the suite adds: the loss is on the
 target tokens only (prompt masked, as LLM2LLM), batches group similar lengths, and padding is counted."""
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -100,17 +101,33 @@ def sharding_arguments(cfg: TrainConfig, sharding: str, world_size: int) -> dict
     return {"fsdp": True, "fsdp_config": fsdp}
 
 
+def optimizer_steps(cfg: TrainConfig, examples: int, world_size: int = 1) -> int:
+    """The optimizer steps `examples` give under the recipe (the Trainer's count: whole batches per epoch,
+    a last partial accumulation included)."""
+    per_device, accumulation = batch_split(cfg, world_size)
+    batches = math.ceil(examples / (per_device * world_size))
+    return math.ceil(cfg.epochs * math.ceil(batches / accumulation))
+
+
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    """⌊warmup_ratio × steps⌋. The Trainer rounds a ratio up, so a 3-step run (LLM2LLM's recipe on 100
+    examples) spent its first step at lr 0: a third of its training."""
+    return int(cfg.warmup_ratio * steps)
+
+
 def training_arguments(
-    cfg: TrainConfig, output_dir: Path, precision: str, sharding: str = "none"
+    cfg: TrainConfig, output_dir: Path, precision: str, sharding: str = "none", examples: int | None = None
 ) -> TrainingArguments:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     per_device, accumulation = batch_split(cfg, world_size)
+    steps = optimizer_steps(cfg, examples, world_size) if examples is not None else None
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the total steps
+        # a share of the steps when the number of examples is unknown (the Trainer rounds it up)
+        warmup_steps=warmup_steps(cfg, steps) if steps is not None else cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
@@ -138,7 +155,7 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
                                 pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     trainer = Trainer(
         model=model,
-        args=training_arguments(cfg, output_dir, precision, sharding),
+        args=training_arguments(cfg, output_dir, precision, sharding, len(features)),
         train_dataset=features,
         data_collator=collator,
         callbacks=[progress] if progress else None,
