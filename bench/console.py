@@ -48,6 +48,14 @@ class SuiteOnConsole(logging.Filter):
         return record.name.startswith(SUITE) and record.levelno >= logging.INFO
 
 
+class ConsoleFormat(logging.Formatter):
+    """The message alone; a warning says it is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"warning: {text}" if record.levelno == logging.WARNING else text
+
+
 class ErrorsOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR

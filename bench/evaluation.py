@@ -23,11 +23,31 @@ class EvalResult:
     split: str
     accuracy: float
     stderr: float
-    records: list[dict]  # per example: id, label, generation, prediction, correct
+    records: list[dict]  # per example: id, label, generation, prediction, valid (an answer at all), correct
 
     @property
     def wrong_ids(self) -> list[str]:
         return [record["id"] for record in self.records if not record["correct"]]
+
+    @property
+    def invalid_share(self) -> float:
+        """The share of generations that are no answer at all (no number; no label of the set)."""
+        return sum(not record["valid"] for record in self.records) / max(1, len(self.records))
+
+
+FEW_STEPS = 10  # fewer optimizer steps than this leave a pretrained student about where it started
+MOSTLY_INVALID = 0.5  # a larger share of generations that are no answer: the score measures the format
+
+
+def doubts(train_steps: int, invalid_share: float) -> list[str]:
+    """Why a stage's score may say little about what the data taught: the summary, the run log and the
+    report's flag column all read these."""
+    found = []
+    if train_steps < FEW_STEPS:
+        found.append(f"{train_steps} optimizer step(s)")
+    if invalid_share > MOSTLY_INVALID:
+        found.append(f"{invalid_share:.0%} of test generations no answer")
+    return found
 
 
 def decoding_of(task: TaskConfig, cfg: EvalConfig) -> str:
@@ -114,14 +134,16 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
     if output is None:  # a rank other than 0: its share is in rank 0's result
         return None
     metrics = output["results"][name]
-    records = []
+    records, kind = [], task_kind(task.kind)
     for sample in sorted(output["samples"][name], key=lambda s: s["doc_id"]):
         doc, generation = sample["doc"], sample["resps"][0][0]
+        prediction = kind.prediction(generation, task.labels)
         records.append({
             "id": doc["id"],
             "label": doc["label"],
             "generation": generation,
-            "prediction": task_kind(task.kind).prediction(generation, task.labels),
+            "prediction": prediction,
+            "valid": kind.is_answer(prediction, task.labels),
             "correct": bool(sample["acc"]),
         })
     return EvalResult(split, metrics["acc,none"], metrics["acc_stderr,none"], records)

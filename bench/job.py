@@ -13,6 +13,8 @@ from bench.config import BenchConfig, TrainConfig
 from bench.distributed import Ranks
 from bench.errors import BenchError
 from bench.evaluation import (
+    FEW_STEPS,
+    MOSTLY_INVALID,
     EvalResult,
     decoding_of,
     evaluate,
@@ -181,6 +183,7 @@ class Job:
         log.info(f"{self.label}test accuracy {test.accuracy:.3f} ± {test.stderr:.3f}"
                  + (f"; {len(scored.wrong_ids):,} of {len(scored.records):,} training examples wrong"
                     if scored else ""))
+        self.warn_if_doubtful(stage, recipe)
         self.tracker.log_predictions(iteration, "test", test.records)
         if scored:
             self.tracker.log_predictions(iteration, "train", scored.records)
@@ -188,6 +191,7 @@ class Job:
             "test/acc": test.accuracy, "test/acc_stderr": test.stderr, "test/examples": len(test.records),
             "train/examples": len(examples), "train/mean_loss": stats.train_loss,
             "train/seconds": stats.seconds, "train/tokens_per_second": stats.tokens_per_second,
+            "train/steps": stats.steps, "test/invalid_share": test.invalid_share,
             "train/padding_share": stats.padding_share, "stage/reused": int(stage.reused),
             **({"train/scored_acc": scored.accuracy} if scored else {}),
             **({"test/acc_greedy": stage.greedy.accuracy} if stage.greedy else {})})
@@ -196,6 +200,21 @@ class Job:
         self.rounds.append(stage)
         self.write_iterations()
         return stage
+
+    def warn_if_doubtful(self, stage: Round, recipe: TrainConfig) -> None:
+        """A stage that barely trained, or whose generations are mostly no answer, says so with the fix."""
+        stats, test = stage.stats, stage.test
+        if stats.steps < FEW_STEPS:
+            log.warning(f"{self.label}training took only {stats.steps} optimizer step(s) ({stats.examples:,} "
+                        f"examples, {recipe.epochs:g} epochs, effective batch "
+                        f"{recipe.effective_batch_size}): "
+                        "a pretrained student barely moves; raise train.epochs or lower "
+                        "train.effective_batch_size (train=small_lm for a small LM on ~100 examples)")
+        if test.invalid_share > MOSTLY_INVALID:
+            invalid = [r["generation"] for r in test.records if not r["valid"]]
+            log.warning(f"{self.label}{len(invalid):,} of {len(test.records):,} test generations are no "
+                        f"answer at all (first: {', '.join(repr(g[:40]) for g in invalid[:3])}): the score "
+                        "measures the output format; train longer, or check task.cue and the labels")
 
     def write_iterations(self) -> None:
         write_json(self.run_dir / "iterations.json", [self.round_summary(r) for r in self.rounds])
@@ -367,6 +386,8 @@ class Job:
             "test_acc_stderr": r.test.stderr,
             "scored_acc": r.scored.accuracy if r.scored else None,
             "test_acc_greedy": r.greedy.accuracy if r.greedy else None,
+            "test_invalid_share": r.test.invalid_share,
+            "train_steps": r.stats.steps,
             "train_seconds": r.stats.seconds,
             "stage": r.key,
             "reused": r.reused,

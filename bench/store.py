@@ -39,7 +39,9 @@ ORPHAN_AGE_S = 3600  # a .partial file this old has no writer left: no write tak
 # Config keys that say where things live or how they are logged, not what is computed.
 # where and how a cell runs, not what it computes (N GPUs train the same recipe as one)
 NOT_THE_EXPERIMENT = ("data_dir", "cache_path", "store_dir", "logger", "resume", "compute")
-STAGE_FORMAT = 1  # bump when what a stage computes changes meaning: old stages are then not reused
+# bump when what a stage computes changes meaning: old stages are then not reused (2: each scored record
+# says whether its generation is an answer at all)
+STAGE_FORMAT = 2
 
 
 def digest(payload: Any) -> str:

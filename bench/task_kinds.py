@@ -58,6 +58,11 @@ class TaskKind(ABC):
         return self.prediction(generation, labels) == gold
 
     @abstractmethod
+    def is_answer(self, prediction: str | None, labels: Sequence[str]) -> bool:
+        """Whether a prediction is an answer at all (a number; a label of the set), right or wrong: a
+        student that never writes one scores 0 for its format, not its knowledge."""
+
+    @abstractmethod
     def read_reply(self, fields: dict, labels: Sequence[str]) -> tuple[dict | None, str | None]:
         """A teacher reply's parsed fields, validated and with `label` set; or (None, why it is dropped)."""
 
@@ -95,6 +100,9 @@ class Math(TaskKind):
         predicted = extract_number(generation)
         return predicted is not None and predicted == Decimal(gold)
 
+    def is_answer(self, prediction, labels):
+        return prediction is not None
+
     def read_reply(self, fields, labels):
         if "answer" not in fields:
             return fields, None
@@ -127,6 +135,9 @@ class Classification(TaskKind):
 
     def prediction(self, generation, labels=()):
         return extract_label(generation, labels)
+
+    def is_answer(self, prediction, labels):
+        return prediction in labels
 
     def read_reply(self, fields, labels):
         if "label" not in fields:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench.config import BenchConfig, LoggerConfig
 from bench.console import quiet_libraries
 from bench.distributed import Ranks
+from bench.evaluation import doubts
 from bench.job import Job
 from bench.secrets import redact
 from bench.seed_set import sample_seed_set
@@ -132,13 +133,19 @@ def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage:
     ]
     width = max(len(name) for name, _ in head)
     lines = [f"{name:<{width}}  {value}" for name, value in head]
-    lines.append("\niteration  train examples  added  test accuracy     train s")
+    lines.append("\niteration  train examples  added  steps  test accuracy  no answer  train s")
     for r in job.rounds:
         added = job.generated.get(r.iteration, {}).get("added", 0)
-        lines.append(f"{r.iteration:>9}  {r.stats.examples:>14,}  {added:>5}  "
-                     f"{r.test.accuracy:.3f} ± {r.test.stderr:.3f}  {r.stats.seconds:>7.0f}"
+        lines.append(f"{r.iteration:>9}  {r.stats.examples:>14,}  {added:>5}  {r.stats.steps:>5}  "
+                     f"{r.test.accuracy:.3f} ± {r.test.stderr:.3f}  {r.test.invalid_share:>9.1%}  "
+                     f"{r.stats.seconds:>7.0f}"
                      + (f"  greedy {r.greedy.accuracy:.3f}" if r.greedy else "")
                      + ("  (reused: trained by an earlier job)" if r.reused else ""))
+    doubtful = {r.iteration: doubts(r.stats.steps, r.test.invalid_share) for r in job.rounds}
+    for iteration, why in doubtful.items():
+        if why:
+            lines.append(f"  ! iteration {iteration}: {'; '.join(why)} (the score says little about the "
+                         "data; run.log has the fix)")
     for role, line in usage.items():
         if role != "budget":
             lines.append(

@@ -40,7 +40,8 @@ def counted(monkeypatch):
 
     def evaluate(model, tokenizer, task, split, examples, cfg, work_dir, ranks=None, decoding=None):
         calls["score"] += 1
-        records = [{"id": e.id, "label": e.label, "generation": "", "prediction": "", "correct": i % 2 == 0}
+        records = [{"id": e.id, "label": e.label, "generation": "", "prediction": "", "valid": True,
+                    "correct": i % 2 == 0}
                    for i, e in enumerate(examples)]
         return EvalResult(split, 0.5, 0.1, records)
 

@@ -234,3 +234,44 @@ def test_fsdp_full_shard_reaches_the_trainer_on_several_ranks(tmp_path):
     assert plugin["activation_checkpointing"] is True and not args.activation_checkpointing
     assert plugin["state_dict_type"] == "FULL_STATE_DICT"
     assert plugin["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
+def test_a_three_step_run_starts_at_its_learning_rate(data_dir, tmp_path):
+    """LLM2LLM's recipe on 100 examples is 3 optimizer steps; the Trainer's rounded-up 3% warmup made the
+    first of them a step at lr 0."""
+    from transformers import TrainerCallback
+
+    from bench.training import optimizer_steps, warmup_steps
+
+    recipe = typed_config("train=llm2llm").train
+    assert optimizer_steps(recipe, 100) == 3 and warmup_steps(recipe, 3) == 0
+    assert optimizer_steps(recipe, 1000) == 24 and warmup_steps(recipe, 24) == 0
+    assert warmup_steps(recipe, 100) == 3 and optimizer_steps(recipe, 100, world_size=2) == 3
+
+    rates = []
+
+    class Rates(TrainerCallback):
+        def on_step_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+            rates.append(lr_scheduler.get_last_lr()[0])
+
+    cfg = typed_config(*QUICK, "train.epochs=3", "train.effective_batch_size=16", "train.warmup_ratio=0.03")
+    data = load_task(cfg.task, str(data_dir))
+    student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train))
+    _, stats = finetune(student.base_model(), student.tokenizer, data.train[:16], cfg.train, tmp_path,
+                        Rates())
+    assert stats.steps == 3 and rates[0] == cfg.train.learning_rate
+
+
+def test_a_stage_that_barely_trained_or_never_answers_is_doubted():
+    from bench.evaluation import EvalResult, doubts
+
+    records = [{"id": str(i), "label": "NUM", "generation": g, "prediction": g.strip(),
+                "valid": g.strip() == "NUM", "correct": g.strip() == "NUM"}
+               for i, g in enumerate([" NUM", " 10", " Physics", " 1"])]
+    result = EvalResult("test", 0.25, 0.2, records)
+    assert result.invalid_share == 0.75
+    assert doubts(3, result.invalid_share) == ["3 optimizer step(s)", "75% of test generations no answer"]
+    assert doubts(35, 0.1) == []
+    assert KINDS["classification"].is_answer("NUM", ["NUM", "LOC"]) and not KINDS["classification"].is_answer(
+        "10", ["NUM", "LOC"])
+    assert KINDS["math"].is_answer("3", []) and not KINDS["math"].is_answer(None, [])

@@ -12,6 +12,7 @@ table and PNG plots into DIR (default <sweep dir>/report)."""
 
 from pathlib import Path
 
+from bench.evaluation import FEW_STEPS, MOSTLY_INVALID
 from runners.report.paper import paper_table
 from runners.report.plots import cached_plot, plot_budget, plot_diversity, plot_iterations
 from runners.report.tables import (
@@ -64,6 +65,13 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                 table.to_csv(out / f"{name}.csv", index=False)
                 parts.append(f"## {title}\n\n{markdown(table)}")
                 made[name] = table
+        doubted = int(df.doubts.astype(bool).sum())
+        if doubted:
+            parts.insert(1, f"**{doubted} of {len(df)} cells are doubted** (marked ! in the tables; the "
+                            "cells table's `doubts` column says why): a stage that took under "
+                            f"{FEW_STEPS} optimizer steps barely moved its student, and a test split where "
+                            f"over {MOSTLY_INVALID:.0%} of generations are no answer at all measures the "
+                            "output format, not what the data taught.")
         for name, plot in (
             ("accuracy_vs_budget_ratio", plot_budget),
             ("accuracy_per_iteration", plot_iterations),

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.diversity import DIRECTION
+from bench.evaluation import doubts
 from bench.store import CELL_ID
 from runners.report.stats import correlations
 
@@ -67,6 +68,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "accuracy": metrics["final/test_acc"],
                 "stderr": metrics["final/test_acc_stderr"],
                 "iterations": [i["test_acc"] for i in r.get("iterations", [])],
+                "doubts": cell_doubts(r.get("iterations", [])),
                 "seconds": r.get("seconds"),
                 "trainings": r["stages"]["trained"],
                 "reused": r["stages"]["reused"],
@@ -81,6 +83,22 @@ def frame(records: list[dict]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def cell_doubts(iterations: list[dict]) -> str:
+    """Why the cell's scores may say little (bench.evaluation.doubts), per stage: 'iteration 0: 3 optimizer
+    step(s)'. Records from before these were counted have none."""
+    found = []
+    for i in iterations:
+        if "train_steps" in i:
+            why = doubts(i["train_steps"], i.get("test_invalid_share") or 0.0)
+            found += [f"iteration {i['iteration']}: {'; '.join(why)}"] if why else []
+    return " · ".join(found)
+
+
+def flag(cells: pd.DataFrame) -> str:
+    """' !' after a table value when one of its cells is doubted (the cells table says why)."""
+    return " !" if cells.doubts.astype(bool).any() else ""
 
 
 # keys a table shows as its rows or columns; seed_set.seed is pooled (mean ± std over seeds)
@@ -122,10 +140,10 @@ def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
     for group, block in cells.groupby(keys, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
         base = block[block.family == "finetune"].accuracy
-        row["finetune"] = mean_std(base)
+        row["finetune"] = mean_std(base) + flag(block[block.family == "finetune"])
         for variant in variants:
             accuracy = block[block.variant == variant].accuracy
-            row[variant] = mean_std(accuracy)
+            row[variant] = mean_std(accuracy) + flag(block[block.variant == variant])
             gain = accuracy.mean() - base.mean() if len(accuracy) and len(base) else math.nan
             row[f"{variant} gain"] = "" if math.isnan(gain) else f"{100 * gain:+.1f} pts"
         rows.append(row)
@@ -148,14 +166,14 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
         means = {}
         for strategy in strategies:
             accuracy = block[block.strategy == strategy].accuracy
-            row[strategy] = mean_std(accuracy)
+            row[strategy] = mean_std(accuracy) + flag(block[block.strategy == strategy])
             if len(accuracy):
                 means[strategy] = accuracy.mean()
         row["best"] = max(means, key=means.get) if means else ""
         same = (df.task == row["task"]) & (df.seed_size == row["seed_size"])
         baseline = df[(df.family == "finetune") & same]
         if len(baseline):  # the sweep's fine-tuning cells: what no teacher gives at this |S|
-            row["finetune"] = mean_std(baseline.accuracy)
+            row["finetune"] = mean_std(baseline.accuracy) + flag(baseline)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -164,7 +182,7 @@ def cells_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell; with its teacher-answer and augmenter queries and the budget ratio either way (the
     budget study leaves open whether the augmenter's queries count against Q)."""
     table = df[["cell", "accuracy", "stderr", "seconds", "trainings", "reused", "teacher_queries",
-                "augmenter_queries", "queries_paid", "cost_usd", "skipped"]].copy()
+                "augmenter_queries", "queries_paid", "cost_usd", "skipped", "doubts"]].copy()
     table.insert(8, "BR (teacher answers)", (df.teacher_queries / df.seed_size).map("{:.2f}".format))
     table.insert(9, "BR (all queries)",
                  ((df.teacher_queries + df.augmenter_queries) / df.seed_size).map("{:.2f}".format))
