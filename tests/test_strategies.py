@@ -264,20 +264,24 @@ def test_decontamination_catches_a_planted_test_question(tmp_path, data_dir):
 
 
 def test_invalid_replies_are_dropped_and_counted(tmp_path, data_dir):
-    bad = iter(
-        [
-            "no format at all",
-            "1. Text: a question ?\nLabel: WEATHER",
-            "1. Text: what is love ?\nLabel: DESC",
-            "1. Text: who won ?\nLabel: HUM",
-            "Text: where is Rome ?\nLabel: LOC",
-        ]
-    )
+    def other(label):
+        return next(x for x in ("HUM", "LOC") if x != label)
+
+    bad = iter([
+        lambda label: "no format at all",
+        lambda label: "1. Text: a question ?\nLabel: WEATHER",
+        lambda label: f"1. Text: what is love ?\nLabel: {label}",
+        lambda label: f"1. Text: who won ?\nLabel: {other(label)}",  # a label of the set, not the one asked
+        lambda label: f"Text: where is Rome ?\nLabel: {label}",
+    ])
     strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", "strategy.iterations=2",
-                            "strategy.retries=0", teacher=Scripted(lambda r: next(bad)))
+                            "strategy.retries=0", teacher=Scripted(lambda r: next(bad)(r.source["label"])))
     strategy.run(job)
-    counts = job.generated[1][1]
-    assert counts["unparseable"] == 1 and counts["label_outside_set"] == 1 and counts["added"] == 3
+    generated, counts = job.generated[1]
+    assert counts["unparseable"] == 1 and counts["label_outside_set"] == 1 and counts["other_label"] == 1
+    assert counts["added"] == 2
+    assert all(g.example.label == next(e.label for e in job.seed_set if e.id == g.provenance["source_id"])
+               for g in generated)  # only the label each request asked for
 
     answers = iter(
         ["1. Question: What is 2+2?\nAnswer: 2+2=4", "1. Question: What is 3+3?\nAnswer: 3+3=6\n#### 6"]

@@ -218,3 +218,12 @@ def test_a_timeout_with_no_budget_left_is_a_refusal_not_a_teacher_failure(tmp_pa
         usage = t.usage["teacher"]
         assert t.budget.used == 1 and usage.over_budget == 1 and usage.unanswered == 0
         assert server.received == 1
+
+
+def test_stop_strings_reach_the_server_and_split_the_cache(tmp_path):
+    seen = []
+    with LocalChatServer(reply=lambda body: seen.append(body.get("stop")) or "1. Text: x") as server:
+        t = teacher(server, tmp_path)
+        plain = Request(messages=({"role": "user", "content": "q"},))
+        t.generate([plain, Request(messages=plain.messages, stop=("\n2.",))])
+        assert seen == [None, ["\n2."]] and server.received == 2  # another stop is another query

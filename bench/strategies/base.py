@@ -161,7 +161,8 @@ class Strategy(ABC):
         messages.append({"role": "user", "content": _JINJA.from_string(template["user"]).render(context)})
         return Request(messages=tuple(messages), temperature=self.temperature, top_p=1.0,
                        max_tokens=self.max_tokens, sample_index=sample_index, role=role, kind=kind,
-                       source=fields, reply_format=template.get("reply_format"))
+                       source=fields, reply_format=template.get("reply_format"),
+                       stop=tuple(template.get("stop") or ()))
 
     @staticmethod
     def context(fields: dict, task: TaskData) -> dict:
@@ -181,8 +182,11 @@ class Strategy(ABC):
 
     def parse(self, step: str, task: TaskData, text: str, tally: Tally) -> dict | None:
         """The reply's fields, validated for the task (a number after '####', a label in the label
-        set); None, counted, when the reply does not parse."""
-        match = re.search(self.template(step, task)["parse"], text)
+        set); None, counted, when the reply does not parse. A template's `parse` is a pattern, or a list
+        of them tried in order (the format asked for first, then what a weaker model writes instead)."""
+        patterns = self.template(step, task)["parse"]
+        patterns = [patterns] if isinstance(patterns, str) else patterns
+        match = next((m for m in (re.search(p, text) for p in patterns) if m), None)
         if match is None:
             tally.add("unparseable")
             return None

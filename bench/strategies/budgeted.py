@@ -70,6 +70,7 @@ class BudgetedStrategy(Strategy):
             raise BenchError(f"strategy {self.name} needs a query budget: budget.max_queries=Q or "
                              "budget=ratio budget.ratio=BR")
         seed, tally, cost = list(job.seed_set), Tally(), self.cost(job)
+        self.choose_worked_example(seed)
         filters = self.filters(job.task, seed)  # new questions only: decontamination, near-duplicates
         added, answered, drawn = [], [], 0
         for _ in range(self.max_rounds):

@@ -133,6 +133,13 @@ class LLM2LLM(Strategy):
                                              sample_index + attempt * RETRY_STRIDE))
             for j, fields, response in self.parsed_replies(teacher, "new_example", task, requests,
                                                            f"[iteration {iteration}] teacher", tally):
+                asked = requests[j].source.get("target_label")
+                if asked is not None and "label" not in fields:  # the example alone: the label asked for
+                    fields = {**fields, "label": asked}
+                    tally.add("label_from_request")
+                elif asked is not None and fields["label"] != asked:  # a label of the set, not the one asked
+                    tally.add("other_label")
+                    continue
                 if filters.admit(fields["question"], tally):
                     kept[pending[j]] = (fields, response)
             pending = [i for i in pending if i not in kept]

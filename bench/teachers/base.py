@@ -24,14 +24,19 @@ class Request:
     sample_index: int = 0  # the k-th sample of the same prompt: k samples stay k distinct queries
     role: str = "teacher"  # teacher | augmenter: whose budget and accounting line it is
     kind: str = "answer"  # what is asked (new_example, rephrase, answer, ...): the simulator reads it
-    source: dict | None = field(default=None, compare=False)  # the example it is about (simulator only)
+    # the example it is about (the simulator, reply checks)
+    source: dict | None = field(default=None, compare=False)
     reply_format: str | None = field(default=None, compare=False)  # Jinja of the reply the prompt asks for
+    # strings that end the reply (not included), as the OpenAI API's `stop`: a prompt asking for one
+    # numbered example stops at "\n2." rather than paying for, and losing to max_tokens, a second one
+    stop: tuple = ()
 
     def identity(self, backend: str, model: str) -> dict:
         """What determines the response, and so the cache key (role, kind and source do not)."""
-        return {"backend": backend, "model": model, "messages": list(self.messages),
-                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "sample_index": self.sample_index}
+        identity = {"backend": backend, "model": model, "messages": list(self.messages),
+                    "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                    "sample_index": self.sample_index}
+        return {**identity, "stop": list(self.stop)} if self.stop else identity  # earlier keys stay valid
 
 
 @dataclass

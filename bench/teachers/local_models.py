@@ -4,6 +4,7 @@ offline engine (an optional extra, imported only when chosen)."""
 from collections import defaultdict
 
 import torch
+from transformers import StoppingCriteria
 
 from bench.errors import BenchError
 from bench.students import torch_dtype
@@ -14,6 +15,20 @@ from bench.teachers.cache import cache_key
 def request_seed(backend: str, model: str, request: Request) -> int:
     """A sampling seed that is a function of the request alone, so answers do not depend on batching."""
     return int(cache_key(request.identity(backend, model))[:8], 16)
+
+
+class StopStrings(StoppingCriteria):
+    """A row is done once its reply holds a stop string. transformers' own `stop_strings` also match across
+    the prompt's end (a reply "2." after a prompt ending in a newline matches "\n2."); the OpenAI API
+    and vLLM match within the reply only, as this does."""
+
+    def __init__(self, tokenizer, stop: tuple, prompt_length: int):
+        self.tokenizer, self.stop, self.prompt_length = tokenizer, stop, prompt_length
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        replies = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
+        done = [any(s in reply for s in self.stop) for reply in replies]
+        return torch.tensor(done, device=input_ids.device)
 
 
 class HFBackend(LocalBackend):
@@ -42,26 +57,32 @@ class HFBackend(LocalBackend):
         # one generate() per group of equal sampling parameters, rows in request order
         groups = defaultdict(list)
         for i, request in enumerate(requests):
-            groups[(request.temperature, request.top_p, request.max_tokens)].append(i)
+            groups[(request.temperature, request.top_p, request.max_tokens, request.stop)].append(i)
         responses: list = [None] * len(requests)
         eos = self.tokenizer.eos_token_id
-        for (temperature, top_p, max_tokens), rows in groups.items():
+        for (temperature, top_p, max_tokens, stop), rows in groups.items():
             texts = [self._render(requests[i]) for i in rows]
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = batch.to(self._model.device)
             torch.manual_seed(request_seed(self.name, self.model, requests[rows[0]]))
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
                 else {"do_sample": False}
-            output = self._model.generate(
-                **batch, max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
-            )
             prompt_length = batch["input_ids"].shape[1]
+            criteria = [StopStrings(self.tokenizer, stop, prompt_length)] if stop else None
+            output = self._model.generate(
+                **batch, max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=criteria, **sampling
+            )
             for row, i in enumerate(rows):
                 new = output[row, prompt_length:].tolist()
                 stopped = eos in new
                 new = new[: new.index(eos)] if stopped else new
+                text = self.tokenizer.decode(new, skip_special_tokens=True)
+                cut = min((text.index(s) for s in stop if s in text), default=None)
+                if cut is not None:  # the stop string ends the reply and is not part of it
+                    text, stopped = text[:cut], True
                 responses[i] = Response(
-                    text=self.tokenizer.decode(new, skip_special_tokens=True),
+                    text=text,
                     finish_reason="stop" if stopped else "length",
                     prompt_tokens=int(batch["attention_mask"][row].sum()),
                     completion_tokens=len(new),
@@ -87,7 +108,8 @@ class VLLMBackend(LocalBackend):
         from vllm import SamplingParams
 
         params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                                 seed=request_seed(self.name, self.model, r)) for r in requests]
+                                 stop=list(r.stop) or None, seed=request_seed(self.name, self.model, r))
+                  for r in requests]
         outputs = self._llm.chat([list(r.messages) for r in requests], params, use_tqdm=False)
         return [
             Response(text=out.outputs[0].text, finish_reason=out.outputs[0].finish_reason or "stop",

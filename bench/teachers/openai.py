@@ -116,7 +116,8 @@ class OpenAIBackend(RemoteBackend):
             prompt_chars = sum(len(m["content"]) for m in request.messages)
             await self._token_limit.acquire(prompt_chars / 4 + request.max_tokens)
         body = {"model": self.model, "messages": list(request.messages), "temperature": request.temperature,
-                "top_p": request.top_p, "max_tokens": request.max_tokens}
+                "top_p": request.top_p, "max_tokens": request.max_tokens,
+                **({"stop": list(request.stop)} if request.stop else {})}
         try:
             async with self._session.post(f"{self.base_url}/chat/completions", json=body) as reply:
                 status, headers, payload = reply.status, reply.headers, await reply.read()
