@@ -38,6 +38,13 @@ def test_a_job_writes_its_run_record_and_an_offline_wandb_run(tmp_path):
     assert "seed_set:\n  size: 48" in (run / "config.yaml").read_text()
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert "test accuracy" in result.stdout and str(run) in result.stdout
+    # 48 examples, 1 epoch, batch 16: 3 optimizer steps, said on the console with the fix and in the summary
+    assert "warning: training took only 3 optimizer step(s) (48 examples" in result.stdout
+    assert "raise train.epochs or lower train.effective_batch_size" in result.stdout
+    assert "! iteration 0: 3 optimizer step(s)" in (run / "summary.txt").read_text()
+    stage = json.loads((run / "iterations.json").read_text())[0]
+    assert stage["train_steps"] == 3
+    assert stage["test_invalid_share"] == sum(not p["valid"] for p in predictions) / 24
 
 
 @pytest.mark.slow
@@ -63,7 +70,8 @@ def test_the_default_job_as_a_user_sees_it(tmp_path):
     assert "[iteration 1/2] teacher: " in console and "[iteration 0/2] scoring test (500 examples)" in console
     assert len(console) < 4000 and result.stderr == ""
     summary = (run / "summary.txt").read_text()
-    assert "iteration  train examples  added  test accuracy" in summary and summary.strip() in console
+    assert "iteration  train examples  added  steps  test accuracy  no answer" in summary
+    assert summary.strip() in console and "warning:" not in console  # 256 steps, every answer a label
     assert f"wandb sync {run / 'wandb'}" in summary and "teacher=openai" in summary
     # run.log: the stage lines, the loss points and the libraries' messages
     story = (run / "run.log").read_text()
@@ -211,3 +219,4 @@ def test_the_suites_bars_draw_on_a_terminal_only(monkeypatch):
     shown.close()
     assert "[iteration 1/2] training:   0%|          | 0/10" in sys.stderr.getvalue()
     assert bar(10, "training", disable=True).disable  # e.g. a rank other than 0
+
