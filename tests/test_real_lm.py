@@ -101,6 +101,7 @@ STEPS = [
     ("gsm8k", "question_rephrase", "rephrase", 0),
     ("gsm8k", "new_question", "new_question", 0),
     ("gsm8k", "answer_augmentation", "answer", 0),
+    ("trec", "synthetic_pretraining", "corpus", 0),
 ]
 
 
@@ -114,7 +115,8 @@ def test_every_strategy_prompt_survives_the_real_teacher(real_backend, tmp_path,
     seed = sample_seed_set(data.train, typed_config(f"task={task}", "seed_set.size=12").seed_set, task)
     strategy = build_strategy(raw)
     strategy.choose_worked_example(seed)
-    sources = [{**source_fields(e, data), **data.kind.prompt_fields(e.label)} for e in seed[:3]]
+    sources = [{**source_fields(e, data), **data.kind.prompt_fields(e.label), "topic": question_of(e, data),
+                "style": "news article"} for e in seed[:3]]  # the corpus step writes on a topic in a style
     requests = [strategy.request(step, step, data, source, "teacher") for source in sources]
     teacher = Teacher(real_backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None), max_concurrency=3)
     tally = Tally()
@@ -125,7 +127,8 @@ def test_every_strategy_prompt_survives_the_real_teacher(real_backend, tmp_path,
     assert len(replies) + failed <= 3 <= len(replies) + dropped
     assert len(replies) >= parsed, (tally.counts, [r.messages[-1] for r in requests])
     for _, fields, response in replies:
-        assert response.text and (step == "check" or fields.get("question") or fields.get("label"))
+        written = any(fields.get(k) for k in ("question", "label", "text"))
+        assert response.text and (step == "check" or written)
 
 
 def test_the_cluster_agents_real_replies_are_parsed_or_counted(real_backend, tmp_path, data_dir):
