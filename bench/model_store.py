@@ -21,3 +21,11 @@ def offline_or_hub(hub_id: str) -> str:
     """The fetched folder of `hub_id` if there is one, else `hub_id` itself (from_pretrained's Hub path)."""
     folder = local_copy(hub_id)
     return str(folder) if (folder / "config.json").is_file() else hub_id
+
+
+def hub_id_of(name: str) -> str:
+    """A model's name for people: the Hub id of a fetched copy (its path differs between machines)."""
+    try:
+        return Path(name).relative_to(models_dir()).as_posix()
+    except ValueError:
+        return name

@@ -66,6 +66,7 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
                 "student/parameters": final.parameters,
                 "final/test_acc": final.test.accuracy,
                 "final/test_acc_stderr": final.test.stderr,
+                "final/test_invalid_share": final.test.invalid_share,
                 **({"final/test_acc_greedy": final.greedy.accuracy} if final.greedy else {}),
                 "stages/trained": trained,
                 "stages/reused": len(job.rounds) - trained,

@@ -10,6 +10,7 @@ import pandas as pd
 
 from bench.diversity import DIRECTION
 from bench.evaluation import doubts
+from bench.model_store import hub_id_of
 from bench.store import CELL_ID
 from runners.report.stats import correlations
 
@@ -45,8 +46,8 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "task": config["task"]["name"],
                 "student": config["student"]["name"],
                 "teacher": config["teacher"]["name"],
-                "teacher_model": (config["teacher"].get("backend") or {}).get("model")
-                or config["teacher"]["name"],
+                "teacher_model": hub_id_of((config["teacher"].get("backend") or {}).get("model")
+                                           or config["teacher"]["name"]),
                 "rounds": config.get("strategy", {}).get("iterations"),
                 "scoring": config["task"].get("scoring_decoding") or config.get("eval", {}).get("decoding"),
                 "full_seed_set": config["seed_set"].get("size") is None
