@@ -266,6 +266,10 @@ def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
                         "vendi": 10 + i,
                         "cluster_agent": 3 + 0.1 * i + rng.normal(0, 0.3),
                         "mean_length": rng.normal(10, 1),
+                        # a weak judge: 4 of 10 rounds lost, the score from the other 6
+                        "cluster_agent_detail": {"score": 3.0, "stderr": 0.25, "rounds": 6, "criteria": ["a"],
+                                                 "counts": {"clustering_failed": 3, "invalid_json": 1,
+                                                            "dropped_rounds": 4}},
                     }
                 },
             }
@@ -279,6 +283,9 @@ def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
     assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
     assert made["accuracy_vs_diversity"].stat().st_size > 10_000
     assert "Diversity of the generated data vs test accuracy" in (tmp_path / "report.md").read_text()
+    agent = made["cluster_agent"].iloc[0]  # each cell's judge: its valid rounds and what was lost
+    assert (agent["score"], agent["valid rounds"]) == ("3.00 ± 0.25", "6 of 10")
+    assert agent["what was lost"] == "clustering failed 3, invalid json 1"
 
 
 def test_the_diversity_preset_and_the_pretraining_shapes_compose():

@@ -18,6 +18,7 @@ from runners.report.plots import cached_plot, plot_budget, plot_diversity, plot_
 from runners.report.tables import (
     budget_table,
     cells_table,
+    cluster_agent_table,
     diversity_table,
     frame,
     llm2llm_table,
@@ -56,6 +57,11 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                     "(95% bootstrap intervals), ranked by |Spearman|"
                 ),
                 diversity_table(df),
+            ),
+            (
+                "cluster_agent",
+                "The LLM cluster agent on each cell's generated data: score and valid rounds",
+                cluster_agent_table(df),
             ),
             ("papers", "The papers' numbers beside this sweep's (n/a: not measured here)", paper_table(df)),
             ("cells", "Every cell", cells_table(df)),

@@ -240,3 +240,27 @@ def diversity_table(df: pd.DataFrame) -> pd.DataFrame | None:
     table = table.iloc[table.spearman.abs().sort_values(ascending=False).index].reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table
+
+
+def cluster_agent_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """The LLM cluster agent's score of each cell's generated data, with how many of its clustering rounds
+    were valid (a weak judge's unparseable or truncated rounds are dropped: a score from few rounds says
+    little) and the commonest reasons rounds were lost."""
+    rows = []
+    for i, d in df.diversity.items():
+        detail = d.get(DIVERSITY_DATASET, {}).get("cluster_agent_detail") if isinstance(d, dict) else None
+        if not detail or "counts" not in detail:
+            continue
+        counts = detail["counts"]
+        rounds = detail["rounds"] + counts.get("dropped_rounds", 0)
+        losses = {k: v for k, v in counts.items() if k not in ("dropped_rounds", "repaired_rounds") and v}
+        score = detail.get("score")
+        rows.append({"cell": df.at[i, "cell"],
+                     "score": "" if score is None else f"{score:.2f}" + (
+                         f" ± {detail['stderr']:.2f}" if detail.get("stderr") is not None else ""),
+                     "valid rounds": f"{detail['rounds']} of {rounds}",
+                     "criteria": len(detail.get("criteria") or []),
+                     "what was lost": ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                for k, v in sorted(losses.items(), key=lambda kv: -kv[1]))})
+    return pd.DataFrame(rows) if rows else None
+
