@@ -165,8 +165,9 @@ def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage:
     if plain_lm_eval:
         lines.append(f"  score it again   {plain_lm_eval}")
     if config.teacher.name == "simulated":
-        lines.append("  a real teacher   teacher=openai (OPENAI_API_KEY), teacher=vllm_server or teacher=hf; "
-                     "README: Teachers")
+        lines.append("  a real teacher   teacher=smollm2_135m (offline, after python -m "
+                     "runners.fetch_models), teacher=openai (OPENAI_API_KEY), teacher=vllm_server or "
+                     "teacher=hf; README: Teachers")
     lines.append("  a paper's grid   python -m runners.plan experiment=llm2llm, then python run.py -m "
                  "experiment=llm2llm")
     return "\n".join(lines)

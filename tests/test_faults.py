@@ -11,6 +11,7 @@ in the test's process, with `python run.py -m` as a user runs it:
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,10 +29,11 @@ pytestmark = pytest.mark.slow
 
 
 def teacher_reply(body: dict) -> str:
-    """One reply both prompts parse: LLM2LLM's new example (Text/Label) and an answer (Label); a question
-    unique to the request, so no filter drops it."""
+    """One reply both prompts parse: LLM2LLM's new example (Text/Label) of the label it asks for, and an
+    answer (Label); a question unique to the request, so no filter drops it."""
     seed = hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()[:10]
-    return f"1. Text: What does the code {seed} stand for ?\nLabel: ABBR"
+    asked = re.search(r"the same label \((\w+)\)", body["messages"][0]["content"])
+    return f"1. Text: What does the code {seed} stand for ?\nLabel: {asked.group(1) if asked else 'ABBR'}"
 
 
 def command(server: LocalChatServer, sweep_dir: Path, *extra: str) -> list:
