@@ -8,7 +8,6 @@ id>}`. The folder is built beside its destination and renamed into place only wh
 half-converted is ever used; a model already there is kept."""
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -23,20 +22,13 @@ from filelock import FileLock
 
 from bench.errors import BenchError
 from bench.model_store import local_copy, models_dir
+from runners.fetch_data import sha256_of
 
 SOURCES = Path(__file__).with_name("model_sources.yaml")
 
 
 def sources() -> dict:
     return yaml.safe_load(SOURCES.read_text())
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checked(path: Path, expected: str, what: str, fix: str) -> Path:

@@ -18,6 +18,14 @@ QUICK = ["seed_set.size=48", "train.epochs=1", "eval.limit=24", "logger=none",
 
 register_configs()
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # several workers share the cores: one OpenMP thread each (the processes they start inherit it), or
+    # torch's threads spin against each other (a job ran 5x slower next to another worker)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def own_stores(tmp_path, monkeypatch):

@@ -40,15 +40,6 @@ def real_backend(smollm2) -> HFBackend:
     return HFBackend(str(smollm2))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two xdist workers on two cores: one torch thread each, or their OpenMP threads spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_presets_name_the_local_copy_and_the_hub_id_elsewhere(smollm2, tmp_path, monkeypatch):
     cfg = typed_config("student=smollm2_135m", "teacher=smollm2_135m")
     assert cfg.student.pretrained == cfg.teacher.backend["model"] == str(smollm2)
@@ -109,7 +100,7 @@ STEPS = [
 def test_every_strategy_prompt_survives_the_real_teacher(real_backend, tmp_path, data_dir, task,
                                                          strategy_name, step, parsed):
     raw = compose_config(f"task={task}", "teacher=smollm2_135m", f"strategy={strategy_name}",
-                         "strategy.max_tokens=96")
+                         "strategy.max_tokens=64")
     cfg = typed_config(f"task={task}", "teacher=smollm2_135m")
     data = load_task(cfg.task, str(data_dir))
     seed = sample_seed_set(data.train, typed_config(f"task={task}", "seed_set.size=12").seed_set, task)
@@ -133,7 +124,7 @@ def test_every_strategy_prompt_survives_the_real_teacher(real_backend, tmp_path,
 
 def test_the_cluster_agents_real_replies_are_parsed_or_counted(real_backend, tmp_path, data_dir):
     agent_settings = {"enabled": "true", "criteria_rounds": 1, "clustering_rounds": 2,
-                      "clustering_samples": 4, "max_tokens": 96, "verify": "false"}
+                      "clustering_samples": 4, "max_tokens": 64, "verify": "false"}
     cfg = typed_config("task=trec", *(f"diversity.cluster_agent.{k}={v}" for k, v in agent_settings.items()))
     data = load_task(cfg.task, str(data_dir))
     agent = ClusterAgent(cfg.diversity.cluster_agent,
