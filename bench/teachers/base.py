@@ -7,6 +7,7 @@ no crash on a bad response."""
 import asyncio
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
@@ -31,11 +32,14 @@ class Request:
     # numbered example stops at "\n2." rather than paying for, and losing to max_tokens, a second one
     stop: tuple = ()
 
-    def identity(self, backend: str, model: str) -> dict:
-        """What determines the response, and so the cache key (role, kind and source do not)."""
+    def identity(self, backend: str, model: str, endpoint: str = "") -> dict:
+        """What determines the response, and so the cache key (role, kind and source do not): a remote
+        backend's endpoint too, so one model name at two servers is two answers."""
         identity = {"backend": backend, "model": model, "messages": list(self.messages),
                     "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
                     "sample_index": self.sample_index}
+        if endpoint:
+            identity["endpoint"] = endpoint
         return {**identity, "stop": list(self.stop)} if self.stop else identity  # earlier keys stay valid
 
 
@@ -75,6 +79,7 @@ class RemoteBackend(ABC):
 
     name = "remote"
     model = ""
+    endpoint = ""  # the server's URL: part of every cache key
 
     def __repr__(self) -> str:
         return f"{self.name}:{self.model}"
@@ -95,6 +100,7 @@ class LocalBackend(ABC):
 
     name = "local"
     model = ""
+    endpoint = ""
 
     def __repr__(self) -> str:
         return f"{self.name}:{self.model}"
@@ -102,6 +108,17 @@ class LocalBackend(ABC):
     @abstractmethod
     def complete_batch(self, requests: list) -> list:
         """One Response (or None for no answer) per request, in order."""
+
+
+def unusable(response) -> str | None:
+    """Why a reply can be neither used nor cached (its fault kind), or None: a null content (what a
+    server sends with a refusal or a tool call), an empty one, or a reply of the wrong shape."""
+    text = getattr(response, "text", None)
+    if not isinstance(response, Response) or not isinstance(text, str | None):
+        return "malformed"
+    if text is None:
+        return "null content"
+    return "empty" if not text.strip() else None
 
 
 def _stored(response: Response) -> dict:
@@ -123,6 +140,7 @@ class RoleUsage:
     unanswered: int = 0  # requests sent that got no answer after every attempt
     timed_out: int = 0  # of those, the ones that timed out (each timed-out attempt is spent: count_timeouts)
     deduplicated: int = 0  # identical requests in one batch, asked once
+    waited: int = 0  # of the cache hits, answers another process was asking: waited for, not paid twice
 
     def fault(self, kind: str, message: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
@@ -130,6 +148,7 @@ class RoleUsage:
 
 
 PROBE_PROMPT = "Reply with the word OK."
+CLAIM_POLL_S = 0.2  # how often a request another process is asking looks for its answer
 
 
 class TeacherFailed(BenchError):
@@ -202,47 +221,93 @@ class Teacher:
     def _usage(self, role: str) -> RoleUsage:
         return self.usage.setdefault(role, RoleUsage())
 
+    def identity(self, request: Request) -> dict:
+        return request.identity(self.backend.name, self.backend.model, self.backend.endpoint)
+
     def generate(self, requests: list, description: str = "teacher") -> list:
         """Responses in request order; None where no usable answer could be had (failed after all
-        attempts, or the budget was spent). Failures are counted in `usage`, never raised."""
-        keys = [cache_key(r.identity(self.backend.name, self.backend.model)) for r in requests]
+        attempts, the budget was spent, or the reply was null or empty). Failures are counted in `usage`,
+        never raised."""
+        keys = [cache_key(self.identity(r)) for r in requests]
         results: list = [None] * len(requests)
         misses, first_of = [], {}  # an identical request later in the batch waits for the first's answer
         for i, (request, key) in enumerate(zip(requests, keys)):
-            hit = self.cache.get(key)
+            hit = self._cached(key)
             if hit is None:
                 if key in first_of:
                     continue
                 first_of[key] = i
                 misses.append(i)
                 continue
-            self._served_free(request, Response(**{**hit, "cached": True, "key": key}), results, i)
+            self._served_free(request, hit, results, i)
         if misses:
             failed_before, refused_before = self._transport_failures(), self._refused()
             with progress_bar(len(misses), description, "req", disable=len(misses) < 2) as bar:
-                if isinstance(self.backend, LocalBackend):
-                    self._run_batched(requests, keys, misses, results, bar)
-                else:
-                    asyncio.run(self._run_concurrent(requests, keys, misses, results, bar))
+                self._ask_once(requests, keys, misses, results, bar)
             sent = len(misses) - (self._refused() - refused_before)
             self._stop_if_failing(sent, self._transport_failures() - failed_before)
         for i, (request, key) in enumerate(zip(requests, keys)):
             if first_of.get(key, i) == i:
                 continue
-            usage, answer = self._usage(request.role), self.cache.get(key)
+            usage, answer = self._usage(request.role), self._cached(key)
             usage.deduplicated += 1  # an identical request of the batch: the first's answer, free
             if answer is None:
                 usage.failed += 1  # the first got none either
             else:
-                self._served_free(request, Response(**{**answer, "cached": True, "key": key}), results, i)
+                self._served_free(request, answer, results, i)
         for request, key, response in zip(requests, keys, results):
             if response is not None:
                 self.records.append({
                     "key": key, "role": request.role, "kind": request.kind, "cached": response.cached,
-                    "identity": request.identity(self.backend.name, self.backend.model),
-                    "response": _stored(response),
+                    "identity": self.identity(request), "response": _stored(response),
                 })
         return results
+
+    def _cached(self, key: str) -> Response | None:
+        """The cache's answer, or None; a row that is not a usable answer (a null reply an older version
+        cached) is deleted, so that it is asked again."""
+        row = self.cache.get(key)
+        if row is None:
+            return None
+        try:
+            response = Response(**{**row, "cached": True, "key": key})
+        except TypeError:
+            response = None
+        if response is None or unusable(response):
+            self.cache.delete(key)
+            return None
+        return response
+
+    def _ask_once(self, requests, keys, misses, results, bar) -> None:
+        """Ask the backend for the misses this process claims; wait for those another process is asking
+        (its answer lands in the cache), and ask any whose claimant gave up or died."""
+        pending = misses
+        try:
+            while pending:
+                mine, _ = self.cache.claim([keys[i] for i in pending])
+                ask = [i for i in pending if keys[i] in mine]
+                if ask:
+                    if isinstance(self.backend, LocalBackend):
+                        self._run_batched(requests, keys, ask, results, bar)
+                    else:
+                        asyncio.run(self._run_concurrent(requests, keys, ask, results, bar))
+                    self.cache.release(keys[i] for i in ask)  # the unanswered: another may try
+                waiting = []
+                for i in pending:
+                    if keys[i] in mine:
+                        continue
+                    answer = self._cached(keys[i])
+                    if answer is None:
+                        waiting.append(i)
+                        continue
+                    self._usage(requests[i].role).waited += 1
+                    self._served_free(requests[i], answer, results, i)
+                    bar.update(1)
+                if waiting and not ask:
+                    time.sleep(CLAIM_POLL_S)
+                pending = waiting
+        finally:
+            self.cache.release(keys[i] for i in misses)
 
     def _served_free(self, request: Request, response: Response, results: list, i: int) -> None:
         """An answer from the cache (or to an identical request of the batch): used, not paid for."""
@@ -313,11 +378,16 @@ class Teacher:
             usage.unanswered += 1
             usage.timed_out += timed_out
             return None
-        response.key = key
         usage.requests += 1
-        usage.prompt_tokens += response.prompt_tokens
-        usage.completion_tokens += response.completion_tokens
-        self.cache.put(key, request.identity(self.backend.name, self.backend.model), _stored(response))
+        usage.prompt_tokens += getattr(response, "prompt_tokens", 0) or 0
+        usage.completion_tokens += getattr(response, "completion_tokens", 0) or 0
+        if kind := unusable(response):  # paid for, but nothing to use: counted, and never cached
+            usage.failed += 1
+            said = str(getattr(response, "text", response))[:80]
+            usage.fault(kind, f"{kind}: a reply with no usable text ({said!r})")
+            return None
+        response.key = key
+        self.cache.put(key, self.identity(request), _stored(response))
         if not response.ok:  # e.g. finish_reason 'length': paid for, cached, but not usable
             usage.failed += 1
             usage.fault(response.finish_reason, f"finish_reason {response.finish_reason}: an unusable answer")

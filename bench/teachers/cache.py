@@ -1,14 +1,22 @@
 """The generation cache: one SQLite file keyed on everything that determines a response — backend,
-model, rendered messages, sampling parameters and sample index — and nothing else, so k samples of one
-prompt stay distinct and a changed parameter invalidates only what it touches. WAL mode lets several
-processes (joblib workers, array jobs) share it; a row is committed before its response is used, so a
-run killed at any point resumes without paying for a request twice."""
+endpoint (a remote server's URL), model, rendered messages, sampling parameters and sample index — and
+nothing else, so k samples of one prompt stay distinct and a changed parameter invalidates only what it
+touches. WAL mode lets several processes (joblib workers, array jobs, cells on a cluster) share it; a row
+is committed before its response is used, so a run killed at any point resumes without paying twice.
+
+Exactly once across processes: before asking, a process *claims* the keys it is about to ask (a row in
+`claims` naming it, with a lease it renews while it lives); another process wanting a claimed key waits
+for the answer instead of paying for it again. A claim whose process died (same host: its pid is gone;
+any host: its lease ran out) is taken over, so a killed claimant's requests are asked again."""
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -19,30 +27,88 @@ CREATE TABLE IF NOT EXISTS generations (
     request TEXT NOT NULL,
     response TEXT NOT NULL,
     created REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
+# user_version 2: a remote backend's keys hold its endpoint. Files of version 0 keep working for
+# in-process backends (their keys did not change); answers they hold from a server are refused, since
+# which server gave them is not known.
+VERSION = 2
+REMOTE_BACKENDS = ("openai",)
+LEASE_S = 60.0  # a claim not renewed for this long is another host's dead process: taken over
+_HOST = socket.gethostname()
+_BOOT = uuid.uuid4().hex[:8]  # tells a process from a later one that got the same pid
 
 
 def cache_key(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def _owner() -> str:
+    return f"{_HOST}:{os.getpid()}:{_BOOT}"
+
+
+def _dead(owner: str) -> bool:
+    """A claimant on this host whose process is gone (another host's: only its lease can tell)."""
+    host, pid, _ = owner.rsplit(":", 2)
+    if host != _HOST:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
 class GenerationCache:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, lease_s: float = LEASE_S):
         self.path = Path(path)
+        self.lease_s = lease_s
         self._local = threading.local()  # one connection per thread: sqlite3 objects are not shareable
+        self._held: set = set()  # keys this process has claimed and not yet answered or released
+        self._held_lock = threading.Lock()
+        self._heartbeat: threading.Thread | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_dir():
+                raise IsADirectoryError(21, "a folder is in its place")
             with self._connection() as db:
-                db.execute(_SCHEMA)
-                db.execute("SELECT COUNT(*) FROM generations").fetchone()
+                db.executescript(_SCHEMA)
+                self._check_version(db)
         except sqlite3.DatabaseError as error:
             raise BenchError(f"the generation cache {self.path} cannot be read ({error}); move it aside "
                              f"(mv {self.path} {self.path}.bad) and run again: its answers will be asked anew"
                              ) from None
         except OSError as error:
             raise BenchError(f"cannot create the generation cache {self.path} ({error.strerror}); point "
-                             "cache_path (or BENCH_CACHE_DIR) at a writable folder") from None
+                             "cache_path (or store_dir, or BENCH_CACHE_DIR) at a writable folder") from None
+
+    def _check_version(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == VERSION:
+            return
+        if version > VERSION:
+            raise BenchError(f"the generation cache {self.path} was written by a newer version of the suite "
+                             f"(format {version}, this one reads {VERSION}); update the suite, or point "
+                             "cache_path at another file")
+        remote = db.execute(
+            "SELECT COUNT(*) FROM generations WHERE json_extract(request, '$.backend') IN "
+            f"({', '.join('?' * len(REMOTE_BACKENDS))}) AND json_extract(request, '$.endpoint') IS NULL",
+            REMOTE_BACKENDS,
+        ).fetchone()[0]
+        if remote:
+            raise BenchError(
+                f"the generation cache {self.path} holds {remote} answers from servers, keyed without the "
+                f"server's URL (an older format), so they could be served for the wrong server; move it aside "
+                f"(mv {self.path} {self.path}.old) and run again: its answers will be asked anew"
+            )
+        db.execute(f"PRAGMA user_version = {VERSION}")
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -60,15 +126,80 @@ class GenerationCache:
         return None if row is None else json.loads(row[0])
 
     def put(self, key: str, request: dict, response: dict) -> None:
-        self._connection().execute(
-            "INSERT OR REPLACE INTO generations (key, request, response, created) VALUES (?, ?, ?, ?)",
-            (
-                key,
-                json.dumps(request, ensure_ascii=False),
-                json.dumps(response, ensure_ascii=False),
-                time.time(),
-            ),
-        )
+        """Store an answer and end this process's claim on it, in one transaction."""
+        db = self._connection()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT OR REPLACE INTO generations (key, request, response, created) VALUES (?, ?, ?, ?)",
+                (key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False),
+                 time.time()),
+            )
+            db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, _owner()))
+        with self._held_lock:
+            self._held.discard(key)
+
+    def delete(self, key: str) -> None:
+        self._connection().execute("DELETE FROM generations WHERE key = ?", (key,))
+
+    # -- claims: one process asks, the others wait ----------------------------------------------------------
+
+    def claim(self, keys: list) -> tuple[set, set]:
+        """(keys now claimed by this process, keys another live process is asking). A key already
+        answered is in neither; read it with `get`."""
+        mine, theirs, now, me = set(), set(), time.time(), _owner()
+        db = self._connection()
+        with db:
+            db.execute("BEGIN IMMEDIATE")  # one writer at a time: two processes never both win a key
+            for key in dict.fromkeys(keys):
+                if db.execute("SELECT 1 FROM generations WHERE key = ?", (key,)).fetchone():
+                    continue
+                row = db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if row and row[0] != me and row[1] > now and not _dead(row[0]):
+                    theirs.add(key)
+                    continue
+                db.execute("INSERT OR REPLACE INTO claims (key, owner, expires) VALUES (?, ?, ?)",
+                           (key, me, now + self.lease_s))
+                mine.add(key)
+        if mine:
+            with self._held_lock:
+                self._held |= mine
+            self._keep_alive()
+        return mine, theirs
+
+    def release(self, keys) -> None:
+        """Give up claims without an answer (it failed, or the budget refused it): another may ask."""
+        keys = list(keys)
+        if not keys:
+            return
+        db = self._connection()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?", [(k, _owner()) for k in keys])
+        with self._held_lock:
+            self._held -= set(keys)
+
+    def _keep_alive(self) -> None:
+        """Renew this process's claims every third of a lease while it holds any."""
+        if self._heartbeat is not None and self._heartbeat.is_alive():
+            return
+
+        def renew() -> None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            try:
+                while True:
+                    time.sleep(self.lease_s / 3)
+                    with self._held_lock:
+                        held = list(self._held)
+                    if not held:
+                        return
+                    db.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + self.lease_s,
+                                                                                 _owner()))
+            finally:
+                db.close()
+
+        self._heartbeat = threading.Thread(target=renew, name="cache-claims", daemon=True)
+        self._heartbeat.start()
 
     def __len__(self) -> int:
         return self._connection().execute("SELECT COUNT(*) FROM generations").fetchone()[0]

@@ -85,6 +85,7 @@ class OpenAIBackend(RemoteBackend):
     ):
         self.model = model
         self.base_url = base_url.rstrip("/")
+        self.endpoint = self.base_url  # one model name at two servers is two sets of answers
         self.timeout_s = timeout_s
         self._api_key = read_key(api_key_file) if api_key_file else env_key(api_key_env)
         self._rpm = requests_per_minute
@@ -138,7 +139,7 @@ class OpenAIBackend(RemoteBackend):
             data = json.loads(payload)
             choice = data["choices"][0]
             usage = data.get("usage") or {}
-            return Response(
+            return Response(  # a null or empty content is counted by the Teacher, never cached
                 text=choice["message"]["content"],
                 finish_reason=choice.get("finish_reason") or "stop",
                 prompt_tokens=usage.get("prompt_tokens", 0),

@@ -9,7 +9,9 @@ Each listed fault is served once, to the first requests that arrive; after them 
 requests get a fault drawn from `fault_kinds` (seeded), and the others a normal answer: `reply(body)`'s
 text, or by default an echo of the last message. The faults:
 an HTTP status such as '429' (with Retry-After) or '500', 'hang' (no answer until the client gives
-up), 'malformed' (a body that is not JSON) and 'length' (finish_reason 'length', a truncated answer)."""
+up), 'malformed' (a body that is not JSON), 'length' (finish_reason 'length', a truncated answer),
+'null' (a legal answer whose content is null, as with a refusal or a tool call), 'empty' (content "")
+and 'echo_auth' (a 400 whose error body repeats the request's Authorization header, as some proxies do)."""
 
 import asyncio
 import random
@@ -69,6 +71,9 @@ class LocalChatServer:
             self.served[fault] += 1
             self.authorization.append(request.headers.get("Authorization"))
         await asyncio.sleep(self.latency_s)
+        if fault == "echo_auth":
+            said = f"invalid request; headers were Authorization: {request.headers.get('Authorization')}"
+            return web.json_response({"error": {"message": said}}, status=400)
         if fault.isdigit():  # an HTTP error status: '429' (with Retry-After), '500', '401', ...
             headers = {"Retry-After": str(self.retry_after_s)} if fault == "429" else {}
             return web.json_response(
@@ -79,7 +84,7 @@ class LocalChatServer:
         if fault == "malformed":
             return web.Response(text='{"choices": [', content_type="application/json")
         prompt = body["messages"][-1]["content"]
-        text = self.reply(body)
+        text = {"null": None, "empty": ""}.get(fault, self.reply(body))
         if fault != "hang":  # a hang was counted when it arrived: its client has given up by now
             self.billable.append(prompt)  # answered (or truncated): billable from here
         return web.json_response(
@@ -96,8 +101,8 @@ class LocalChatServer:
                 ],
                 "usage": {
                     "prompt_tokens": len(prompt.split()),
-                    "completion_tokens": len(text.split()),
-                    "total_tokens": len(prompt.split()) + len(text.split()),
+                    "completion_tokens": len((text or "").split()),
+                    "total_tokens": len(prompt.split()) + len((text or "").split()),
                 },
             }
         )
