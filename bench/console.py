@@ -8,6 +8,8 @@ import sys
 
 from tqdm.auto import tqdm
 
+from bench.secrets import redact
+
 SUITE = ("bench", "runners", "__main__")
 
 
@@ -48,7 +50,14 @@ class SuiteOnConsole(logging.Filter):
         return record.name.startswith(SUITE) and record.levelno >= logging.INFO
 
 
-class ConsoleFormat(logging.Formatter):
+class RedactedFormat(logging.Formatter):
+    """Every line a log handler writes, its traceback included, with the held keys scrubbed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class ConsoleFormat(RedactedFormat):
     """The message alone; a warning says it is one."""
 
     def format(self, record: logging.LogRecord) -> str:

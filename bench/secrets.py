@@ -1,7 +1,10 @@
 """API keys stay in the environment (or a key file) and reach only an Authorization header. A key typed
-into the config is refused before anything is written, and anything shaped like a key is redacted from
-every config, record and log line the suite writes, as a second line of defence."""
+into the config is refused before anything is written. Every config, record, W&B field and log line the
+suite writes is redacted, as a second line of defence, two ways: by value — the keys this process holds
+(read for a backend, or in a variable named like a key: OPENAI_API_KEY, HF_TOKEN, ...), even where a
+server echoes one back in an error — and by shape, anything that looks like a key."""
 
+import os
 import re
 from typing import Any
 
@@ -15,12 +18,40 @@ KEY_SHAPE = re.compile(
 SECRET_FIELDS = re.compile(r"(?i)^(api_?key|token|secret|password|auth(orization)?)$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REDACTED = "[redacted]"
+# a variable whose value is a secret by its name: ..._API_KEY, ..._KEY, ..._TOKEN, ..._SECRET, ...
+SECRET_VARIABLE = re.compile(r"(?i)(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD)$")
+MIN_SECRET = 8  # shorter values would scrub ordinary words; no real key is this short
+_held: set = set()
+
+
+def hold(key: str) -> str:
+    """Remember a key this process uses, so that it is scrubbed wherever it appears; returns it."""
+    if len(key) >= MIN_SECRET:
+        _held.add(key)
+    return key
+
+
+def held_keys() -> list:
+    """The keys to scrub, longest first: those read for a backend and those in secret variables."""
+    from_environment = {v for k, v in os.environ.items() if SECRET_VARIABLE.search(k) and len(v) >= MIN_SECRET}
+    return sorted(_held | from_environment, key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """`text` without the held keys, and without the start of one where the text was cut short inside it."""
+    for key in held_keys():
+        text = text.replace(key, REDACTED)
+        for cut in range(len(key) - 1, MIN_SECRET - 1, -1):  # "...Bearer 3fa9c1" cut at 200 characters
+            if text.endswith(key[:cut]):
+                text = text[:-cut] + REDACTED
+                break
+    return KEY_SHAPE.sub(REDACTED, text)
 
 
 def redact(value: Any) -> Any:
-    """`value` with every key-shaped substring replaced, through dicts, lists and tuples."""
+    """`value` with every held key and key-shaped substring replaced, through dicts, lists and tuples."""
     if isinstance(value, str):
-        return KEY_SHAPE.sub(REDACTED, value)
+        return scrub(value)
     if isinstance(value, dict):
         return {key: redact(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -119,13 +119,13 @@ class Tracker:
         """Values that change from one iteration (training stage) to the next: history, x = iteration."""
         self._keep({"iteration": iteration, **metrics})
         if self.wandb is not None:
-            self.wandb.log({"iteration": iteration, **metrics})
+            self.wandb.log({"iteration": iteration, **redact(metrics)})
 
     def summarize(self, metrics: dict) -> None:
         """Values a run has once (data sizes, finals, cost, diversity): the W&B summary, not history."""
         self._keep(metrics)
         if self.wandb is not None:
-            self.wandb.summary.update(metrics)
+            self.wandb.summary.update(redact(metrics))
 
     def curve(self, iteration: int, label: str = "") -> "TrainingProgress":
         """A Trainer callback for this iteration's training run: its loss curve on its own W&B axis."""

@@ -179,3 +179,14 @@ def test_a_replay_record_without_a_usable_answer_is_a_counted_failure(tmp_path, 
     replay = Teacher(ReplayBackend(str(records)), GenerationCache(tmp_path / "c.sqlite"), Budget(None))
     assert replay.generate([request]) == [None]
     assert replay.usage["teacher"].faults == {kind: 1} and len(replay.cache) == 0
+
+
+def test_redaction_scrubs_a_held_key_whole_or_cut_short_and_a_secret_variable(monkeypatch):
+    from bench.secrets import hold, redact
+
+    key = hold("7c1e" * 8)
+    assert redact({"said": [f"header was {key}!", f"cut: {key[:20]}"]}) == {
+        "said": ["header was [redacted]!", "cut: [redacted]"]}
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "plain-words-secret")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long-enough")  # not a secret by its name
+    assert redact("plain-words-secret / false-but-long-enough") == "[redacted] / false-but-long-enough"

@@ -47,3 +47,26 @@ def test_a_rerun_is_served_from_the_cache(tmp_path):
     assert probe(tmp_path, *args).returncode == 0
     second = probe(tmp_path, *args)
     assert "12 correct, 12 answered" in second.stdout and "0 queries (12 cached)" in second.stdout
+
+
+def test_a_key_a_server_echoes_back_is_scrubbed_from_every_line_file_and_wandb_field(tmp_path):
+    """An Azure-style key (32 hex digits: no key shape to recognise) echoed in a 400's error body, by one
+    request of a run that goes on, then by every request of one that stops: gone from everything written."""
+    secret = "3fa9c1" + "0b7d" * 6 + "e2"
+    outcomes = []
+    for number, faults in enumerate((["echo_auth"], ["echo_auth"] * 6)):
+        with LocalChatServer(faults=faults) as server:
+            outcomes.append(probe(tmp_path / str(number), "teacher=openai", "teacher.max_attempts=1",
+                                  f"teacher.backend.base_url={server.base_url}", "teacher.backend.model=local",
+                                  "seed_set.size=6", "logger=wandb", OPENAI_API_KEY=secret))
+            assert server.authorization[0] == f"Bearer {secret}"
+    assert [o.returncode for o in outcomes] == [0, 2], outcomes[1].stderr[-2000:]
+    assert "the api-key header was [redacted]" in outcomes[1].stderr  # the error line, scrubbed
+    usage = json.loads((tmp_path / "0" / "run" / "teacher_usage.json").read_text())
+    assert "the api-key header was [redacted]" in usage["teacher"]["fault_examples"]["400"]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in written) and any(p.suffix == ".log" for p in written)
+    for outcome in outcomes:
+        assert secret not in outcome.stdout + outcome.stderr
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path

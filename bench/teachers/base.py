@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from bench.console import bar as progress_bar
 from bench.errors import BenchError
+from bench.secrets import redact
 from bench.teachers.cache import GenerationCache, cache_key
 
 
@@ -144,7 +145,7 @@ class RoleUsage:
 
     def fault(self, kind: str, message: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
-        self.fault_examples.setdefault(kind, message[:200])
+        self.fault_examples.setdefault(kind, redact(message)[:200])
 
 
 PROBE_PROMPT = "Reply with the word OK."

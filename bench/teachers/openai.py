@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.errors import BenchError
+from bench.secrets import hold, redact
 from bench.teachers.base import RejectedError, RemoteBackend, Request, Response, RetryableError, TeacherFailed
 
 
@@ -46,6 +47,11 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
+def _said(payload: bytes) -> str:
+    """What an error body says, the key scrubbed before it is cut short (a cut key would slip through)."""
+    return redact(payload.decode(errors="replace"))[:200]
+
+
 def read_key(path: str) -> str:
     """The key alone on the one line of a key file."""
     file = Path(path)
@@ -56,7 +62,7 @@ def read_key(path: str) -> str:
     if len(lines) != 1:
         raise BenchError(f"teacher.backend.api_key_file={path} holds {len(lines)} non-empty lines; it must "
                          "hold the key alone, on one line")
-    return lines[0]
+    return hold(lines[0])
 
 
 def env_key(name: str | None) -> str:
@@ -67,7 +73,7 @@ def env_key(name: str | None) -> str:
     if not key:
         raise BenchError(f"teacher.backend.api_key_env names {name}, which is not set: export {name}=<key>, "
                          "or set teacher.backend.api_key_file, or api_key_env=null for a server without keys")
-    return key
+    return hold(key)
 
 
 class OpenAIBackend(RemoteBackend):
@@ -129,12 +135,12 @@ class OpenAIBackend(RemoteBackend):
         if status == 429:
             raise RetryableError("429", "rate limited", retry_after=_retry_after(headers.get("Retry-After")))
         if status >= 500:
-            raise RetryableError(str(status), payload[:200].decode(errors="replace"))
+            raise RetryableError(str(status), _said(payload))
         if status in (401, 403):
             raise TeacherFailed(f"the teacher server at {self.base_url} refused the API key ({status}); "
                                 "check the key's environment variable or file")
         if status >= 400:
-            raise RejectedError(str(status), payload[:200].decode(errors="replace"))
+            raise RejectedError(str(status), _said(payload))
         try:
             data = json.loads(payload)
             choice = data["choices"][0]

@@ -72,7 +72,8 @@ class LocalChatServer:
             self.authorization.append(request.headers.get("Authorization"))
         await asyncio.sleep(self.latency_s)
         if fault == "echo_auth":
-            said = f"invalid request; headers were Authorization: {request.headers.get('Authorization')}"
+            token = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
+            said = f"invalid request; the api-key header was {token}"
             return web.json_response({"error": {"message": said}}, status=400)
         if fault.isdigit():  # an HTTP error status: '429' (with Retry-After), '500', '401', ...
             headers = {"Retry-After": str(self.retry_after_s)} if fault == "429" else {}
