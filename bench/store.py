@@ -14,6 +14,7 @@
   recomputes it, `resume=false` recomputes every cell.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -61,17 +62,20 @@ def cell_id(cfg: DictConfig, data_digest: str) -> str:
 
 def _write_atomically(path: Path, lines) -> None:
     """Write, fsync, rename: a reader never sees half a file, a crash never leaves one."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         with partial.open("w") as out:
             out.writelines(lines)
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, path)
-    except PermissionError as error:
-        raise BenchError(f"cannot write {path} ({error.strerror}); point store_dir (BENCH_CACHE_DIR) and the "
-                         "output folders at a writable place") from None
+    except OSError as error:  # not writable, a folder in the file's place, a file in a folder's place
+        with contextlib.suppress(OSError):  # under a file there is no partial file to remove
+            partial.unlink(missing_ok=True)
+        raise BenchError(f"cannot write {path} ({error.strerror}: {error.filename}); point store_dir "
+                         "(BENCH_CACHE_DIR) and the output folders at a writable place, with nothing in the "
+                         "way") from None
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -98,7 +102,7 @@ def read_entry(path: Path) -> Any | None:
         return None
 
 
-def writable_folder(path: Path, setting: str) -> Path:
+def writable_folder(path: Path, setting: str, alternative: str = " (or BENCH_CACHE_DIR)") -> Path:
     """`path`, created if need be, after checking that a file can be written there."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -106,8 +110,8 @@ def writable_folder(path: Path, setting: str) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise BenchError(f"{setting}={path} is not a writable folder ({error.strerror}); point {setting} (or "
-                         "BENCH_CACHE_DIR) at one") from None
+        raise BenchError(f"{setting}={path} is not a writable folder ({error.strerror}); point "
+                         f"{setting}{alternative} at one") from None
     return path
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
@@ -83,28 +84,43 @@ class Student:
             except (OSError, ValueError) as error:
                 raise cannot_load(self.cfg, error) from None
         else:
-            config = LlamaConfig(
-                vocab_size=len(self.tokenizer),
-                bos_token_id=self.tokenizer.bos_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **self.cfg.architecture,
-            )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.cfg.init_seed)
-                model = LlamaForCausalLM(config).to(self.dtype)
-        if self.cfg.lora.enabled:
-            from peft import LoraConfig, get_peft_model
+                model = LlamaForCausalLM(self.scratch_config()).to(self.dtype)
+        return self.with_lora(model)
 
-            lora = self.cfg.lora
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                    target_modules=lora.target_modules, task_type="CAUSAL_LM",
-                ),
-            )
-        return model
+    def scratch_config(self) -> LlamaConfig:
+        return LlamaConfig(vocab_size=len(self.tokenizer), bos_token_id=self.tokenizer.bos_token_id,
+                           eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                           **self.cfg.architecture)
+
+    def with_lora(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.cfg.lora.enabled:
+            return model
+        from peft import LoraConfig, get_peft_model
+
+        lora = self.cfg.lora
+        settings = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                              target_modules=lora.target_modules, task_type="CAUSAL_LM")
+        try:
+            return get_peft_model(model, settings)
+        except ValueError as error:
+            linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                             if isinstance(module, torch.nn.Linear)})
+            raise BenchError(f"student.lora.target_modules={lora.target_modules} does not fit the "
+                             f"{self.cfg.name} student ({str(error).splitlines()[0][:120]}); its linear "
+                             f"layers are {', '.join(linear)}: name some, or use all-linear") from None
+
+    def check(self) -> None:
+        """LoRA's target modules matched on a weightless copy of the model, before any query or training."""
+        if not self.cfg.lora.enabled:
+            return
+        from accelerate import init_empty_weights
+
+        pretrained = self.cfg.pretrained
+        config = AutoConfig.from_pretrained(pretrained) if pretrained else self.scratch_config()
+        with init_empty_weights():
+            self.with_lora(AutoModelForCausalLM.from_config(config))
 
 
 def parameter_count(model: torch.nn.Module) -> int:

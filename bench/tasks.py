@@ -2,6 +2,7 @@
 becomes a student prompt and target, the label set and how a prediction is scored. Nothing here
 is specific to one task, so a new task is one YAML file."""
 
+import codecs
 import csv
 import json
 import re
@@ -135,7 +136,7 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
     spec = getattr(local, split)
     if local.format == "parallel_lines":  # one file per column, records line by line
         columns = {
-            column: _existing(root, path, cfg.name).read_text(local.encoding).splitlines()
+            column: _read_text(_existing(root, path, cfg.name), local.encoding, cfg.name).splitlines()
             for column, path in spec.items()
         }
         lengths = {column: len(lines) for column, lines in columns.items()}
@@ -144,12 +145,19 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
         return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
     path = _existing(root, spec, cfg.name)
-    text = path.read_text(local.encoding)
+    text = _read_text(path, local.encoding, cfg.name)
     if local.format == "jsonl":
         return _json_lines(text, path, cfg.name)
     if local.format in ("csv", "tsv"):
         delimiter = "\t" if local.format == "tsv" else ","
-        return list(csv.DictReader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL))
+        reader = csv.DictReader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+        try:
+            return list(reader)
+        except csv.Error as error:  # e.g. a field over csv's 128 KB limit: most often an unclosed quote
+            start = reader.line_num + 1  # the line its record starts on: the last one read ended before it
+            raise BenchError(f"task {cfg.name}: {path}:{start} cannot be read as {local.format} "
+                             f"({error}); a quote opened and never closed swallows the lines after it: "
+                             "close it, or fix that line") from None
     # DataFormat.regex, the one format left
     if not local.pattern:
         raise BenchError(f"task {cfg.name}: local.format is regex but local.pattern is not set")
@@ -163,6 +171,23 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
             raise BenchError(f"task {cfg.name}: {path}:{number} does not match local.pattern")
         rows.append(match.groupdict())
     return rows
+
+
+def _read_text(path: Path, encoding: str, task: str) -> str:
+    """The file's text; UTF-8 with or without a byte-order mark (Excel writes one)."""
+    data = path.read_bytes()
+    try:
+        codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    except LookupError:
+        raise BenchError(f"task {task}: task.local.encoding={encoding} is not an encoding Python knows; "
+                         "use utf-8, latin-1, cp1252, ...") from None
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise BenchError(f"task {task}: {path}:{line} is not {encoding} (byte {data[error.start]:#04x}); "
+                         f"convert the file to {encoding}, or set task.local.encoding to its encoding "
+                         "(latin-1, cp1252, ...)") from None
 
 
 def _json_lines(text: str, path: Path, task: str) -> list[dict]:

@@ -57,7 +57,9 @@ def run(cfg: DictConfig) -> int:
             pipeline.follow(config, data, run_dir, ranks)
             return 0
         record["cell_id"] = cell = cell_id(cfg, data.digest)
-        store = CellStore(writable_folder(Path(config.store_dir), "store_dir"))
+        for folder in ("cells", "stages"):  # a file in the way is found now, not after training
+            writable_folder(Path(config.store_dir) / folder, "store_dir")
+        store = CellStore(Path(config.store_dir))
         finished = store.finished(cell) if config.resume != "false" else None
         if finished is not None and not reusable(f"cell {cell}", finished.get("provenance"), config.resume):
             finished = None

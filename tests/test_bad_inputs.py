@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,13 @@ from runners.benchmarks.local_server import LocalChatServer
 from tests.conftest import DATA_DIR, QUICK, REPO
 
 KEY = "sk-planted" + "Q" * 30
+REAL_LM_RECORDS = str(REPO / "results" / "real_lm")
+
+
+def old_cache_with_server_answers(tmp: Path) -> None:
+    from tests.test_cache import old_cache
+
+    old_cache(tmp / "old.sqlite", "openai")
 TRAIN_CSV = "text,label\n" + "".join(f"text number {i},{'ab'[i % 2]}\n" for i in range(40))
 
 
@@ -30,6 +38,7 @@ class Case:
     status: int = 2
     hydra: bool = False  # Hydra's compose-time message (exit 1) instead of our one-line error
     server: list | None = None  # faults of a local OpenAI-compatible server, when the case needs one
+    setup: Callable | None = None  # called with the test's folder: what `files` cannot write
 
 
 def task_yaml(name: str, fmt: str, train: str, test: str, extra: str = "") -> str:
@@ -99,6 +108,42 @@ CASES = [
         "near_duplicate_rouge_l=1.5 must be in (0, 1] or null",
     ),
     Case("resume outside its set", ["resume=maybe"], "resume=maybe must be true, strict or false"),
+    Case(
+        "scheduler outside its set",
+        ["train.lr_scheduler=cosin"],
+        "expected one of [linear, cosine,",
+        status=1,
+        hydra=True,
+    ),
+    Case("endless epochs", ["train.epochs=inf"], "train.epochs=inf must be positive and finite"),
+    Case(
+        "heads that do not divide the hidden size",
+        ["student.architecture.num_attention_heads=5"],
+        "hidden_size=256 must be a multiple of num_attention_heads=5",
+    ),
+    Case(
+        "LoRA targets the student lacks",
+        ["student.lora.enabled=true", "student.lora.target_modules=[c_attn]"],
+        "student.lora.target_modules=['c_attn'] does not fit the tiny student",
+    ),
+    Case("negative strategy temperature", ["strategy.temperature=-1"], "strategy.temperature=-1 must be"),
+    Case("no strategy tokens", ["strategy.max_tokens=0"], "strategy.max_tokens=0 must be at least 1"),
+    Case(
+        "a budget that rounds to no query",
+        ["strategy=answer_augmentation", "budget=ratio", "budget.ratio=0.001"],
+        "the query budget Q=0",
+    ),
+    Case(
+        "a negative rate limit",
+        [*OPENAI, "teacher.backend.requests_per_minute=-5"],
+        "teacher.backend.requests_per_minute=-5 must be a positive finite number or null",
+    ),
+    Case("no timeout", [*OPENAI, "teacher.backend.timeout_s=0"], "teacher.backend.timeout_s=0 must be"),
+    Case(
+        "an embedding model that is not there",
+        ["diversity.embedding_model={tmp}/no-model"],
+        "diversity.embedding_model={tmp}/no-model cannot be loaded",
+    ),
     Case("budgeted strategy without a budget", ["strategy=answer_augmentation"], "needs a query budget"),
     Case(
         "task YAML without a cue",
@@ -202,6 +247,22 @@ CASES = [
         },
     ),
     Case(
+        "bytes that are not UTF-8",
+        ["task=csv"],
+        "{tmp}/latin.csv:3 is not utf-8 (byte 0xe9)",
+        files={"conf/task/csv.yaml": task_yaml("csv", "csv", "latin.csv", "latin.csv")},
+        setup=lambda tmp: (tmp / "latin.csv").write_bytes(b"text,label\nhello,a\ncaf\xe9,b\n"),
+    ),
+    Case(
+        "a CSV field over 128 KB",
+        ["task=csv"],
+        "{tmp}/train.csv:2 cannot be read as csv (field larger than field limit",
+        files={
+            "conf/task/csv.yaml": task_yaml("csv", "csv", "train.csv", "train.csv"),
+            "train.csv": 'text,label\n"an unclosed quote,a\n' + "more text,b\n" * 12000,
+        },
+    ),
+    Case(
         "seed set beyond the pool", ["seed_set.size=99999"], "seed_set.size=99999 exceeds the 5442 training"
     ),
     Case(
@@ -222,14 +283,26 @@ CASES = [
             else a
             for a in OPENAI
         ],
-        "left 1 of 1 requests unanswered after 2 attempts each (connection x2",
+        "left 1 of 1 requests without a usable answer after 2 attempts each (connection x2",
     ),
     Case("teacher refuses the key", OPENAI, "refused the API key (401)", server=["401"]),
     Case(
         "teacher answers 500 only",
         OPENAI,
-        "left 1 of 1 requests unanswered after 2 attempts each (500 x2",
+        "left 1 of 1 requests without a usable answer after 2 attempts each (500 x2",
         server=["500"] * 2,
+    ),
+    Case(
+        "teacher replies with null content",
+        [*OPENAI, "strategy=answer_augmentation", "budget.max_queries=4"],
+        "left 4 of 4 requests without a usable answer after 2 attempts each (null content x4",
+        server=["ok"] + ["null"] * 4,
+    ),
+    Case(
+        "teacher replies nothing that parses",
+        [*OPENAI, "strategy=answer_augmentation", "budget.max_queries=4"],
+        "none of the 4 replies to its 'answer' prompt parsed (4 answer requests, 4 label outside set)",
+        server=[],
     ),
     Case(
         "replay without a recording",
@@ -258,7 +331,7 @@ CASES = [
     Case(
         "store folder under a file",
         ["store_dir={tmp}/file/store"],
-        "store_dir={tmp}/file/store is not a writable",
+        "store_dir={tmp}/file/store/cells is not a writable",
         files={"file": "x"},
     ),
     Case(
@@ -266,6 +339,24 @@ CASES = [
         ["cache_path={tmp}/file/c.sqlite"],
         "cannot create the generation cache",
         files={"file": "x"},
+    ),
+    Case(
+        "a file where the store's cells go",
+        ["store_dir={tmp}/s"],
+        "store_dir={tmp}/s/cells is not a writable folder",
+        files={"s/cells": "x"},
+    ),
+    Case(
+        "a folder where the cache goes",
+        ["cache_path={tmp}/c.sqlite"],
+        "cannot create the generation cache {tmp}/c.sqlite (a folder is in its place)",
+        files={"c.sqlite/.keep": ""},
+    ),
+    Case(
+        "a cache with server answers keyed without the server",
+        ["cache_path={tmp}/old.sqlite"],
+        "holds 1 answers from servers, keyed without the server's URL",
+        setup=old_cache_with_server_answers,
     ),
     Case(
         "corrupt generation cache",
@@ -287,6 +378,20 @@ CASES = [
         "no cell records under {tmp}/sweep",
         command="runners.report",
         files={"sweep/0/record.json": json.dumps({"cell_id": "0" * 16, "status": "done"})},
+    ),
+    Case(
+        "report into a folder under a file",
+        [REAL_LM_RECORDS, "--out", "{tmp}/file/out"],
+        "--out={tmp}/file/out is not a writable folder",
+        command="runners.report",
+        files={"file": "x"},
+    ),
+    Case(
+        "report where a folder is in report.md's place",
+        [REAL_LM_RECORDS, "--out", "{tmp}/out"],
+        "cannot write the report in {tmp}/out (Is a directory: {tmp}/out/report.md)",
+        command="runners.report",
+        files={"out/report.md/.keep": ""},
     ),
     Case(
         "report of a folder that does not exist",
@@ -337,6 +442,8 @@ def test_bad_input(case: Case, tmp_path):
     for relative, content in case.files.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(fill(content, tmp_path, ""))
+    if case.setup:
+        case.setup(tmp_path)
     stores = tmp_path / "stores"
     env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
     env.update(
@@ -374,6 +481,7 @@ def test_bad_input(case: Case, tmp_path):
     assert KEY not in result.stdout + result.stderr
     assert not list(stores.glob("cells/*.json")), "a failed cell was stored as done"
     assert not list(stores.glob("stages/*/result.json")), "it failed only after training"
+    assert not list(tmp_path.rglob("*.partial")), "a half-written file was left behind"
     record = tmp_path / "run" / "record.json"
     if record.is_file():  # a cell that got as far as its run folder says it failed
         assert json.loads(record.read_text())["status"] == "failed"

@@ -79,8 +79,8 @@ from bench.teachers.base import Budget, Request, Teacher
 from bench.teachers.cache import GenerationCache
 from bench.teachers.openai import OpenAIBackend
 url, path, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-teacher = Teacher(OpenAIBackend(model="m", base_url=url, api_key_env=None), GenerationCache(path), Budget(None),
-                  max_concurrency=4)
+backend = OpenAIBackend(model="m", base_url=url, api_key_env=None)
+teacher = Teacher(backend, GenerationCache(path), Budget(None), max_concurrency=4)
 answers = teacher.generate([Request(messages=({"role": "user", "content": f"q{i}"},), temperature=0.0)
                             for i in range(first, last)])
 usage = teacher.usage["teacher"]
@@ -164,7 +164,7 @@ def test_a_null_answer_an_older_version_cached_is_asked_again(tmp_path):
     cache = tmp_path / "c.sqlite"
     with LocalChatServer() as server:
         first = teacher(server, cache)
-        [key] = [cache_key for cache_key in [first.generate(requests("a"))[0].key]]
+        key = first.generate(requests("a"))[0].key
         GenerationCache(cache).put(key, {}, {"text": None})  # what the crash left behind
         [answer] = teacher(server, cache).generate(requests("a"))
         assert answer.text == "echo: a" and not answer.cached and server.received == 2

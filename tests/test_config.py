@@ -90,7 +90,7 @@ def test_paper_scale_baseline_preset():
 @pytest.mark.parametrize("override", [
     "eval.decoding=sampeld", "diversity.text=answers", "task.kind=regression", "logger.backend=tensorboard",
     "logger.mode=onlne", "student.dtype=fp8", "diversity.cluster_agent.invalid_clusters=merge",
-    "task.local.format=parquet",
+    "task.local.format=parquet", "train.lr_scheduler=cosin",
 ])
 def test_an_option_outside_its_set_fails_at_compose_time(override):
     with pytest.raises((ConfigCompositionException, ValidationError)) as error:
@@ -107,13 +107,39 @@ def test_an_option_outside_its_set_fails_at_compose_time(override):
     ("eval.limit=0", "eval.limit=0 must be at least 1"),
     ("budget.max_queries=-4", "budget.max_queries=-4 must be at least 0"),
     ("budget.ratio=-2", "budget.ratio=-2.0 must be positive"),
-    ("train.learning_rate=0", "train.learning_rate=0.0 must be positive"),
+    ("train.learning_rate=0", "train.learning_rate=0.0 must be a positive finite number"),
+    ("train.epochs=inf", "train.epochs=inf must be positive and finite"),
+    ("train.learning_rate=nan", "train.learning_rate=nan must be a positive finite number"),
+    ("teacher.max_backoff_s=inf", "teacher.max_backoff_s=inf must be at least 0 and finite"),
+    ("student.architecture.num_attention_heads=5",
+     "hidden_size=256 must be a multiple of num_attention_heads=5"),
+    ("student.lora.target_modules=[]", r"student.lora.target_modules=\[\] must be all-linear or a list"),
     ("eval.sampling.top_p=1.5", r"eval.sampling.top_p=1.5 must be in \(0, 1\]"),
     ("diversity.cluster_agent.clustering_samples=1", "clustering_samples=1 must be at least 2"),
 ])
 def test_a_number_that_makes_no_sense_fails_before_any_work(override, message):
     with pytest.raises(BenchError, match=message):
         typed_config(override)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.backend.requests_per_minute=-5",
+     "requests_per_minute=-5 must be a positive finite number or null"),
+    ("teacher.backend.tokens_per_minute=0", "tokens_per_minute=0 must be a positive finite number or null"),
+    ("teacher.backend.timeout_s=0", "timeout_s=0 must be a positive finite number"),
+    ("teacher.backend.timeout_s=-1", "timeout_s=-1 must be a positive finite number"),
+])
+def test_a_server_setting_that_would_hang_the_job_fails_before_any_work(override, message):
+    with pytest.raises(BenchError, match=message):
+        typed_config("teacher=openai", override)
+
+
+def test_the_scheduler_names_are_transformers_own():
+    from transformers import SchedulerType
+
+    from bench.config import LrScheduler
+
+    assert {s.value for s in LrScheduler} <= {s.value for s in SchedulerType}
 
 
 def test_strategy_settings_are_checked_when_the_strategy_is_built():
@@ -125,6 +151,14 @@ def test_strategy_settings_are_checked_when_the_strategy_is_built():
         build_strategy(compose_config("strategy.filters.near_duplicate_rouge_l=1.5"))
     with pytest.raises(BenchError, match=r"strategy.pretrain has unknown keys \['epoch'\]"):
         build_strategy(compose_config("strategy=synthetic_pretraining", "+strategy.pretrain.epoch=2"))
+    with pytest.raises(BenchError, match="strategy.temperature=-1 must be at least 0"):
+        build_strategy(compose_config("strategy.temperature=-1"))
+    with pytest.raises(BenchError, match="strategy.max_tokens=0 must be at least 1"):
+        build_strategy(compose_config("strategy=new_question", "strategy.max_tokens=0"))
+    with pytest.raises(BenchError, match="Q=2 .* buys no example of new_question, which costs 3 queries"):
+        build_strategy(compose_config("strategy=new_question")).workload(100, 2, True)
+    with pytest.raises(BenchError, match="Q=0 .*|S|=49.* buys no example of answer_augmentation"):
+        build_strategy(compose_config("strategy=answer_augmentation")).workload(49, 0, True)
 
 
 

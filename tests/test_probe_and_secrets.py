@@ -57,8 +57,9 @@ def test_a_key_a_server_echoes_back_is_scrubbed_from_every_line_file_and_wandb_f
     for number, faults in enumerate((["echo_auth"], ["echo_auth"] * 6)):
         with LocalChatServer(faults=faults) as server:
             outcomes.append(probe(tmp_path / str(number), "teacher=openai", "teacher.max_attempts=1",
-                                  f"teacher.backend.base_url={server.base_url}", "teacher.backend.model=local",
-                                  "seed_set.size=6", "logger=wandb", OPENAI_API_KEY=secret))
+                                  f"teacher.backend.base_url={server.base_url}",
+                                  "teacher.backend.model=local", "seed_set.size=6", "logger=wandb",
+                                  OPENAI_API_KEY=secret))
             assert server.authorization[0] == f"Bearer {secret}"
     assert [o.returncode for o in outcomes] == [0, 2], outcomes[1].stderr[-2000:]
     assert "the api-key header was [redacted]" in outcomes[1].stderr  # the error line, scrubbed

@@ -68,6 +68,13 @@ def test_the_same_stage_is_reused_and_a_changed_one_recomputed(tmp_path, data_di
     assert len(keys) == 5 and counted["train"] == 5  # each change of examples, scored set or start
 
 
+def test_resume_false_trains_a_stored_stage_again(tmp_path, data_dir, counted):
+    seed = make_job(tmp_path, data_dir).seed_set
+    make_job(tmp_path, data_dir).train_and_score(seed, 0)
+    again = make_job(tmp_path, data_dir, "resume=false", run="again").train_and_score(seed, 0)
+    assert not again.reused and counted["train"] == 2
+
+
 def test_changed_data_and_changed_code_are_never_mistaken_for_the_stored_stage(tmp_path, data_dir, counted,
                                                                               monkeypatch):
     job = make_job(tmp_path, data_dir)

@@ -357,8 +357,28 @@ def test_a_failing_teacher_never_overruns_the_budget(tmp_path, data_dir):
     strategy, job = job_for(tmp_path, data_dir, "strategy=answer_augmentation", "budget.max_queries=30",
                             teacher=Scripted(flaky))
     strategy.run(job)
-    assert len(calls) == 30 and job.teacher.budget.used == 30
-    assert job.generated[1][1]["unparseable"] == 10
+    assert len(calls) == 30 and job.teacher.budget.used == 30  # an empty reply is paid for...
+    assert job.generated[1][1]["no_answer"] == 10  # ...but has nothing to use: a failure, never cached
+    assert job.teacher.usage["teacher"].faults == {"empty": 10} and len(job.teacher.cache) == 20
+
+
+@pytest.mark.parametrize("strategy, unparseable", [("answer_augmentation", "label_outside_set"),
+                                                    ("new_question", "unparseable_new_question")])
+def test_a_cell_none_of_whose_replies_parse_fails_with_the_counts_before_training(tmp_path, data_dir,
+                                                                                strategy, unparseable):
+    """A model that never writes the format asked for: the cell stops with the parse counts (the
+    augmenter's counted apart from the teacher's) rather than record a 'done' cell that added nothing."""
+    strategy_, job = job_for(tmp_path, data_dir, f"strategy={strategy}", "budget.max_queries=12",
+                             teacher=Scripted(lambda r: "I cannot help with that."))
+    drop = unparseable.replace("_", " ")
+    with pytest.raises(BenchError, match=rf"none of the \d+ replies to its '\w+' prompt parsed \(.*"
+                                         rf"\d+ {drop}.*strategy.allow_unparseable=true"):
+        strategy_.run(job)
+    assert job.trained == [] and job.generated[1][1][unparseable] > 0
+    allowed, job = job_for(tmp_path, data_dir, f"strategy={strategy}", "budget.max_queries=12",
+                           "strategy.allow_unparseable=true", teacher=Scripted(lambda r: "I cannot help."))
+    allowed.run(job)
+    assert job.generated[1][1]["added"] == 0 and len(job.trained) == 1
 
 
 def test_gold_verification_drops_wrong_answers(tmp_path, data_dir):

@@ -161,7 +161,8 @@ def test_a_teacher_that_cannot_be_reached_stops_the_cell_with_what_it_said(tmp_p
     backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1", api_key_env=None, timeout_s=2)
     down = Teacher(backend, GenerationCache(tmp_path / "c.sqlite"), Budget(4), max_attempts=2, backoff_s=0.01)
     started = time.perf_counter()
-    with pytest.raises(TeacherFailed, match=r"left 4 of 4 requests unanswered after 2 attempts each "
+    with pytest.raises(TeacherFailed, match=r"left 4 of 4 requests without a usable answer after 2 attempts "
+                                            r"each "
                                             r"\(connection x8: .*Cannot connect to host 127.0.0.1:9"):
         down.generate(requests(4))
     assert time.perf_counter() - started < 10 and down.budget.used == 0

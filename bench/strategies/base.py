@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import jinja2
 
-from bench.config import FiltersConfig, TrainConfig
+from bench.config import FiltersConfig, TrainConfig, at_least
 from bench.errors import BenchError
 from bench.strategies.filters import Filters
 from bench.tasks import Example, TaskData, question_of, student_prompt
@@ -21,6 +21,8 @@ from bench.teachers import Budget, Request, Teacher
 if TYPE_CHECKING:  # the job's side (bench/job.py) imports torch; a strategy needs only its shape
     from bench.job import Round
 
+# the teacher's prompt steps; the others (rephrase, new_question, check) are the augmenter's
+TEACHER_STEPS = ("answer", "new_example", "corpus")
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # prompts verbatim
 
 
@@ -36,9 +38,12 @@ class Generated:
 
 @dataclass
 class Tally:
-    """What happened to the requests of one round: asked, answered, and every reason for a drop."""
+    """What happened to the requests of one round: asked, answered, and every reason for a drop; and per
+    prompt step, the replies read and those that parsed."""
 
     counts: Counter = field(default_factory=Counter)
+    replies: Counter = field(default_factory=Counter)  # step -> replies read
+    parsed: Counter = field(default_factory=Counter)  # step -> replies that parsed
 
     def add(self, what: str, n: int = 1) -> None:
         self.counts[what] += n
@@ -105,11 +110,17 @@ class Strategy(ABC):
     uses_teacher = True  # the job checks the teachers (and probes a remote one) before any training
 
     def __init__(self, prompts: dict | None = None, filters: dict | None = None, temperature: float = 1.0,
-                 max_tokens: int = 512, personas: int = 0, persona_pool: list | None = None):
+                 max_tokens: int = 512, personas: int = 0, persona_pool: list | None = None,
+                 allow_unparseable: bool = False):
+        at_least("strategy.temperature", temperature, 0)
+        at_least("strategy.max_tokens", max_tokens, 1)
         self.prompts = prompts or {}
         self.filter_settings = FiltersConfig.of(filters)
         self.temperature = temperature
         self.max_tokens = max_tokens
+        # false: a prompt step none of whose replies parse stops the cell (the model does not write the
+        # format asked for) rather than record a cell that added nothing
+        self.allow_unparseable = allow_unparseable
         self.personas = list(persona_pool or [])[:personas]
         self.worked_example: tuple | None = None  # (shown, written) seed examples, see choose_worked_example
         if personas < 0 or len(self.personas) < personas:
@@ -187,14 +198,29 @@ class Strategy(ABC):
         patterns = self.template(step, task)["parse"]
         patterns = [patterns] if isinstance(patterns, str) else patterns
         match = next((m for m in (re.search(p, text) for p in patterns) if m), None)
-        if match is None:
-            tally.add("unparseable")
+        tally.replies[step] += 1
+        if match is None:  # the augmenter's steps counted apart from the teacher's answers
+            tally.add("unparseable" if step in TEACHER_STEPS else f"unparseable_{step}")
             return None
         fields = {k: v.strip() for k, v in match.groupdict().items() if v is not None}
         fields, dropped = task.kind.read_reply(fields, task.config.labels)
         if dropped:
             tally.add(dropped)
+        else:
+            tally.parsed[step] += 1
         return fields
+
+    def refuse_if_nothing_parsed(self, tally: Tally) -> None:
+        """Stop the cell when every reply to a prompt step failed to parse (unless allow_unparseable)."""
+        for step, replies in tally.replies.items():
+            if replies and not tally.parsed[step] and not self.allow_unparseable:
+                drops = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in tally.counts.items() if n)
+                raise BenchError(
+                    f"strategy {self.name}: none of the {replies} replies to its '{step}' prompt parsed "
+                    f"({drops}); the model does not write the format the prompt asks for (its replies are in "
+                    "generations.jsonl of the run folder): use a stronger model, adjust the prompt in "
+                    "conf/prompts/, or set strategy.allow_unparseable=true to keep a cell that adds nothing"
+                )
 
     def parsed_replies(self, teacher: Teacher, step: str, task: TaskData, requests: list, description: str,
                        tally: Tally):

@@ -58,7 +58,14 @@ class BudgetedStrategy(Strategy):
         if max_queries is None:
             raise BenchError(f"strategy {self.name} needs a query budget: budget.max_queries=Q or "
                              "budget=ratio budget.ratio=BR")
-        examples = max_queries // self.cost_of(count_augmenter)
+        cost = self.cost_of(count_augmenter)
+        if max_queries < cost:
+            raise BenchError(
+                f"the query budget Q={max_queries} (budget.max_queries, or floor(budget.ratio x |S|) with "
+                f"|S|={seed_size}) buys no example of {self.name}, which costs {cost} queries each; raise it "
+                f"to at least {cost}"
+            )
+        examples = max_queries // cost
         augmenter = examples * self.augmenter_steps
         teacher = max_queries - (augmenter if count_augmenter else 0)
         trained = seed_size + teacher // self.answers_per_example
@@ -88,6 +95,7 @@ class BudgetedStrategy(Strategy):
         added += self.answers(job, [(e, q, origin, k + 1) for e, q, origin, k in answered[:extra]], tally)
         tally.add("added", len(added))
         job.add_generated(1, added, tally)
+        self.refuse_if_nothing_parsed(tally)
         job.train_and_score(seed + [g.example for g in added], iteration=1)
 
     def questions(self, job: StrategyJob, sources: list, filters, tally: Tally) -> list:

@@ -155,4 +155,5 @@ class LLM2LLM(Strategy):
                                          "role": "teacher", "cache_key": response.key}))
         tally.add("added", len(added))
         job.add_generated(iteration, added, tally)
+        self.refuse_if_nothing_parsed(tally)
         return added

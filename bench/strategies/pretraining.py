@@ -116,6 +116,7 @@ class SyntheticPretraining(Strategy):
                                              "cache_key": response.key}))
         tally.add("added", len(texts))
         job.add_generated(0, texts, tally)
+        self.refuse_if_nothing_parsed(tally)
         return [g.example for g in texts]
 
     def score_zero_shot(self, job: StrategyJob, stage) -> None:

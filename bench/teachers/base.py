@@ -139,6 +139,7 @@ class RoleUsage:
     faults: dict = field(default_factory=dict)  # fault kind -> count (429, 500, timeout, ...)
     fault_examples: dict = field(default_factory=dict)  # fault kind -> what the server (or socket) said
     unanswered: int = 0  # requests sent that got no answer after every attempt
+    unusable: int = 0  # replies with nothing to use (null or empty content, wrong shape): paid, not cached
     timed_out: int = 0  # of those, the ones that timed out (each timed-out attempt is spent: count_timeouts)
     deduplicated: int = 0  # identical requests in one batch, asked once
     waited: int = 0  # of the cache hits, answers another process was asking: waited for, not paid twice
@@ -242,11 +243,11 @@ class Teacher:
                 continue
             self._served_free(request, hit, results, i)
         if misses:
-            failed_before, refused_before = self._transport_failures(), self._refused()
+            failed_before, refused_before = self._without_answer(), self._refused()
             with progress_bar(len(misses), description, "req", disable=len(misses) < 2) as bar:
                 self._ask_once(requests, keys, misses, results, bar)
             sent = len(misses) - (self._refused() - refused_before)
-            self._stop_if_failing(sent, self._transport_failures() - failed_before)
+            self._stop_if_failing(sent, self._without_answer() - failed_before)
         for i, (request, key) in enumerate(zip(requests, keys)):
             if first_of.get(key, i) == i:
                 continue
@@ -318,15 +319,17 @@ class Teacher:
         results[i] = response if response.ok else None
         usage.failed += not response.ok  # a recorded truncation stays a failure, at no new cost
 
-    def _transport_failures(self) -> int:
-        """Requests that got no answer at all (after every attempt), over all roles so far."""
-        return sum(u.unanswered for u in self.usage.values())
+    def _without_answer(self) -> int:
+        """Requests that got no usable answer (none after every attempt, or a null or empty one), over all
+        roles so far."""
+        return sum(u.unanswered + u.unusable for u in self.usage.values())
 
     def _refused(self) -> int:
         return sum(u.over_budget for u in self.usage.values())
 
     def _stop_if_failing(self, sent: int, failed: int) -> None:
-        """Past `max_failure_share` of a batch unanswered, the teacher is down, not flaky: stop the cell
+        """Past `max_failure_share` of a batch without a usable answer, the teacher is down (or refuses),
+        not flaky: stop the cell
         with what it said, rather than record a cell trained on nothing."""
         if sent == 0 or failed == 0 or failed / sent <= self.max_failure_share:
             return
@@ -335,8 +338,8 @@ class Teacher:
         detail = "; ".join(f"{kind} x{counts[kind]}: {said[kind]}" for kind in sorted(said, key=counts.get,
                                                                                     reverse=True)[:3])
         raise TeacherFailed(
-            f"teacher {self.name} ({self.backend}) left {failed} of {sent} requests unanswered after "
-            f"{self.max_attempts} attempts each ({detail or 'no answer'}); check the server and "
+            f"teacher {self.name} ({self.backend}) left {failed} of {sent} requests without a usable answer "
+            f"after {self.max_attempts} attempts each ({detail or 'no answer'}); check the server and "
             f"teacher.backend.base_url, or allow more with teacher.max_failure_share "
             f"(now {self.max_failure_share})"
         )
@@ -384,6 +387,7 @@ class Teacher:
         usage.completion_tokens += getattr(response, "completion_tokens", 0) or 0
         if kind := unusable(response):  # paid for, but nothing to use: counted, and never cached
             usage.failed += 1
+            usage.unusable += 1
             said = str(getattr(response, "text", response))[:80]
             usage.fault(kind, f"{kind}: a reply with no usable text ({said!r})")
             return None

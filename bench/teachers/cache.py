@@ -105,8 +105,8 @@ class GenerationCache:
         if remote:
             raise BenchError(
                 f"the generation cache {self.path} holds {remote} answers from servers, keyed without the "
-                f"server's URL (an older format), so they could be served for the wrong server; move it aside "
-                f"(mv {self.path} {self.path}.old) and run again: its answers will be asked anew"
+                "server's URL (an older format), so they could be served for the wrong server; move it "
+                f"aside (mv {self.path} {self.path}.old) and run again: its answers will be asked anew"
             )
         db.execute(f"PRAGMA user_version = {VERSION}")
 

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.store import find_records, write_json
+from bench.errors import BenchError
+from bench.store import find_records, writable_folder, write_json
 from runners.report import __doc__ as REPORT_DOC
 from runners.report import build
 from runners.report.tables import well_formed
@@ -25,11 +26,20 @@ def main(argv: list[str] | None = None) -> int:
               "(outputs/multiruns/<date>) or a results folder", file=sys.stderr)
         return 2
     out = args.out or args.sweep_dir / "report"
-    if args.out:
-        for record in records:
-            if record.get("status") == "done":  # the id is checked: a file name never comes from a record
-                write_json(out / "records" / f"{record['cell_id']}.json", record)
-    made = build(records, out)
+    try:
+        writable_folder(out, "--out", alternative="")
+        if args.out:
+            for record in records:
+                if record.get("status") == "done":  # the id is checked: a file name never comes from a record
+                    write_json(out / "records" / f"{record['cell_id']}.json", record)
+        made = build(records, out)
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a folder where the report writes a file
+        print(f"error: cannot write the report in {out} ({error.strerror}: {error.filename}); point --out at "
+              "a writable folder with nothing in the way", file=sys.stderr)
+        return 2
     print((out / "report.md").read_text())
     print(f"report: {made['report']}")
     return 0
