@@ -85,3 +85,20 @@ def test_no_data_root_and_no_hub_is_a_clear_error():
     cfg.hub = None
     with pytest.raises(BenchError, match="BENCH_DATA_DIR"):
         load_task(cfg, None)
+
+
+def test_a_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; without care the first column is '\\ufefftext'."""
+    body = "text,label\nis it raining?,a\nplay a song,b\n"
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    (tmp_path / "plain.csv").write_text(body)
+    (tmp_path / "test.csv").write_text("text,label\nwhat time is it?,a\n")
+    task = typed_config("task=trec").task
+    loaded = {}
+    for name in ("bom", "plain"):
+        task.local.format, task.local.train, task.local.test, task.local.encoding = (
+            "csv", f"{name}.csv", "test.csv", "utf-8")
+        task.labels, task.target_column, task.text_column, task.doc_to_text = ["a", "b"], "label", "text", None
+        loaded[name] = load_task(task, str(tmp_path))
+    assert loaded["bom"].digest == loaded["plain"].digest
+    assert loaded["bom"].train[0].record == {"text": "is it raining?", "label": "a"}
