@@ -151,7 +151,7 @@ def test_a_claim_from_another_host_is_waited_for_until_its_lease_ends(tmp_path):
 def test_a_null_reply_is_a_counted_failure_never_cached_and_asked_again_once_the_server_is_fixed(tmp_path):
     cache = tmp_path / "c.sqlite"
     with LocalChatServer(faults=["null", "empty"]) as server:
-        broken = teacher(server, cache)
+        broken = teacher(server, cache, max_failure_share=1.0)  # past the share the cell stops: see the table
         assert broken.generate(requests("a", "b")) == [None, None]
     usage = broken.usage["teacher"]
     assert (usage.failed, usage.faults) == (2, {"null content": 1, "empty": 1})
@@ -176,7 +176,8 @@ def test_a_replay_record_without_a_usable_answer_is_a_counted_failure(tmp_path, 
     [request] = requests("a")
     records = tmp_path / "generations.jsonl"
     records.write_text(json.dumps({"identity": request.identity("openai", "m"), "response": response}) + "\n")
-    replay = Teacher(ReplayBackend(str(records)), GenerationCache(tmp_path / "c.sqlite"), Budget(None))
+    replay = Teacher(ReplayBackend(str(records)), GenerationCache(tmp_path / "c.sqlite"), Budget(None),
+                     max_failure_share=1.0)
     assert replay.generate([request]) == [None]
     assert replay.usage["teacher"].faults == {kind: 1} and len(replay.cache) == 0
 
@@ -190,3 +191,14 @@ def test_redaction_scrubs_a_held_key_whole_or_cut_short_and_a_secret_variable(mo
     monkeypatch.setenv("MY_SERVICE_TOKEN", "plain-words-secret")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long-enough")  # not a secret by its name
     assert redact("plain-words-secret / false-but-long-enough") == "[redacted] / false-but-long-enough"
+
+
+def test_a_claim_is_renewed_while_its_process_lives(tmp_path):
+    cache = GenerationCache(tmp_path / "c.sqlite", lease_s=0.3)
+    mine, _ = cache.claim(["k"])
+    time.sleep(0.8)  # more than two leases: only the renewals keep the claim
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    assert db.execute("SELECT expires FROM claims WHERE key = 'k'").fetchone()[0] > time.time()
+    db.execute("UPDATE claims SET owner = 'elsewhere:1:x'")  # as another host's live process sees it
+    db.commit()
+    assert mine == {"k"} and GenerationCache(tmp_path / "c.sqlite").claim(["k"]) == (set(), {"k"})

@@ -181,22 +181,18 @@ class GenerationCache:
 
     def _keep_alive(self) -> None:
         """Renew this process's claims every third of a lease while it holds any."""
-        if self._heartbeat is not None and self._heartbeat.is_alive():
+        if self._heartbeat is not None:
             return
 
-        def renew() -> None:
+        def renew() -> None:  # for the life of the process: it is a daemon thread
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            try:
-                while True:
-                    time.sleep(self.lease_s / 3)
-                    with self._held_lock:
-                        held = list(self._held)
-                    if not held:
-                        return
-                    db.execute("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + self.lease_s,
-                                                                                 _owner()))
-            finally:
-                db.close()
+            while True:
+                time.sleep(self.lease_s / 3)
+                with self._held_lock:
+                    holding = bool(self._held)
+                if holding:
+                    db.execute("UPDATE claims SET expires = ? WHERE owner = ?",
+                               (time.time() + self.lease_s, _owner()))
 
         self._heartbeat = threading.Thread(target=renew, name="cache-claims", daemon=True)
         self._heartbeat.start()
