@@ -369,6 +369,7 @@ class ClusterAgentConfig:
         for name in ("criteria_rounds", "criteria_samples", "clustering_rounds", "max_tokens"):
             at_least(f"diversity.cluster_agent.{name}", getattr(self, name), 1)
         at_least("diversity.cluster_agent.clustering_samples", self.clustering_samples, 2)
+        at_least("diversity.cluster_agent.temperature", self.temperature, 0)
         at_least("diversity.cluster_agent.max_queries", self.max_queries, 0, optional=True)
 
 

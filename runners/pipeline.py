@@ -54,9 +54,9 @@ def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData
         job = Job(config, run_dir, data, seed_set, tracker, ranks)
         job.planned = len(strategy.workload(len(seed_set), query_budget(config.budget, len(seed_set)),
                                             config.budget.count_augmenter).stages)
-        job.check_models(generates=strategy.uses_teacher)  # a missing model is found before any work
         if strategy.uses_teacher:  # an unreachable teacher or a refused key stops the job before training
             job.check_teachers(probe=config.teacher.probe)
+        job.check_models(generates=strategy.uses_teacher)  # so does a model that is not there
         strategy.run(job)
         diversity = job.score_diversity()
         usage = tracker.log_teachers(*job.teachers_used()) if job.teachers_used() else {}

@@ -27,6 +27,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests first, the slowest of all (the default job) leading: the two workers then end
+    together, rather than one waiting while the other runs a long test it drew last."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 item.name != "test_the_default_job_as_a_user_sees_it"))
+
+
 @pytest.fixture(autouse=True)
 def own_stores(tmp_path, monkeypatch):
     """Each test its own generation cache, results store and stage store: nothing carries over."""

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from runners.benchmarks.local_server import LocalChatServer
 from tests.conftest import DATA_DIR, REPO
 
@@ -49,6 +51,7 @@ def test_a_rerun_is_served_from_the_cache(tmp_path):
     assert "12 correct, 12 answered" in second.stdout and "0 queries (12 cached)" in second.stdout
 
 
+@pytest.mark.slow
 def test_a_key_a_server_echoes_back_is_scrubbed_from_every_line_file_and_wandb_field(tmp_path):
     """An Azure-style key (32 hex digits: no key shape to recognise) echoed in a 400's error body, by one
     request of a run that goes on, then by every request of one that stops: gone from everything written."""

@@ -98,7 +98,8 @@ def test_a_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path):
     for name in ("bom", "plain"):
         task.local.format, task.local.train, task.local.test, task.local.encoding = (
             "csv", f"{name}.csv", "test.csv", "utf-8")
-        task.labels, task.target_column, task.text_column, task.doc_to_text = ["a", "b"], "label", "text", None
+        task.labels, task.target_column, task.text_column = ["a", "b"], "label", "text"
+        task.doc_to_text = None
         loaded[name] = load_task(task, str(tmp_path))
     assert loaded["bom"].digest == loaded["plain"].digest
     assert loaded["bom"].train[0].record == {"text": "is it raining?", "label": "a"}

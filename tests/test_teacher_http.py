@@ -166,7 +166,7 @@ def test_a_teacher_that_cannot_be_reached_stops_the_cell_with_what_it_said(tmp_p
                                             r"\(connection x8: .*Cannot connect to host 127.0.0.1:9"):
         down.generate(requests(4))
     assert time.perf_counter() - started < 10 and down.budget.used == 0
-    with pytest.raises(TeacherFailed, match="left 1 of 1 requests unanswered"):
+    with pytest.raises(TeacherFailed, match="left 1 of 1 requests without a usable answer"):
         down.probe()
 
 
