@@ -213,3 +213,20 @@ def test_a_stop_string_ends_the_reply_only_inside_the_reply(real_backend):
     batch = torch.tensor([prompt + reply + [pad] * (width - len(reply)) for reply in replies])
     stopped = StopStrings(tokenizer, ("\n2.",), len(prompt))(batch, None)
     assert stopped.tolist() == [False, True]
+
+
+def test_a_sampled_reply_depends_on_its_request_alone_never_on_its_batch(real_backend):
+    """The same request and sample index, alone and at each place in batches of other requests (different
+    prompt lengths, so different left padding): one reply. A resumed or re-batched run then asks the
+    model nothing the cache has not seen."""
+    from bench.teachers.base import Request
+
+    def ask(topic: str, sample: int = 0) -> Request:
+        return Request(messages=({"role": "user", "content": f"Write one short question about {topic}."},),
+                       temperature=1.0, top_p=0.95, max_tokens=20, sample_index=sample)
+
+    mine, other, longer = ask("rivers"), ask("the history of the printing press in Europe"), ask("rivers", 1)
+    replies = [real_backend.complete_batch(batch)[batch.index(mine)].text
+               for batch in ([mine], [mine, other], [other, mine], [longer, other, mine])]
+    assert len(set(replies)) == 1, replies
+    assert real_backend.complete_batch([longer])[0].text != replies[0]  # another sample: another reply

@@ -4,7 +4,7 @@ offline engine (an optional extra, imported only when chosen)."""
 from collections import defaultdict
 
 import torch
-from transformers import StoppingCriteria
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria
 
 from bench.errors import BenchError
 from bench.students import torch_dtype
@@ -29,6 +29,28 @@ class StopStrings(StoppingCriteria):
         replies = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
         done = [any(s in reply for s in self.stop) for reply in replies]
         return torch.tensor(done, device=input_ids.device)
+
+
+class RowSampler(LogitsProcessor):
+    """Sampling with one generator per row, seeded from its request's key: a reply depends on its request
+    alone, not on what else is in the batch (one seed for the whole batch made the same request give
+    another answer alone, first of two, or second of two). It applies temperature and top-p itself and
+    leaves one token possible per row, so generate() runs greedy over its choice."""
+
+    def __init__(self, seeds: list, temperature: float, top_p: float, device):
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1:  # the smallest set of tokens whose probability reaches top_p
+            ordered, order = probs.sort(dim=-1, descending=True)
+            outside = ordered.cumsum(dim=-1) - ordered > self.top_p
+            probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+        chosen = torch.cat([torch.multinomial(row, 1, generator=generator)
+                            for row, generator in zip(probs, self.generators)])
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter(-1, chosen[:, None], 0.0)
 
 
 class HFBackend(LocalBackend):
@@ -64,14 +86,14 @@ class HFBackend(LocalBackend):
             texts = [self._render(requests[i]) for i in rows]
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = batch.to(self._model.device)
-            torch.manual_seed(request_seed(self.name, self.model, requests[rows[0]]))
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
-                else {"do_sample": False}
+            seeds = [request_seed(self.name, self.model, requests[i]) for i in rows]
+            sampler = [RowSampler(seeds, temperature, top_p, self._model.device)] if temperature > 0 else []
             prompt_length = batch["input_ids"].shape[1]
             criteria = [StopStrings(self.tokenizer, stop, prompt_length)] if stop else None
             output = self._model.generate(
                 **batch, max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                stopping_criteria=criteria, **sampling
+                stopping_criteria=criteria, do_sample=False, logits_processor=LogitsProcessorList(sampler),
+                temperature=None, top_p=None, top_k=None,
             )
             for row, i in enumerate(rows):
                 new = output[row, prompt_length:].tolist()

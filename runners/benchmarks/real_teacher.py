@@ -1,0 +1,51 @@
+"""The in-process `hf` teacher on the real 135M model: N sampled requests one at a time, then as one
+batch, with each reply compared between the two (a reply must depend on its request alone).
+
+    python -m runners.benchmarks.real_teacher [--requests 16] [--max-tokens 32] [--threads 1]
+
+Needs the model fetched once: python -m runners.fetch_models."""
+
+import argparse
+import time
+
+import torch
+
+from bench.model_store import offline_or_hub
+from bench.teachers.base import Request
+from bench.teachers.local_models import HFBackend
+
+TOPICS = ["rivers", "tax law", "the moon", "football", "baking bread", "the printing press in Europe", "jazz",
+          "volcanoes", "chess openings", "the French revolution", "bees", "trains", "glass", "oceans",
+          "poetry", "coffee"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m runners.benchmarks.real_teacher")
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (time things alone)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    backend = HFBackend(offline_or_hub("HuggingFaceTB/SmolLM2-135M-Instruct"))
+    requests = [Request(messages=({"role": "user", "content": f"Write one short question about "
+                                   f"{TOPICS[i % len(TOPICS)]}."},), temperature=1.0, top_p=0.95,
+                        max_tokens=args.max_tokens, sample_index=i) for i in range(args.requests)]
+    rows = []
+    for label, run in (("batch 1", lambda: [backend.complete_batch([r])[0] for r in requests]),
+                       (f"batch {len(requests)}", lambda: backend.complete_batch(requests))):
+        started = time.perf_counter()
+        replies = run()
+        seconds = time.perf_counter() - started
+        rows.append((label, seconds, replies))
+    same = sum(a.text == b.text for a, b in zip(rows[0][2], rows[1][2]))
+    print(f"SmolLM2-135M-Instruct, {args.requests} sampled requests (T=1.0, top-p 0.95, <= {args.max_tokens} "
+          f"new tokens), {args.threads} thread(s)\n")
+    print("| generation | seconds | requests/s | generated tokens/s |\n|---|---|---|---|")
+    for label, seconds, replies in rows:
+        tokens = sum(r.completion_tokens for r in replies)
+        print(f"| {label} | {seconds:.1f} | {len(replies) / seconds:.2f} | {tokens / seconds:.1f} |")
+    print(f"\nreplies identical alone and in the batch: {same} of {args.requests}")
+
+
+if __name__ == "__main__":
+    main()
