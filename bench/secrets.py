@@ -38,9 +38,9 @@ def held_keys() -> list:
     return sorted(_held | from_environment, key=len, reverse=True)
 
 
-def scrub(text: str) -> str:
-    """`text` without the held keys, and without the start of one where the text was cut short inside it."""
-    for key in held_keys():
+def scrub(text: str, keys: list) -> str:
+    """`text` without `keys`, and without the start of one where the text was cut short inside it."""
+    for key in keys:
         text = text.replace(key, REDACTED)
         for cut in range(len(key) - 1, MIN_SECRET - 1, -1):  # "...Bearer 3fa9c1" cut at 200 characters
             if text.endswith(key[:cut]):
@@ -49,14 +49,16 @@ def scrub(text: str) -> str:
     return KEY_SHAPE.sub(REDACTED, text)
 
 
-def redact(value: Any) -> Any:
-    """`value` with every held key and key-shaped substring replaced, through dicts, lists and tuples."""
+def redact(value: Any, keys: list | None = None) -> Any:
+    """`value` with every held key and key-shaped substring replaced, through dicts, lists and tuples (the
+    held keys looked up once per call, not once per string)."""
+    keys = held_keys() if keys is None else keys
     if isinstance(value, str):
-        return scrub(value)
+        return scrub(value, keys)
     if isinstance(value, dict):
-        return {key: redact(item) for key, item in value.items()}
+        return {key: redact(item, keys) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(redact(item) for item in value)
+        return type(value)(redact(item, keys) for item in value)
     return value
 
 

@@ -31,7 +31,7 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import BenchError
-from bench.secrets import redact
+from bench.secrets import held_keys, redact
 
 log = logging.getLogger(__name__)
 CELL_ID = re.compile(r"^[0-9a-f]{16}$")  # what `digest` makes: the only names a store or report writes
@@ -84,7 +84,8 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def write_jsonl(path: Path, rows) -> None:
-    _write_atomically(path, (json.dumps(redact(row), default=str) + "\n" for row in rows))
+    keys = held_keys()  # looked up once for the file, not once a row
+    _write_atomically(path, (json.dumps(redact(row, keys), default=str) + "\n" for row in rows))
 
 
 def read_json(path: Path) -> Any:

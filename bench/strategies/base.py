@@ -21,8 +21,6 @@ from bench.teachers import Budget, Request, Teacher
 if TYPE_CHECKING:  # the job's side (bench/job.py) imports torch; a strategy needs only its shape
     from bench.job import Round
 
-# the teacher's prompt steps; the others (rephrase, new_question, check) are the augmenter's
-TEACHER_STEPS = ("answer", "new_example", "corpus")
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # prompts verbatim
 
 
@@ -191,7 +189,7 @@ class Strategy(ABC):
                 self.worked_example = tuple(by_label[example.label])
                 return
 
-    def parse(self, step: str, task: TaskData, text: str, tally: Tally) -> dict | None:
+    def parse(self, step: str, task: TaskData, text: str, tally: Tally, role: str = "teacher") -> dict | None:
         """The reply's fields, validated for the task (a number after '####', a label in the label
         set); None, counted, when the reply does not parse. A template's `parse` is a pattern, or a list
         of them tried in order (the format asked for first, then what a weaker model writes instead)."""
@@ -199,8 +197,8 @@ class Strategy(ABC):
         patterns = [patterns] if isinstance(patterns, str) else patterns
         match = next((m for m in (re.search(p, text) for p in patterns) if m), None)
         tally.replies[step] += 1
-        if match is None:  # the augmenter's steps counted apart from the teacher's answers
-            tally.add("unparseable" if step in TEACHER_STEPS else f"unparseable_{step}")
+        if match is None:  # the augmenter's replies counted apart from the teacher's
+            tally.add("unparseable" if role == "teacher" else f"unparseable_{step}")
             return None
         fields = {k: v.strip() for k, v in match.groupdict().items() if v is not None}
         fields, dropped = task.kind.read_reply(fields, task.config.labels)

@@ -159,7 +159,7 @@ class BudgetedStrategy(Strategy):
             if response is None:
                 tally.add("no_question")
                 continue
-            fields = self.parse(step, task, response.text, tally)
+            fields = self.parse(step, task, response.text, tally, role="augmenter")
             if fields is not None and filters.admit(fields["question"], tally):
                 kept.append((example, fields["question"], {"question_by": writer(augmenter),
                                                            "question_cache_key": response.key}, 0))
@@ -204,7 +204,8 @@ class NewQuestion(BudgetedStrategy):
         ]
         kept = []
         for item, response in zip(questions, job.augmenter.generate(requests, "new_question: self-check")):
-            fields = self.parse("check", task, response.text, tally) if response is not None else None
+            fields = None if response is None else self.parse("check", task, response.text, tally,
+                                                               role="augmenter")
             if fields is not None and fields["verdict"].lower() == "yes":
                 kept.append(item)
             else:
