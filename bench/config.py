@@ -65,6 +65,14 @@ class Dtype(StrEnum):
     float32 = "float32"
 
 
+class Batching(StrEnum):
+    """How a batch's examples are laid out (bench/training.py)."""
+
+    padding_free = "padding_free"  # concatenated into one row, positions restarting per example: no padding
+    by_length = "by_length"  # padded to the batch's longest, batches drawn from examples of similar length
+    padded = "padded"  # padded to the batch's longest, random batches (a plain transformers Trainer)
+
+
 class LrScheduler(StrEnum):
     """transformers' SchedulerType names, less those that need an evaluation loop during training
     (reduce_lr_on_plateau, greedy), which the suite's training runs without."""
@@ -225,7 +233,7 @@ class TrainConfig:
     effective_batch_size: int = 128
     per_device_batch_size: int = 4
     max_length: int = 1024
-    group_by_length: bool = True  # batches of similar length: less padding, same data
+    batching: Batching = Batching.padding_free  # no padding tokens, same examples, same loss
     activation_checkpointing: bool = False  # trade compute for memory on big students
     seed: int = 0
     trainer_args: Dict[str, Any] = field(default_factory=dict)  # extra TrainingArguments (fsdp, deepspeed)
@@ -432,9 +440,14 @@ class ComputeConfig:
     mfu: float = 0.4  # the share of the peak training achieves (the planner's GPU-hours)
     generation_mfu: float = 0.05  # scoring generates token by token: memory-bound, far below the peak
     check_fit: bool = True  # refuse a sweep whose cells the planner finds too big for these GPUs
+    # torch's CPU threads per process; null: OMP_NUM_THREADS, else this process's share of the cores
+    # (bench/distributed.py cpu_threads). On a CPU the count is part of each stage's key: the weight
+    # gradients' sums split over threads, so 1 and 2 threads train (slightly) different students
+    threads: Optional[int] = None
 
     def __post_init__(self):
         at_least("compute.gpus", self.gpus, 1)
+        at_least("compute.threads", self.threads, 1, optional=True)
         check(self.gpu_memory_gb > 0, "compute.gpu_memory_gb", self.gpu_memory_gb, "must be positive")
         check(self.gpu_peak_tflops > 0, "compute.gpu_peak_tflops", self.gpu_peak_tflops, "must be positive")
         for key in ("mfu", "generation_mfu"):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+USER_OMP_THREADS = os.environ.get("OMP_NUM_THREADS", "")  # as the user set it, before use_cpu_threads
+
 
 @dataclass
 class Ranks:
@@ -59,3 +61,34 @@ def from_environment() -> Ranks:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+
+def cpu_threads(configured: int | None, launcher_workers: int | None = None) -> tuple[int, str]:
+    """How many torch/OpenMP threads this process takes, and why. On a shared CPU, threads beyond the
+    process's share of the cores spin (measured: 2x to 6x slower), so where several processes share this
+    machine's cores — torchrun's or accelerate's local ranks, the parallel launcher's workers (n_jobs;
+    -1: one per core) — each takes the cores it may run on (its affinity mask: taskset, SLURM's binding)
+    over their number. A process alone takes OMP_NUM_THREADS when set, else all its cores.
+    compute.threads overrides all of it."""
+    if configured:
+        return configured, "compute.threads"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    workers = cores if launcher_workers is not None and launcher_workers < 0 else (launcher_workers or 1)
+    if ranks * workers > 1:  # the launchers' own OMP_NUM_THREADS (torchrun: 1) is not the user's choice
+        return max(1, cores // (ranks * workers)), f"{cores} cores / {ranks * workers} processes"
+    if USER_OMP_THREADS.isdigit() and int(USER_OMP_THREADS) > 0:
+        return int(USER_OMP_THREADS), "OMP_NUM_THREADS"
+    return cores, f"{cores} cores"
+
+
+def use_cpu_threads(threads: int) -> None:
+    """Size torch's pools, and OpenMP's in any process this one starts (a tokenizer, a data worker)."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def cpu_threads_in_use() -> int | None:
+    """The thread count a stage trained with, where it changes the result: on a CPU (None on a GPU)."""
+    return None if torch.cuda.is_available() else torch.get_num_threads()

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from bench.config import BenchConfig, TrainConfig
-from bench.distributed import Ranks
+from bench.distributed import Ranks, cpu_threads_in_use
 from bench.errors import BenchError
 from bench.evaluation import (
     FEW_STEPS,
@@ -148,7 +148,7 @@ class Job:
                        "student": student, "train": asdict(recipe), "eval": asdict(c.eval),
                        "examples": examples_digest(examples),
                        "start_from": start_from.key if start_from else "base",
-                       "score_on": examples_digest(score_on)})
+                       "score_on": examples_digest(score_on), "cpu_threads": cpu_threads_in_use()})
 
     def model_of(self, stage: Round):
         """A stage's trained weights: in memory, or loaded from the stage store."""

@@ -1,6 +1,7 @@
 """Fine-tuning through transformers' Trainer, so FSDP, DeepSpeed and multi-GPU come from
 `accelerate launch` / `torchrun` and `train.trainer_args`. What the suite adds: the loss is on the
-target tokens only (prompt masked, as LLM2LLM), batches group similar lengths, and padding is counted."""
+target tokens only (prompt masked, as LLM2LLM), batches carry no padding (train.batching), and the
+tokens trained on are counted."""
 
 import math
 import os
@@ -13,13 +14,14 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     DataCollatorForSeq2Seq,
+    DataCollatorWithFlattening,
     PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
 )
 
-from bench.config import TrainConfig
+from bench.config import Batching, TrainConfig
 from bench.tasks import Example
 
 IGNORE = -100  # label id the loss skips
@@ -40,11 +42,15 @@ def encode(examples: Sequence[Example], tokenizer, max_length: int) -> list[dict
     return features
 
 
-class CountingCollator(DataCollatorForSeq2Seq):
-    """Dynamic padding to the longest sequence of each batch, counting real and padded tokens."""
+class TokenCount:
+    """The real and padded tokens of the batches a collator made."""
 
     real_tokens = 0
     padded_tokens = 0
+
+
+class PaddedBatches(TokenCount, DataCollatorForSeq2Seq):
+    """Each batch padded to its longest example."""
 
     def __call__(self, features, return_tensors=None):
         batch = super().__call__(features, return_tensors)
@@ -52,6 +58,29 @@ class CountingCollator(DataCollatorForSeq2Seq):
         self.real_tokens += real
         self.padded_tokens += batch["attention_mask"].numel() - real
         return batch
+
+
+class PaddingFreeBatches(TokenCount, DataCollatorWithFlattening):
+    """Each batch as one row: its examples end to end, positions restarting at each one, from which
+    transformers builds a block-diagonal causal mask (no token attends across examples), each example's
+    first label ignored. The vocabulary projection runs only where a target token is predicted
+    (`logits_to_keep`, with the labels they predict as `shift_labels`): a classification example's
+    prompt is most of its tokens. Same tokens, same loss as padded batches, less to compute."""
+
+    def __call__(self, features, return_tensors=None, separator_id=None):
+        batch = super().__call__(features, return_tensors, separator_id)
+        self.real_tokens += batch["input_ids"].numel()
+        batch["use_cache"] = False  # with a KV cache, transformers ignores the positions' boundaries
+        predicting = (batch["labels"][0, 1:] != IGNORE).nonzero().flatten()  # the next token is a target
+        batch["logits_to_keep"], batch["shift_labels"] = predicting, batch["labels"][:, predicting + 1]
+        return batch
+
+
+def collator(cfg: TrainConfig, tokenizer) -> TokenCount:
+    if cfg.batching == Batching.padding_free:
+        return PaddingFreeBatches()
+    return PaddedBatches(tokenizer, padding="longest", label_pad_token_id=IGNORE,
+                         pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 
 
 @dataclass
@@ -131,7 +160,7 @@ def training_arguments(
         weight_decay=cfg.weight_decay,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if cfg.batching == Batching.by_length else "random",
         **sharding_arguments(cfg, sharding, world_size),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -151,13 +180,12 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
     """Train `model` in place on `examples`; return it (ready to score) with the run's figures."""
     features = encode(examples, tokenizer, cfg.max_length)
     precision = autocast(cfg, next(model.parameters()).dtype)
-    collator = CountingCollator(tokenizer, padding="longest", label_pad_token_id=IGNORE,
-                                pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    batches = collator(cfg, tokenizer)
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg, output_dir, precision, sharding, len(features)),
         train_dataset=features,
-        data_collator=collator,
+        data_collator=batches,
         callbacks=[progress] if progress else None,
     )
     trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout
@@ -173,7 +201,7 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
         steps=result.global_step,
         seconds=time.perf_counter() - started,
         train_loss=result.training_loss,
-        real_tokens=collator.real_tokens,
-        padded_tokens=collator.padded_tokens,
+        real_tokens=batches.real_tokens,
+        padded_tokens=batches.padded_tokens,
     )
     return model, stats

@@ -3,7 +3,6 @@ otherwise, and recorded either way (`record.json` in its run folder). In a sweep
 recorded with its error and the sweep goes on; runners/sweep.py lists the failures at the end."""
 
 import logging
-import os
 import platform
 import time
 import traceback
@@ -48,6 +47,10 @@ def run(cfg: DictConfig) -> int:
             log.info(progress(hydra, record["overrides"]))
         # a bad value fails here, in one line, before the store is read or anything is written
         config, strategy = validated(cfg), build_strategy(cfg)
+        # before any torch work; on a CPU the count is part of each stage's key (results depend on it)
+        workers = OmegaConf.select(hydra, "launcher.n_jobs")  # the parallel launcher's
+        threads, why = distributed.cpu_threads(config.compute.threads, workers)
+        distributed.use_cpu_threads(threads)
         if config.data_dir:
             config.data_dir = str(Path(config.data_dir).resolve())
         data = load_task(config.task, config.data_dir)  # its digest is part of the cell's id
@@ -70,8 +73,7 @@ def run(cfg: DictConfig) -> int:
             return 0
         record.update(config=cell_config(cfg), provenance={**code_version(), "host": platform.node(),
                                                            "started": datetime.now(UTC).isoformat()})
-        if multirun:
-            share_cores(hydra)
+        record["provenance"]["cpu_threads"] = f"{threads} ({why})"
         from runners import pipeline  # heavy imports only for cells that run
 
         outcome = pipeline.run(cfg, config, strategy, data, run_dir, cell=cell, choices=record["choices"],
@@ -127,12 +129,3 @@ def progress(hydra, overrides: list) -> str:
     return (f"[cell {hydra.job.num + 1} of {total}] {' '.join(overrides)} · so far {done} done, "
             f"{skipped} skipped, {failed} failed")
 
-
-def share_cores(hydra) -> None:
-    """Parallel local cells (joblib) split the cores instead of each taking all of them."""
-    n_jobs = OmegaConf.select(hydra, "launcher.n_jobs")
-    if n_jobs:
-        import torch
-
-        cores = os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // (cores if n_jobs < 0 else n_jobs)))

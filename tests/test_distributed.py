@@ -16,7 +16,7 @@ from tests.conftest import DATA_DIR, QUICK, REPO
 from tests.test_faults import paid, teacher_reply
 
 CELL = [*QUICK, "strategy=llm2llm_quick", "seed_set.size=96", "train.epochs=2", "eval.limit=96",
-        "train.group_by_length=false", "logger=wandb", "teacher=openai", "teacher.backend.api_key_env=null",
+        "logger=wandb", "teacher=openai", "teacher.backend.api_key_env=null",
         "teacher.backend.model=local"]
 
 
@@ -75,3 +75,22 @@ def test_a_cell_on_two_processes_queries_records_and_logs_once_and_scores_as_one
         for line in (folder / "run" / "predictions" / "iteration_0" / "test.jsonl").read_text().splitlines()
     ]
     assert len(predictions) == len({p["id"] for p in predictions}) == 96
+
+
+def test_each_process_takes_its_share_of_the_cores_unless_told(monkeypatch):
+    from bench import distributed
+
+    monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(distributed, "USER_OMP_THREADS", "")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert distributed.cpu_threads(None) == (8, "8 cores")
+    assert distributed.cpu_threads(None, launcher_workers=2) == (4, "8 cores / 2 processes")
+    assert distributed.cpu_threads(None, launcher_workers=-1) == (1, "8 cores / 8 processes")  # one per core
+    assert distributed.cpu_threads(None, launcher_workers=16) == (1, "8 cores / 16 processes")
+    monkeypatch.setattr(distributed, "USER_OMP_THREADS", "3")  # a process alone takes OMP_NUM_THREADS...
+    assert distributed.cpu_threads(None) == (3, "OMP_NUM_THREADS")
+    # ...but not the value a launcher set for its workers (joblib: cores / n_jobs; torchrun: 1)
+    assert distributed.cpu_threads(None, launcher_workers=2) == (4, "8 cores / 2 processes")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun / accelerate: four ranks on this machine
+    assert distributed.cpu_threads(None) == (2, "8 cores / 4 processes")
+    assert distributed.cpu_threads(5) == (5, "compute.threads")  # compute.threads over all of it

@@ -68,6 +68,19 @@ def test_the_same_stage_is_reused_and_a_changed_one_recomputed(tmp_path, data_di
     assert len(keys) == 5 and counted["train"] == 5  # each change of examples, scored set or start
 
 
+def test_a_stage_trained_with_other_cpu_threads_is_another_stage(tmp_path, data_dir, counted):
+    # the weight gradients' sums split over the threads: 1 and 2 threads train different students
+    seed, threads = make_job(tmp_path, data_dir).seed_set, torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = make_job(tmp_path, data_dir).train_and_score(seed, 0)
+        torch.set_num_threads(2)
+        two = make_job(tmp_path, data_dir, run="two").train_and_score(seed, 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert not two.reused and two.key != one.key and counted["train"] == 2
+
+
 def test_resume_false_trains_a_stored_stage_again(tmp_path, data_dir, counted):
     seed = make_job(tmp_path, data_dir).seed_set
     make_job(tmp_path, data_dir).train_and_score(seed, 0)

@@ -68,10 +68,14 @@ def sweep(tmp_path, name, *args, **env):
 
 @pytest.mark.slow
 def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
-    first = sweep(tmp_path, "first", "hydra/launcher=parallel", "logger=wandb")
+    # OMP_NUM_THREADS unset: each of the launcher's 2 workers takes half the cores, not all of them
+    first = sweep(tmp_path, "first", "hydra/launcher=parallel", "logger=wandb", OMP_NUM_THREADS="")
     assert first.returncode == 0, first.stderr[-3000:]
     records = find_records(tmp_path / "first")
     assert len(records) == 4 and all(r["status"] == "done" for r in records)
+    cores = len(os.sched_getaffinity(0))
+    shares = {r["provenance"]["cpu_threads"] for r in records}
+    assert shares == {f"{max(1, cores // 2)} ({cores} cores / 2 processes)"}
     by_strategy = {r["strategy"]: r for r in records}
     # LLM2LLM's iteration 0 is the finetune cell's stage: one training for both, whichever ran first
     assert by_strategy["llm2llm"]["stages"]["keys"][0] == by_strategy["finetune"]["stages"]["keys"][0]

@@ -275,3 +275,47 @@ def test_a_stage_that_barely_trained_or_never_answers_is_doubted():
     assert KINDS["classification"].is_answer("NUM", ["NUM", "LOC"]) and not KINDS["classification"].is_answer(
         "10", ["NUM", "LOC"])
     assert KINDS["math"].is_answer("3", []) and not KINDS["math"].is_answer(None, [])
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt_neox"])  # the tiny and SmolLM2 students; Pythia's
+def test_a_padding_free_batch_gives_the_padded_batchs_loss_and_gradients(trained, architecture):
+    """Examples end to end in one row, positions restarting: the same loss and gradients as the padded
+    batch, so no token attends across examples and no label is lost or added."""
+    from transformers import AutoConfig, AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+    from bench.training import PaddingFreeBatches
+
+    _, _, seed, student, _, _ = trained
+    features = encode(seed[:6], student.tokenizer, max_length=512)
+    assert len({len(f["input_ids"]) for f in features}) > 1  # lengths differ: the padded batch pads
+    config = AutoConfig.for_model(architecture, vocab_size=student.tokenizer.vocab_size, hidden_size=32,
+                                  intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).train()
+    padded = DataCollatorForSeq2Seq(student.tokenizer, padding="longest", label_pad_token_id=IGNORE)(features)
+    flat = PaddingFreeBatches()(features)
+    assert flat["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features))
+    results = []
+    for batch in (padded, flat):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    (padded_loss, padded_grads), (flat_loss, flat_grads) = results
+    assert flat_loss == pytest.approx(padded_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(padded_grads, flat_grads))
+
+
+def test_padding_free_training_matches_padded_training(trained, tmp_path):
+    """The same recipe and batches, padded or padding-free: the same training within float noise, and
+    no padding at all."""
+    cfg, _, seed, student, _, _ = trained
+    runs = {}
+    for batching in ("padded", "padding_free"):
+        recipe = dataclasses.replace(cfg.train, batching=batching)
+        model, stats = finetune(student.base_model(), student.tokenizer, seed, recipe, tmp_path / batching)
+        runs[batching] = (stats, torch.cat([p.detach().flatten() for p in model.parameters()]))
+    (padded, padded_weights), (flat, flat_weights) = runs["padded"], runs["padding_free"]
+    assert padded.padded_tokens > 0 and flat.padded_tokens == 0 and flat.real_tokens == padded.real_tokens
+    assert flat.steps == padded.steps and flat.train_loss == pytest.approx(padded.train_loss, rel=1e-4)
+    assert (flat_weights - padded_weights).abs().max() < 1e-4

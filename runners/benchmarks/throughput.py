@@ -1,9 +1,10 @@
-"""Throughput benchmark, in one process: training (the suite's trainer vs a plain transformers
-Trainer, same model, data and hyper-parameters: tokens/s, the share of padding, achieved FLOP/s and
-MFU, against compute.gpu_peak_tflops on a GPU or this machine's measured fp32 matmul peak on a CPU),
-then scoring the test split (examples/s) with eval.backend=hf and, where vLLM is installed, vllm.
+"""Throughput benchmark, in one process: training (the suite's trainer, padding-free and padded by
+length, vs a plain transformers Trainer with its default collator: same model, data and hyper-parameters;
+tokens/s, the share of padding, achieved FLOP/s and MFU, against compute.gpu_peak_tflops on a GPU or
+this machine's measured fp32 matmul peak on a CPU), then scoring the test split (examples/s) with
+eval.backend=hf and, where vLLM is installed, vllm.
 
-    python -m runners.benchmarks.throughput [overrides, e.g. student=350m_scratch seed_set.size=1000]
+    python -m runners.benchmarks.throughput [overrides, e.g. student=smollm2_135m train=small_lm]
 """
 
 import dataclasses
@@ -15,14 +16,14 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from transformers import Trainer
+from transformers import PrinterCallback, Trainer
 
 from bench.config import register_configs, validated
 from bench.evaluation import evaluate
 from bench.seed_set import sample_seed_set
 from bench.students import Student, parameter_count
 from bench.tasks import load_task
-from bench.training import IGNORE, CountingCollator, autocast, encode, finetune, training_arguments
+from bench.training import IGNORE, PaddedBatches, autocast, encode, finetune, training_arguments
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -42,11 +43,11 @@ def matmul_flops(size: int = 1024, repeats: int = 20) -> float:
 def plain_trainer(model, tokenizer, examples, cfg, output_dir):
     """What a transformers user writes: Trainer, random batches padded to their longest sequence."""
     features = encode(examples, tokenizer, cfg.max_length)
-    collator = CountingCollator(tokenizer, padding="longest", label_pad_token_id=IGNORE)
-    args = training_arguments(dataclasses.replace(cfg, group_by_length=False), output_dir,
+    collator = PaddedBatches(tokenizer, padding="longest", label_pad_token_id=IGNORE)
+    args = training_arguments(dataclasses.replace(cfg, batching="padded"), output_dir,
                               autocast(cfg, next(model.parameters()).dtype))
-    trainer = Trainer(model=model, args=args,
-                      train_dataset=features, data_collator=collator)
+    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator)
+    trainer.remove_callback(PrinterCallback)  # its loss dicts would bury the table
     started = time.perf_counter()
     trainer.train()
     return time.perf_counter() - started, collator.real_tokens, collator.padded_tokens
@@ -70,11 +71,17 @@ def main(overrides) -> None:
         peak, against = matmul_flops(), f"{torch.get_num_threads()} CPU threads, measured fp32 matmul peak"
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        model, stats = finetune(student.base_model(), student.tokenizer, seed_set, cfg.train, Path(scratch))
-        rows.append(("suite trainer (length-grouped)", stats.seconds, stats.real_tokens, stats.padded_tokens))
+        models = {}
+        for batching in ("padding_free", "by_length"):
+            recipe = dataclasses.replace(cfg.train, batching=batching)
+            models[batching], stats = finetune(student.base_model(), student.tokenizer, seed_set, recipe,
+                                               Path(scratch))
+            rows.append((f"suite trainer, batching={batching}", stats.seconds, stats.real_tokens,
+                         stats.padded_tokens))
         rows.append(("plain transformers Trainer", *plain_trainer(student.base_model(), student.tokenizer,
                                                                    seed_set, cfg.train, Path(scratch))))
-        scoring = scoring_rates(model, student.tokenizer, cfg, data.test[: cfg.eval.limit], Path(scratch))
+        test = data.test[: cfg.eval.limit]
+        scoring = scoring_rates(models["padding_free"], student.tokenizer, cfg, test, Path(scratch))
     print(
         f"\n{cfg.task.name}, {len(seed_set)} examples x {cfg.train.epochs:g} epochs, "
         f"student {cfg.student.name} ({params / 1e6:.1f}M parameters); {against} {peak / 1e12:.3g} TFLOP/s; "
