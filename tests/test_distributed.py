@@ -16,6 +16,7 @@ from tests.conftest import DATA_DIR, QUICK, REPO
 from tests.test_faults import paid, teacher_reply
 
 CELL = [*QUICK, "strategy=llm2llm_quick", "seed_set.size=96", "train.epochs=2", "eval.limit=96",
+        "train.batching=padded",  # random batches: the same examples in them on one rank or two
         "logger=wandb", "teacher=openai", "teacher.backend.api_key_env=null",
         "teacher.backend.model=local"]
 
