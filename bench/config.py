@@ -369,6 +369,8 @@ class ClusterAgentConfig:
     max_queries: Optional[int] = None  # a cap on the metric's own queries (its budget, apart from Q)
     seed: int = 0
     teacher: Optional[TeacherConfig] = None  # the clustering LLM; None: the run's teacher
+    # the paper's judge is a GPT-4-class LLM: true (diversity=paper) refuses the simulated teacher as judge
+    llm_judge_required: bool = False
     prompts: Dict[str, str] = field(
         default_factory=dict
     )  # criteria, summary, criteria_sentences, cluster, verify
@@ -482,6 +484,14 @@ class BenchConfig:
               "must be true, strict or false")
         check(not (self.student.lora.enabled and self.compute.sharding == Sharding.fsdp), "compute.sharding",
               self.compute.sharding, "with student.lora.enabled: LoRA fits one GPU, use sharding=none")
+        agent = self.diversity.cluster_agent
+        judge = agent.teacher or self.teacher
+        check(not (agent.enabled and agent.llm_judge_required
+                   and str(judge.backend.get("_target_", "")).endswith("SimulatedBackend")),
+              "diversity.cluster_agent.teacher", judge.name,
+              "is the simulated teacher, which cannot cluster texts; the paper's judge is a GPT-4-class LLM: "
+              "name one in diversity.cluster_agent.teacher (conf/diversity/paper.yaml: gpt-4o), or use "
+              "diversity=default")
 
 
 def register_configs() -> None:

@@ -70,6 +70,10 @@ class TaskKind(ABC):
     def target(self, fields: dict) -> str:
         """The training target a validated reply gives: what the student must learn to write."""
 
+    def cut_after_answer(self, fields: dict) -> dict:
+        """A reply's fields with what follows the answer removed (strategy.keep_after_answer=false)."""
+        return fields
+
     def prompt_fields(self, label: str) -> dict:
         """What a teacher prompt about an example of this label may ask for beyond the example itself."""
         return {}
@@ -102,6 +106,14 @@ class Math(TaskKind):
 
     def is_answer(self, prediction, labels):
         return prediction is not None
+
+    def cut_after_answer(self, fields):
+        """Up to the end of the '#### <number>' line, as the LLM2LLM authors' GSM8K generate_data.py."""
+        if "####" not in fields.get("answer", ""):
+            return fields
+        head, marker, rest = fields["answer"].partition("####")
+        number_line = next((line for line in rest.splitlines() if line.strip()), "")
+        return {**fields, "answer": f"{head}{marker}{number_line}".strip()}
 
     def read_reply(self, fields, labels):
         if "answer" not in fields:

@@ -167,8 +167,29 @@ def test_the_budget_grid_reaches_the_papers_queries_and_caps_the_full_set_rows()
 
     budget = typed_config("experiment=budget_strategies", "budget.ratio=1000").budget
     assert query_budget(budget, 100) == 100_000  # the paper's tens of thousands of queries at |S| = 100
-    assert query_budget(budget, 7473) == 100_000  # the full training set: capped, not 7.5M
+    assert query_budget(budget, 7473) == 400_000  # the full training set: capped, not 7.5M...
+    assert query_budget(dataclasses.replace(budget, ratio=51), 7473) == 51 * 7473  # ...but past BR 17
     assert query_budget(dataclasses.replace(budget, ratio=300), 100) == 30_000
     sweep = OmegaConf.load(Path(__file__).parents[1] / "conf" / "experiment" / "budget_strategies.yaml")
     assert sweep.hydra.sweeper.params["budget.count_augmenter"] == "true,false"  # both readings of Q
-    assert sweep.hydra.sweeper.params["budget.ratio"].endswith(",300,1000")
+    ratios = [float(r) for r in sweep.hydra.sweeper.params["budget.ratio"].split(",")]
+    # grid points on both sides of each of the paper's crossovers (27-51 at |S| = 100, ~17 at 1000, full)
+    assert {15, 20, 27, 40, 51, 70} <= set(ratios) and ratios[-2:] == [300, 1000]
+
+
+def test_the_budget_study_scores_gsm8k_without_cutting_a_long_solution(data_dir):
+    """The budget preset scores GSM8K greedily with room for the longest gold solution (LLM2LLM's
+    scoring stops at 100 new tokens: 61% of GSM8K's solutions are longer) and without LLM2LLM's
+    instructions; the LLM2LLM preset keeps its authors' scoring."""
+    from bench.evaluation import generation_kwargs
+    from bench.tasks import load_task
+
+    budget = typed_config("experiment=budget_strategies", "student=tiny", "teacher=simulated")
+    scoring = generation_kwargs(budget.task, budget.eval)
+    assert scoring["do_sample"] is False and scoring["max_gen_toks"] >= 454  # SmolLM2's count of the longest
+    assert budget.task.instruction == "" and budget.task.scoring_instruction is None
+    solutions = [e.target for e in load_task(budget.task, str(data_dir)).test]
+    long = next(s for s in solutions if len(s) > 900)  # a ~300-token worked solution
+    assert not any(stop in long for stop in scoring["until"])  # no stop string cuts it before its '####'
+    llm2llm = typed_config("experiment=llm2llm", "student=tiny", "teacher=simulated")
+    assert generation_kwargs(llm2llm.task, llm2llm.eval)["max_gen_toks"] == 100  # the authors' eval.py

@@ -427,3 +427,45 @@ def test_the_papers_baselines_are_one_option():
     assert (paper.kmeans_clusters, paper.embedding_model, paper.reference_lm) == (
         10000, "bert-large-uncased", "gpt2-large")
     assert paper.cluster_agent.enabled and paper.cluster_agent.invalid_clusters == "drop"
+
+
+def test_the_diversity_correlation_reads_the_zero_shot_averages_as_the_paper(tmp_path):
+    """The paper correlates the cluster-agent score with the mean zero-shot accuracy after SFT; here it
+    rises with the score while the task's accuracy falls, so reading the wrong column flips the sign."""
+    from bench.store import digest
+    from runners import report
+
+    records = []
+    for i in range(6):
+        zero_shot = {task: {"acc": 0.3 + 0.02 * i + offset, "acc_norm": 0.1}
+                     for task, offset in (("arc_easy", 0.1), ("boolq", 0.2))}
+        records.append({
+            "cell_id": digest(f"z{i}"), "status": "done", "strategy": "synthetic_pretraining",
+            "family": "pretraining", "seed_set_size": 100, "overrides": [f"seed_set.seed={i}"], "choices": {},
+            "run_dir": "x",
+            "config": {"task": {"name": "trec"}, "student": {"name": "350m_scratch"},
+                       "teacher": {"name": "simulated"}, "seed_set": {"seed": i}},
+            "metrics": {"final/test_acc": 0.6 - 0.02 * i, "final/test_acc_stderr": 0.02},
+            "iterations": [{"iteration": 0, "test_acc": 0.2, "zero_shot": zero_shot},
+                           {"iteration": 1, "test_acc": 0.6 - 0.02 * i,
+                            "zero_shot": {t: {"acc": m["acc"] + 0.05} for t, m in zero_shot.items()}}],
+            "cost": {}, "stages": {"trained": 2, "reused": 0}, "seconds": 1.0,
+            "diversity": {"generated/all": {"cluster_agent": 2.0 + 0.5 * i}}})
+    made = report.build(records, tmp_path)
+    table = made["diversity"].set_index("target")
+    assert table.loc["zero-shot mean after SFT", "spearman"] == 1.0
+    assert table.loc["zero-shot mean after pre-training", "spearman"] == 1.0
+    assert table.loc["task test accuracy", "spearman"] == -1.0  # the second, labelled view
+    paper = made["papers"].set_index("study").loc["diversity"]
+    assert paper["reproduced"] == "Spearman +1.00"
+    # a judge that is not GPT-4-class (here the simulated teacher, as the run's teacher is not recorded
+    # as judge without the cluster agent enabled) makes it not comparable
+    assert paper["Δ"].startswith("not comparable: ") and "judge_model not recorded" in paper["Δ"]
+
+
+def test_the_paper_preset_refuses_the_simulated_teacher_as_its_judge():
+    from bench.errors import BenchError
+
+    assert typed_config("diversity=paper").diversity.cluster_agent.teacher.backend["model"] == "gpt-4o"
+    with pytest.raises(BenchError, match="simulated teacher, which cannot cluster texts"):
+        typed_config("diversity=paper", "diversity.cluster_agent.teacher=null")

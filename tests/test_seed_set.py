@@ -32,10 +32,10 @@ def test_seed_sets_come_from_the_training_split_only(trec):
     assert not {e.prompt for e in chosen} & {e.prompt for e in trec.test}
 
 
-def test_fraction(trec):
-    assert len(sample_seed_set(trec.train, SeedSetConfig(fraction=0.01), "trec")) == round(
-        0.01 * len(trec.train)
-    )
+def test_fraction_rounds_down_as_the_llm2llm_authors(trec):
+    assert len(trec.train) == 5442  # 1% is 54.42, 5% 272.1, 2% 108.84: int() keeps 54, 272 and 108
+    assert [len(sample_seed_set(trec.train, SeedSetConfig(fraction=f), "trec")) for f in (0.01, 0.05, 0.02)] \
+        == [54, 272, 108]
 
 
 def test_stratified_keeps_label_shares(trec):

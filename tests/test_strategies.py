@@ -626,3 +626,20 @@ def test_the_sft_stage_can_train_on_an_instruction_set(tmp_path, data_dir):
     strategy.run(job)
     assert job.trained[1][1] == [f"sft-{i}" for i in range(10)]  # SFT on the instruction set, not the seeds
     assert job.trained[1][2] == "stage-0"  # from the pre-trained weights
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_math_reply_is_cut_after_its_answer_line_as_the_authors_cut_it(data_dir, keep):
+    """LLM2LLM's teacher keeps writing after '#### N' (a second numbered problem); the authors keep the
+    reply up to that line; strategy.keep_after_answer=true keeps the rest."""
+    from bench.strategies.base import Tally
+
+    cfg = compose_config(*QUICK, "task=gsm8k", "strategy=llm2llm", f"strategy.keep_after_answer={keep}")
+    strategy = build_strategy(cfg)
+    data = load_task(typed_config("task=gsm8k").task, str(data_dir))
+    reply = ("1. Question: Ann has 3 apples and buys 2. How many now?\nAnswer: 3 + 2 = 5\n#### 5\n\n"
+             "2. Question: Bob has 4 pears. How many after eating one?\nAnswer: 4 - 1 = 3\n#### 3")
+    fields = strategy.parse("new_example", data, reply, Tally())
+    assert fields["label"] == "5"
+    rest = "\n\n2. Question: Bob has 4 pears. How many after eating one?\nAnswer: 4 - 1 = 3\n#### 3"
+    assert fields["answer"] == "3 + 2 = 5\n#### 5" + (rest if keep else "")

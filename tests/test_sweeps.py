@@ -241,14 +241,14 @@ FAMILY = {"finetune": "finetune", "llm2llm": "llm2llm", "answer_augmentation": "
 
 
 def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", variant=None, iterations=(),
-                also=()):
+                also=(), config=None):
     budget = (
         [{"max_queries": ratio * size, "paid": ratio * size, "from_cache": 0, "spent": ratio * size}]
         if ratio
         else []
     )
     return {
-        "cell_id": digest(f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}-{also}"),
+        "cell_id": digest(f"{strategy}-{variant}-{seed}-{size}-{ratio}-{task}-{also}-{config}"),
         "status": "done",
         "strategy": strategy,
         "family": FAMILY[strategy],
@@ -261,6 +261,7 @@ def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", v
             "student": {"name": "tiny"},
             "teacher": {"name": "simulated"},
             "seed_set": {"seed": seed, "size": size},
+            **(config or {}),
         },
         "metrics": {"final/test_acc": accuracy, "final/test_acc_stderr": 0.02},
         "iterations": [{"test_acc": a} for a in iterations],
@@ -280,7 +281,8 @@ def test_report_tables_have_the_papers_shape(tmp_path):
     llm2llm = made["llm2llm"].iloc[0]
     assert llm2llm["finetune"] == "0.520 ± 0.028 (n=2)" and llm2llm["llm2llm gain"] == "+10.0 pts"
     budget = made["budget_strategies"]
-    assert list(budget.best) == ["answer_augmentation", "new_question"] and list(budget.budget_ratio) == [
+    assert list(budget["best (z-test, 5%)"]) == ["answer_augmentation", "new_question"]
+    assert list(budget.budget_ratio) == [
         1,
         30,
     ]
@@ -309,25 +311,86 @@ def test_the_report_pools_cells_over_seeds_only(tmp_path):
     assert list(table.new_question) == ["0.450 ± 0.071 (n=2)", "0.750 ± 0.071 (n=2)"]
 
 
-def test_the_report_sets_the_papers_numbers_beside_the_sweeps(tmp_path):
+# what LLM2LLM's paper ran: cells of this setting are comparable with its numbers
+LLM2LLM_SETTING = {"student": {"name": "7b", "pretrained": "meta-llama/Llama-2-7b-hf"},
+                   "teacher": {"name": "openai", "backend": {"model": "gpt-3.5-turbo"}},
+                   "strategy": {"iterations": 10},
+                   "train": {"learning_rate": 2e-5, "effective_batch_size": 128, "epochs": 3}}
+
+
+def test_a_paper_value_beside_a_cell_of_another_setting_shows_no_difference(tmp_path):
     records = [fake_record("finetune", 0.50), fake_record("llm2llm", 0.80),
                fake_record("finetune", 0.50, size=200), fake_record("llm2llm", 0.60, size=200)]
-    for ratio, (augmented, new) in {10: (0.5, 0.4), 30: (0.5, 0.55), 100: (0.5, 0.6)}.items():
-        records += [fake_record("answer_augmentation", augmented, ratio=ratio, task="gsm8k"),
-                    fake_record("new_question", new, ratio=ratio, task="gsm8k")]
     papers = report.build(records, tmp_path)["papers"].set_index("quantity")
     trec = papers.loc[papers.index.str.startswith("trec:")].iloc[0]
-    # the largest gain over the seed sizes, 30 points, against the paper's 52.6
-    assert (trec["paper"], trec["reproduced"], trec["Δ"]) == ("+52.6", "+30.0", "-22.6")
-    assert "student tiny (paper 7b)" in trec["this sweep differs in"]
-    assert "teacher simulated (paper gpt-3.5-turbo)" in trec["this sweep differs in"]
-    crossover = papers.loc[papers.index.str.startswith("seed set 100:")].iloc[0]
-    assert (crossover["paper"], crossover["reproduced"], crossover["Δ"]) == ("27–51", "30", "+0")
+    # the largest gain over the seed sizes is shown, but a tiny student with the simulated teacher is not
+    # the paper's Llama-2-7B with gpt-3.5-turbo: no Δ
+    assert (trec["paper"], trec["reproduced"]) == ("+52.6", "+30.0")
+    assert trec["Δ"].startswith("not comparable: ") and "-22.6" not in trec["Δ"]
+    assert "student_model tiny (paper meta-llama/Llama-2-7b-hf)" in trec["Δ"]
+    assert "teacher_model simulated (paper gpt-3.5-turbo)" in trec["Δ"]
+    assert "seed_form size (paper fraction)" in trec["Δ"] and "recipe not recorded" in trec["Δ"]
     gsm8k = papers.loc[papers.index.str.startswith("gsm8k:")].iloc[0]
     assert (gsm8k["reproduced"], gsm8k["Δ"]) == ("n/a", "n/a")  # not measured: never a number
     assert "## The papers' numbers" in (tmp_path / "report.md").read_text()
     diversity = papers.loc[papers.index.str.startswith("sign of the correlation")].iloc[0]
     assert (diversity["paper"], diversity["reproduced"]) == ("positive", "n/a")  # no diversity scores here
+
+
+def test_a_paper_value_beside_cells_of_its_setting_shows_the_difference(tmp_path):
+    def cell(strategy, accuracy):
+        return fake_record(strategy, accuracy, config={**LLM2LLM_SETTING, "seed_set": {"seed": 0,
+                                                                                         "fraction": 0.01}})
+    papers = report.build([cell("finetune", 0.50), cell("llm2llm", 0.80)], tmp_path)["papers"]
+    trec = papers.set_index("quantity").loc[lambda t: t.index.str.startswith("trec:")].iloc[0]
+    assert (trec["reproduced"], trec["Δ"]) == ("+30.0", "-22.6")
+
+
+def budget_records(crossings: dict, setting: dict | None = None) -> list[dict]:
+    """Answer augmentation at 0.5 everywhere; New Question above it from the BR `crossings` gives for
+    each reading of count_augmenter."""
+    records = []
+    for counted, from_ratio in crossings.items():
+        for ratio in (10, 15, 20, 27, 40, 51, 70):
+            config = {**(setting or {}), "budget": {"ratio": ratio, "count_augmenter": counted}}
+            new = 0.6 if ratio >= from_ratio else 0.4
+            records += [fake_record("answer_augmentation", 0.5, ratio=ratio, task="gsm8k", config=config,
+                                    also=[f"budget.count_augmenter={counted}"]),
+                        fake_record("new_question", new, ratio=ratio, task="gsm8k", config=config,
+                                    also=[f"budget.count_augmenter={counted}"])]
+    return records
+
+
+def test_the_crossover_is_the_interval_where_the_leader_changes_for_each_reading_of_the_budget(tmp_path):
+    papers = report.build(budget_records({True: 40, False: 20}), tmp_path)["papers"].set_index("quantity")
+    def crossover_row(reading):
+        return papers.loc[papers.index.str.startswith(f"seed set 100, augmenter queries {reading}")].iloc[0]
+    counted, not_counted = crossover_row("counted in Q"), crossover_row("not counted")
+    assert (counted["paper"], counted["reproduced"]) == ("27–51", "27–40")
+    assert not_counted["reproduced"] == "15–20"  # not pooled with the other reading
+    assert counted["Δ"].startswith("not comparable: ")  # tiny student, simulated teacher
+    # New Question ahead from the first grid point, or never: the interval is open on that side
+    assert report.paper.interval_text(report.tables.crossover(
+        report.frame(budget_records({True: 1})))) == "≤ 10"
+    assert report.paper.interval_text(report.tables.crossover(
+        report.frame(budget_records({True: 100})))) == "> 70"
+    # with the paper's setting, the Δ: 0 where the intervals overlap, else the gap
+    setting = {"student": {"name": "7b_chat", "pretrained": "meta-llama/Llama-2-7b-chat-hf"},
+               "teacher": {"name": "vllm", "backend": {"model": "meta-llama/Llama-3.1-70B-Instruct"}},
+               "train": {"learning_rate": 4e-5, "effective_batch_size": 128, "epochs": 3},
+               "eval": {"decoding": "greedy"}}
+    papers = report.build(budget_records({True: 40, False: 15}, setting), tmp_path / "paper")["papers"]
+    deltas = dict(zip(papers.quantity.str.split(":").str[0], papers["Δ"], strict=True))
+    assert deltas["seed set 100, augmenter queries counted in Q"] == "+0 (overlaps)"
+    assert deltas["seed set 100, augmenter queries not counted in Q"] == "-12"  # 10-15 lies below 27
+
+
+def test_the_best_strategy_is_named_only_beyond_noise(tmp_path):
+    records = [fake_record("answer_augmentation", 0.70, ratio=1), fake_record("new_question", 0.68, ratio=1),
+               fake_record("answer_augmentation", 0.50, ratio=30),
+               fake_record("new_question", 0.80, ratio=30)]
+    budget = report.build(records, tmp_path)["budget_strategies"]  # each cell: stderr 0.02
+    assert list(budget["best (z-test, 5%)"]) == ["none (within noise)", "new_question"]
 
 
 def test_advisor_uses_the_nearest_measurements_or_the_published_rule(tmp_path, capsys):

@@ -7,6 +7,7 @@ self-repetition and mean pairwise ROUGE-L. Perplexity and the perplexity gap (th
 perplexity minus the real seed data's, under one reference LM) carry no direction of their own."""
 
 import gzip
+import logging
 import math
 import random
 from collections import Counter
@@ -17,6 +18,8 @@ import numpy as np
 from bench.embeddings import embed
 from bench.errors import BenchError
 from bench.text import rouge_l, words
+
+log = logging.getLogger(__name__)
 
 
 def ngram_diversity(texts: list[str], max_n: int = 4) -> float:
@@ -66,7 +69,10 @@ def kmeans_inertia(vectors: np.ndarray, clusters: int = 10, seed: int = 0) -> fl
     keeps a high inertia. NaN for no more points than clusters."""
     from sklearn.cluster import KMeans
 
-    if len(vectors) <= clusters:  # every point its own centroid: a meaningless 0
+    if len(vectors) <= clusters:  # every point its own centroid: a meaningless 0, so no score, said
+        log.warning(f"kmeans_inertia not computed: {len(vectors)} texts for {clusters} clusters; set "
+                    f"diversity.kmeans_clusters below {len(vectors)} (the paper's 10,000 clusters need far "
+                    "more texts)")
         return math.nan
     k = min(clusters, len(np.unique(vectors, axis=0)))
     model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(vectors)

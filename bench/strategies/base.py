@@ -109,7 +109,7 @@ class Strategy(ABC):
 
     def __init__(self, prompts: dict | None = None, filters: dict | None = None, temperature: float = 1.0,
                  max_tokens: int = 512, personas: int = 0, persona_pool: list | None = None,
-                 allow_unparseable: bool = False):
+                 allow_unparseable: bool = False, keep_after_answer: bool = False):
         at_least("strategy.temperature", temperature, 0)
         at_least("strategy.max_tokens", max_tokens, 1)
         self.prompts = prompts or {}
@@ -119,6 +119,9 @@ class Strategy(ABC):
         # false: a prompt step none of whose replies parse stops the cell (the model does not write the
         # format asked for) rather than record a cell that added nothing
         self.allow_unparseable = allow_unparseable
+        # false: a math reply is cut after its '#### <number>' line, as the LLM2LLM authors cut theirs
+        # (what a model writes after its answer, a second problem say, is not the example's solution)
+        self.keep_after_answer = keep_after_answer
         self.personas = list(persona_pool or [])[:personas]
         self.worked_example: tuple | None = None  # (shown, written) seed examples, see choose_worked_example
         if personas < 0 or len(self.personas) < personas:
@@ -201,6 +204,8 @@ class Strategy(ABC):
             tally.add("unparseable" if role == "teacher" else f"unparseable_{step}")
             return None
         fields = {k: v.strip() for k, v in match.groupdict().items() if v is not None}
+        if not self.keep_after_answer:
+            fields = task.kind.cut_after_answer(fields)
         fields, dropped = task.kind.read_reply(fields, task.config.labels)
         if dropped:
             tally.add(dropped)

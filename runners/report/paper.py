@@ -1,11 +1,14 @@
-"""The papers' numbers beside the sweep's (paper_values.yaml): for each quantity a paper reports,
-paper | reproduced | Δ, "n/a" where the sweep measured nothing comparable, and what the sweep's setting
-does differently (student, teacher, scoring)."""
+"""The papers' numbers beside the sweep's (paper_values.yaml). Each paper value carries the setting it
+was measured in; the cells a row draws on are checked against it key by key, and a Δ is printed only
+when every key matches. Otherwise the row reads `not comparable: <what differs>`: a tiny student, a
+simulated teacher, another scoring or recipe never yields a difference that looks like a finding."""
 
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+from runners.report.tables import POOLED, budgeted_cells, crossover
 
 VALUES = Path(__file__).with_name("paper_values.yaml")
 
@@ -14,20 +17,33 @@ def paper_values() -> dict:
     return yaml.safe_load(VALUES.read_text())
 
 
-def differences(cells: pd.DataFrame, setting: dict, task: str | None = None) -> str:
-    """What the cells do that the paper did not: 'student tiny (paper 7b); ...', or '' when they match.
-    A per-task setting ({task: value}) is compared for the tasks it names."""
+def shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def differences(cells: pd.DataFrame, setting: dict, task: str | None = None) -> list[str]:
+    """What the cells do that the paper did not: ['student_model tiny (paper meta-llama/...)'], or []
+    when every key of the setting matches. A key the cells did not record counts as a difference."""
     notes = []
     for key, paper in setting.items():
         if isinstance(paper, dict):
             if task not in paper:
                 continue
             paper = paper[task]
-        ours = sorted({f"{v:g}" if isinstance(v, float) else str(v) for v in cells[key].dropna()}) \
-            if key in cells else []
-        if ours and ours != [str(paper)]:
-            notes.append(f"{key.replace('_model', '')} {', '.join(ours)} (paper {paper})")
-    return "; ".join(notes)
+        allowed = {shown(v) for v in (paper if isinstance(paper, list) else [paper])}
+        ours = sorted({shown(v) for v in cells[key].dropna()}) if key in cells else []
+        if not ours:
+            notes.append(f"{key} not recorded (paper {' or '.join(sorted(allowed))})")
+        elif not set(ours) <= allowed:
+            notes.append(f"{key} {', '.join(ours)} (paper {' or '.join(sorted(allowed))})")
+    return notes
+
+
+def verdict(delta: str | None, notes: list[str]) -> str | None:
+    """The Δ column: the difference where the setting matches, else why there is none."""
+    if delta is None:
+        return None
+    return f"not comparable: {'; '.join(notes)}" if notes else delta
 
 
 def llm2llm_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
@@ -41,58 +57,76 @@ def llm2llm_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
             if len(base) and len(ours):
                 gains.append(100 * (ours.mean() - base.mean()))
         reproduced = max(gains) if gains else None
+        notes = differences(cells, paper["setting"], task)
         rows.append(row("LLM2LLM", f"{task}: {paper['quantity']}", paper["source"], f"{points:+.1f}",
                         None if reproduced is None else f"{reproduced:+.1f}",
-                        None if reproduced is None else f"{reproduced - points:+.1f}",
-                        differences(cells[cells.family == "llm2llm"], paper["setting"], task)
-                        if len(cells) else ""))
+                        verdict(None if reproduced is None else f"{reproduced - points:+.1f}", notes)))
     return rows
 
 
-def crossover(cells: pd.DataFrame) -> float | None:
-    """The smallest measured BR at which New Question's mean accuracy reaches Answer Augmentation's."""
-    means = cells.groupby(["budget_ratio", "strategy"]).accuracy.mean().unstack()
-    if not {"new_question", "answer_augmentation"} <= set(means.columns):
+def interval_text(interval: tuple[float | None, float | None] | None) -> str | None:
+    if interval is None:
         return None
-    reached = means[means.new_question >= means.answer_augmentation].index
-    return float(min(reached)) if len(reached) else None
+    low, high = interval
+    if low is None:
+        return f"≤ {high:g}"  # New Question ahead from the first grid point
+    if high is None:
+        return f"> {low:g}"  # never overtook on the grid
+    return f"{low:g}–{high:g}"
+
+
+def interval_delta(interval: tuple[float | None, float | None], low: float, high: float) -> str:
+    """How far the measured crossover interval lies from the paper's range: 0 where they overlap."""
+    ours_low, ours_high = interval
+    if ours_high is not None and ours_high < low:
+        return f"{ours_high - low:+g}"
+    if ours_low is not None and ours_low >= high:
+        return f"{ours_low - high:+g}"
+    return "+0 (overlaps)"
 
 
 def budget_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
-    rows = []
-    budgeted = df[(df.family == "budgeted") & df.budget_ratio.notna()]
+    """One row per |S| and reading of the budget (augmenter queries counted against Q or not): the
+    crossover of the two readings is not pooled, since the same BR buys different data under each."""
+    rows, budgeted = [], budgeted_cells(df)
+    readings = sorted(budgeted.count_augmenter.dropna().unique()) if len(budgeted) else []
     for size, (low, high) in paper["crossover"].items():
-        cells = budgeted[budgeted.full_seed_set] if size == "full" else \
+        of_size = budgeted[budgeted.full_seed_set] if size == "full" else \
             budgeted[(budgeted.seed_size == int(size)) & ~budgeted.full_seed_set]
-        ours = crossover(cells) if len(cells) else None
-        shown = f"{low:g}" if low == high else f"{low:g}–{high:g}"
-        # Δ: how far outside the paper's range (0 inside it)
-        delta = None if ours is None else ours - min(max(ours, low), high)
-        rows.append(row("budget", f"seed set {size}: {paper['quantity']}", paper["source"], shown,
-                        None if ours is None else f"{ours:g}", None if delta is None else f"{delta:+g}",
-                        differences(cells, paper["setting"]) if len(cells) else ""))
+        for reading in readings or [None]:
+            cells = of_size if reading is None else of_size[of_size.count_augmenter == reading]
+            interval = crossover(cells) if len(cells) else None
+            label = "" if reading is None else \
+                f", augmenter queries {'counted' if reading else 'not counted'} in Q"
+            delta = None if interval is None else interval_delta(interval, low, high)
+            rows.append(row("budget", f"seed set {size}{label}: {paper['quantity']}", paper["source"],
+                            f"{low:g}" if low == high else f"{low:g}–{high:g}", interval_text(interval),
+                            verdict(delta, differences(cells, paper["setting"]))))
     return rows
 
 
 def diversity_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
-    """The sign of the cluster-agent score's correlation with accuracy across the sweep's cells."""
+    """The sign of the cluster-agent score's correlation with the paper's quantity (the mean zero-shot
+    accuracy after SFT), pooled over the sweep's cells as the paper pools its corpora."""
     from runners.report.tables import diversity_table
 
     table = diversity_table(df) if "diversity" in df else None
-    found = table[table.score == "cluster_agent"] if table is not None else []
+    found = table[(table.score == "cluster_agent") & (table.target == "zero-shot mean after SFT")] \
+        if table is not None else []
+    if len(found) > 1:  # several tasks: the pooled row, as the paper pools its corpora
+        found = found[found.task == POOLED]
     if not len(found):
-        return [row("diversity", paper["quantity"], paper["source"], paper["correlation_sign"], None, None,
-                    "")]
+        return [row("diversity", paper["quantity"], paper["source"], paper["correlation_sign"], None, None)]
     rho = float(found.spearman.iloc[0])
     agrees = (rho > 0) == (paper["correlation_sign"] == "positive")
+    notes = differences(df[df.family != "finetune"], paper["setting"])
     return [row("diversity", paper["quantity"], paper["source"], paper["correlation_sign"],
-                f"Spearman {rho:+.2f}", "same sign" if agrees else "opposite sign",
-                differences(df[df.family != "finetune"], paper["setting"]))]
+                f"Spearman {rho:+.2f}", verdict("same sign" if agrees else "opposite sign", notes))]
 
 
-def row(study, quantity, source, paper, reproduced, delta, differs) -> dict:
+def row(study, quantity, source, paper, reproduced, delta) -> dict:
     return {"study": study, "quantity": quantity, "paper": paper, "reproduced": reproduced or "n/a",
-            "Δ": delta or "n/a", "this sweep differs in": differs, "source": source}
+            "Δ": delta or "n/a", "source": source}
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:

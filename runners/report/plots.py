@@ -11,9 +11,9 @@ import pandas as pd
 
 from bench.store import digest
 from runners.report.stats import spearman
-from runners.report.tables import MIN_CELLS, budgeted_cells, diversity_scores
+from runners.report.tables import MIN_CELLS, Z_95, budgeted_cells, diversity_scores
 
-PLOTS_VERSION = 2  # part of the plot cache's key: raise it when a plot is drawn differently
+PLOTS_VERSION = 3  # part of the plot cache's key: raise it when a plot is drawn differently
 
 
 def panels_figure(rows: int, columns: int, panel_size: tuple, sharey: bool | str = False):
@@ -50,10 +50,24 @@ def draw_baseline(axis, accuracy: float | None, label: str = "fine-tuning only")
         axis.axhline(accuracy, color="0.35", linestyle="--", linewidth=1, label=label)
 
 
+def interval_95(accuracies: pd.Series, stderrs: pd.Series) -> float:
+    """Half the 95% interval of a mean accuracy: over seeds (1.96 std / √n) when there are several,
+    else the one cell's binomial interval over its test examples (1.96 stderr)."""
+    if len(accuracies) > 1:
+        return Z_95 * accuracies.std(ddof=1) / math.sqrt(len(accuracies))
+    return Z_95 * float(stderrs.iloc[0])
+
+
+def accuracy_axis(axis) -> None:
+    """Accuracy on its whole range, 0 to 1: a zoomed axis makes a 2-point gain look steep."""
+    axis.set_ylim(0, 1)
+
+
 def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
     """Accuracy over BR (log scale, ticks at the measured BRs), one line per strategy (and per setting,
     when the sweep varied one), the fine-tuning baseline dashed; a row of panels per task (one y-axis),
-    a panel per |S|; error bars over seeds only. None when no line has two BRs."""
+    a panel per |S|; error bars: 95% intervals (interval_95); accuracy from 0 to 1. None when no line has
+    two BRs."""
     cells = budgeted_cells(df)
     lines = ["task", "seed_size", "strategy", "setting"]
     if cells.empty or cells.groupby(lines).budget_ratio.nunique().max() < 2:
@@ -68,15 +82,17 @@ def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
         for axis, size in zip(row, sizes[task]):
             block = cells[(cells.task == task) & (cells.seed_size == size)]
             for (strategy, setting), line in block.groupby(["strategy", "setting"]):
-                points = line.groupby("budget_ratio").accuracy.agg(["mean", "std"])
+                points = line.groupby("budget_ratio")
                 label = strategy.replace("_", " ") + (f", {setting}" if varied else "")
-                axis.errorbar(points.index, points["mean"], yerr=points["std"].fillna(0), marker="o",
+                axis.errorbar(list(points.groups), points.accuracy.mean(),
+                              yerr=[interval_95(p.accuracy, p.stderr) for _, p in points], marker="o",
                               capsize=3, label=label)
             draw_baseline(axis, finetune_baseline(df, task, size))
             ratios = sorted(block.budget_ratio.unique())
             axis.set(xscale="log", xlabel="budget ratio BR = Q / |S|", title=f"{task}, |S| = {size}")
             axis.set_xticks(ratios, [f"{r:g}" for r in ratios])
             axis.minorticks_off()
+            accuracy_axis(axis)
             axis.grid(alpha=0.3)
         row[0].set_ylabel("test accuracy")
         row[0].legend(fontsize=8)
@@ -85,7 +101,8 @@ def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
 
 def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
     """Test accuracy per LLM2LLM iteration (iteration 0 is the model fine-tuned on the seed set alone),
-    one panel per task, with the sweep's fine-tuning cells dashed when it has them."""
+    one panel per task, with the sweep's fine-tuning cells dashed when it has them; error bars: 95%
+    intervals (interval_95); accuracy from 0 to 1."""
     cells = df[df.family == "llm2llm"]
     if cells.empty:
         return None
@@ -95,11 +112,14 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
         for (variant, size), block in cells[cells.task == task].groupby(["variant", "seed_size"]):
             longest = max(len(i) for i in block.iterations)  # a run that stopped early is shorter
             curves = pd.DataFrame([i + [np.nan] * (longest - len(i)) for i in block.iterations])
-            axis.errorbar(curves.columns, curves.mean(), yerr=curves.std().fillna(0), marker="o", capsize=3,
+            stderrs = pd.DataFrame([e + [np.nan] * (longest - len(e)) for e in block.iteration_stderrs])
+            axis.errorbar(curves.columns, curves.mean(), marker="o", capsize=3,
+                          yerr=[interval_95(curves[i].dropna(), stderrs[i].dropna()) for i in curves.columns],
                           label=f"{variant}, |S| = {size}")
         for size in sorted(cells[cells.task == task].seed_size.unique()):
             draw_baseline(axis, finetune_baseline(df, task, size), f"fine-tuning only, |S| = {size}")
         axis.set(xlabel="iteration", ylabel="test accuracy", title=task)
+        accuracy_axis(axis)
         axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
@@ -107,8 +127,8 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
 
 
 def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
-    """Test accuracy against each diversity score, one panel per score (one y-axis), one colour per task,
-    Spearman's rho over the panel's cells in its title."""
+    """Test accuracy against each diversity score, one panel per score (one y-axis, 0 to 1), one colour
+    per task, Spearman's rho per task in its title (and pooled over tasks, labelled, when several)."""
     scores = diversity_scores(df)
     if len(scores) < MIN_CELLS:
         return None
@@ -120,11 +140,17 @@ def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
         for task in sorted(tasks.unique()):
             cells = scores.index[tasks == task]
             axis.scatter(scores.loc[cells, metric], df.loc[cells, "accuracy"], label=task, s=18)
-        x = scores[metric].to_numpy(dtype=float)
-        keep = ~np.isnan(x)
-        rho = spearman(x[keep], accuracy[keep]) if keep.sum() >= MIN_CELLS and np.ptp(x[keep]) > 0 else None
-        axis.set(xlabel=metric, title=f"ρ = {rho:+.2f} ({keep.sum()} cells)" if rho is not None
-                 else f"ρ: n/a ({keep.sum()} cells)")
+        titles = []
+        for task in sorted(tasks.unique()) + (["pooled"] if tasks.nunique() > 1 else []):
+            cells = tasks.index if task == "pooled" else tasks.index[tasks == task]
+            x, y = scores.loc[cells, metric].to_numpy(dtype=float), accuracy[scores.index.get_indexer(cells)]
+            keep = ~np.isnan(x)
+            rho = spearman(x[keep], y[keep]) if keep.sum() >= MIN_CELLS and np.ptp(x[keep]) > 0 else None
+            name = "" if tasks.nunique() == 1 else f"{task} "
+            titles.append(f"{name}ρ = {rho:+.2f} ({keep.sum()} cells)" if rho is not None
+                          else f"{name}ρ: n/a ({keep.sum()} cells)")
+        axis.set(xlabel=metric, title="\n".join(titles))
+        accuracy_axis(axis)
         axis.grid(alpha=0.3)
     for row in axes:
         row[0].set_ylabel("test accuracy")

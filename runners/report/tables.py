@@ -49,7 +49,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "teacher_model": hub_id_of((config["teacher"].get("backend") or {}).get("model")
                                            or config["teacher"]["name"]),
                 "rounds": config.get("strategy", {}).get("iterations"),
-                "scoring": config["task"].get("scoring_decoding") or config.get("eval", {}).get("decoding"),
+                **setting_columns(config, queries, r["seed_set_size"]),
                 "full_seed_set": config["seed_set"].get("size") is None
                 and config["seed_set"].get("fraction") is None,
                 "strategy": r["strategy"],
@@ -69,6 +69,11 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "accuracy": metrics["final/test_acc"],
                 "stderr": metrics["final/test_acc_stderr"],
                 "iterations": [i["test_acc"] for i in r.get("iterations", [])],
+                "iteration_stderrs": [i.get("test_acc_stderr") or 0.0 for i in r.get("iterations", [])],
+                # the diversity paper's target: the mean zero-shot accuracy over lm-eval's tasks, after
+                # pre-training (iteration 0) and after SFT (iteration 1)
+                "zero_shot_pretrained": zero_shot_mean(r.get("iterations", []), 0),
+                "zero_shot_sft": zero_shot_mean(r.get("iterations", []), 1),
                 "doubts": cell_doubts(r.get("iterations", [])),
                 "seconds": r.get("seconds"),
                 "trainings": r["stages"]["trained"],
@@ -84,6 +89,46 @@ def frame(records: list[dict]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def setting_columns(config: dict, queries: int | None, seed_size: int) -> dict:
+    """What a paper value's setting is checked against (runners/report/paper.py): the models, the seed
+    set's form, the recipe, the scoring, the budget's reading and whether its cap bound, the judge."""
+    task, train, evaluation = config["task"], config.get("train") or {}, config.get("eval") or {}
+    student, budget = config["student"], config.get("budget") or {}
+    decoding = task.get("scoring_decoding") or evaluation.get("decoding")
+    if decoding == "sampled":
+        sampling = evaluation.get("sampling") or {}
+        scoring = (f"sampled T={sampling.get('temperature'):g} top-p {sampling.get('top_p'):g}, "
+                   f"{sampling.get('max_new_tokens')} new tokens") if sampling else "sampled"
+    else:
+        scoring = f"{decoding}, {task.get('max_new_tokens')} new tokens" if decoding else None
+    seed_set = config["seed_set"]
+    agent = ((config.get("diversity") or {}).get("cluster_agent") or {})
+    judge = (agent.get("teacher") or config["teacher"]) if agent.get("enabled") else None
+    nominal = budget.get("ratio", 0) * seed_size if budget.get("ratio") else None
+    return {
+        "student_model": hub_id_of(student["pretrained"]) if student.get("pretrained") else student["name"],
+        "seed_form": "fraction" if seed_set.get("fraction") is not None else
+                     "size" if seed_set.get("size") is not None else "full",
+        "recipe": (f"lr {train['learning_rate']:g}, batch {train['effective_batch_size']}, "
+                   f"{train['epochs']:g} epochs") if train else None,
+        "decoding": decoding,
+        "scoring": scoring,
+        "count_augmenter": budget.get("count_augmenter") if queries else None,
+        "budget_capped": bool(queries and nominal and queries < nominal) if queries else None,
+        "judge_model": hub_id_of((judge.get("backend") or {}).get("model") or judge.get("name"))
+        if judge else None,
+    }
+
+
+def zero_shot_mean(iterations: list[dict], iteration: int) -> float | None:
+    """The mean of lm-eval's `acc` over the zero-shot tasks a stage was scored on; None without them."""
+    for i in iterations:
+        if i.get("iteration", iterations.index(i)) == iteration and i.get("zero_shot"):
+            accuracies = [m["acc"] for m in i["zero_shot"].values() if isinstance(m.get("acc"), int | float)]
+            return sum(accuracies) / len(accuracies) if accuracies else None
+    return None
 
 
 def cell_doubts(iterations: list[dict]) -> str:
@@ -155,6 +200,29 @@ def budgeted_cells(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df.family == "budgeted") & df.budget_ratio.notna()]
 
 
+Z_95 = 1.96  # two-sided 5%, normal approximation
+
+
+def mean_and_stderr(cells: pd.DataFrame) -> tuple[float, float]:
+    """The cells' mean accuracy and its standard error: over seeds (std / √n) when there are several,
+    else the single cell's binomial standard error over its test examples."""
+    if len(cells) > 1:
+        return float(cells.accuracy.mean()), float(cells.accuracy.std(ddof=1) / math.sqrt(len(cells)))
+    return float(cells.accuracy.iloc[0]), float(cells.stderr.iloc[0])
+
+
+def best_of(block: pd.DataFrame, strategies: list[str]) -> str:
+    """The strategy with the highest mean, where it beats the runner-up beyond noise: a two-sided z-test
+    at 5% on the difference of means (standard errors as in mean_and_stderr); else 'none (within noise)'."""
+    stats = {s: mean_and_stderr(block[block.strategy == s]) for s in strategies
+             if (block.strategy == s).any()}
+    if len(stats) < 2:
+        return ""
+    (first, (m1, e1)), (_, (m2, e2)) = sorted(stats.items(), key=lambda kv: -kv[1][0])[:2]
+    spread = math.hypot(e1, e2)
+    return first if spread > 0 and (m1 - m2) / spread > Z_95 else "none (within noise)"
+
+
 def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
     cells = budgeted_cells(df)
     if cells.empty:
@@ -164,19 +232,38 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
     rows = []
     for group, block in cells.groupby(keys, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
-        means = {}
         for strategy in strategies:
             accuracy = block[block.strategy == strategy].accuracy
             row[strategy] = mean_std(accuracy) + flag(block[block.strategy == strategy])
-            if len(accuracy):
-                means[strategy] = accuracy.mean()
-        row["best"] = max(means, key=means.get) if means else ""
+        row["best (z-test, 5%)"] = best_of(block, strategies)
+        if block.budget_capped.fillna(False).astype(bool).any():  # several nominal BRs, one Q
+            row["budget_ratio"] = f"{row['budget_ratio']:g} (capped: budget.cap)"
         same = (df.task == row["task"]) & (df.seed_size == row["seed_size"])
         baseline = df[(df.family == "finetune") & same]
         if len(baseline):  # the sweep's fine-tuning cells: what no teacher gives at this |S|
             row["finetune"] = mean_std(baseline.accuracy) + flag(baseline)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def crossover(cells: pd.DataFrame) -> tuple[float | None, float | None] | None:
+    """Where New Question overtakes Answer Augmentation on the grid, as the interval between the two
+    BRs around the last change of the leader (mean accuracy; ties go to Answer Augmentation): (low,
+    high); (None, first BR) when New Question leads from the start; (last BR, None) when it never
+    leads at the end; None without both strategies at one BR at least. Pool one budget reading only."""
+    means = cells.groupby(["budget_ratio", "strategy"]).accuracy.mean().unstack()
+    if not {"new_question", "answer_augmentation"} <= set(means.columns):
+        return None
+    means = means.dropna(subset=["new_question", "answer_augmentation"]).sort_index()
+    if means.empty:
+        return None
+    ratios = [float(r) for r in means.index]
+    leads = list(means.new_question > means.answer_augmentation)
+    if not leads[-1]:
+        return ratios[-1], None
+    first_of_last_run = max((i for i in range(len(leads)) if not leads[i]), default=-1) + 1
+    return (None, ratios[0]) if first_of_last_run == 0 else (ratios[first_of_last_run - 1],
+                                                             ratios[first_of_last_run])
 
 
 def cells_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -214,32 +301,48 @@ def diversity_scores(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+TARGETS = {"zero_shot_sft": "zero-shot mean after SFT",  # the diversity paper's quantity
+           "zero_shot_pretrained": "zero-shot mean after pre-training",
+           "accuracy": "task test accuracy"}
+POOLED = "all tasks (pooled)"
+
+
 def diversity_table(df: pd.DataFrame) -> pd.DataFrame | None:
-    """Each diversity score's correlation with test accuracy across cells, ranked by |Spearman|: how
-    well it predicts what the data does for the student (the cluster-agent paper's comparison)."""
+    """Each diversity score's correlation across cells with what the data did for the student: the mean
+    zero-shot accuracy after SFT and after pre-training (the diversity paper's quantities, where the
+    cells were scored zero-shot), and the task's test accuracy; per task, and pooled over tasks as a
+    labelled extra when the sweep has several. Ranked by |Spearman| within each target."""
     scores = diversity_scores(df)
     if len(scores) < MIN_CELLS:
         return None
-    accuracy = df.loc[scores.index, "accuracy"].to_numpy(dtype=float)
+    tasks = sorted(df.loc[scores.index, "task"].unique())
+    groups = [(task, scores.index[df.loc[scores.index, "task"] == task]) for task in tasks]
+    if len(tasks) > 1:
+        groups.append((POOLED, scores.index))
     rows = []
-    for metric in scores.columns:
-        x = scores[metric].to_numpy(dtype=float)
-        keep = ~np.isnan(x)
-        if keep.sum() < MIN_CELLS or np.ptp(x[keep]) == 0:
-            continue
-        c = correlations(x[keep], accuracy[keep])
-        direction = {1: "higher", -1: "lower", 0: "-"}[DIRECTION[metric]]
-        rows.append({"score": metric, "more diverse is": direction, "cells": int(keep.sum()),
-                     "spearman": round(c["spearman"][0], 3),
-                     "spearman 95% CI": f"[{c['spearman'][1]:.2f}, {c['spearman'][2]:.2f}]",
-                     "pearson": round(c["pearson"][0], 3),
-                     "pearson 95% CI": f"[{c['pearson'][1]:.2f}, {c['pearson'][2]:.2f}]"})
+    for column, target in TARGETS.items():
+        for task, cells in groups:
+            y = pd.to_numeric(df.loc[cells, column], errors="coerce").to_numpy(dtype=float)
+            for metric in scores.columns:
+                x = scores.loc[cells, metric].to_numpy(dtype=float)
+                keep = ~np.isnan(x) & ~np.isnan(y)
+                if keep.sum() < MIN_CELLS or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
+                    continue
+                c = correlations(x[keep], y[keep])
+                rows.append({"target": target, "task": task, "score": metric,
+                             "more diverse is": {1: "higher", -1: "lower", 0: "-"}[DIRECTION[metric]],
+                             "cells": int(keep.sum()), "spearman": round(c["spearman"][0], 3),
+                             "spearman 95% CI": f"[{c['spearman'][1]:.2f}, {c['spearman'][2]:.2f}]",
+                             "pearson": round(c["pearson"][0], 3),
+                             "pearson 95% CI": f"[{c['pearson'][1]:.2f}, {c['pearson'][2]:.2f}]"})
     if not rows:
         return None
     table = pd.DataFrame(rows)
-    table = table.iloc[table.spearman.abs().sort_values(ascending=False).index].reset_index(drop=True)
-    table.insert(0, "rank", range(1, len(table) + 1))
-    return table
+    order = {target: i for i, target in enumerate(TARGETS.values())}
+    table = table.assign(_target=table.target.map(order), _strength=-table.spearman.abs())
+    table = table.sort_values(["_target", "task", "_strength"]).drop(columns=["_target", "_strength"])
+    table.insert(0, "rank", table.groupby(["target", "task"]).cumcount() + 1)
+    return table.reset_index(drop=True)
 
 
 def cluster_agent_table(df: pd.DataFrame) -> pd.DataFrame | None:
