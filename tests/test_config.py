@@ -191,5 +191,5 @@ def test_the_budget_study_scores_gsm8k_without_cutting_a_long_solution(data_dir)
     solutions = [e.target for e in load_task(budget.task, str(data_dir)).test]
     long = next(s for s in solutions if len(s) > 900)  # a ~300-token worked solution
     assert not any(stop in long for stop in scoring["until"])  # no stop string cuts it before its '####'
-    llm2llm = typed_config("experiment=llm2llm", "student=tiny", "teacher=simulated")
+    llm2llm = typed_config("experiment=llm2llm", "task=gsm8k", "student=tiny", "teacher=simulated")
     assert generation_kwargs(llm2llm.task, llm2llm.eval)["max_gen_toks"] == 100  # the authors' eval.py

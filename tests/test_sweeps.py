@@ -38,8 +38,8 @@ def test_every_preset_composes_cell_by_cell(preset):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             config = validated(compose("config", overrides=[f"data_dir={DATA_DIR}", *overrides]))
         assert config.student.name == "tiny" and config.teacher.name == "simulated"
-    # the budget grid: 3 strategies x 3 seed sizes x 7 BRs x both readings of count_augmenter
-    expected = {"llm2llm": 5 * 4 * 2, "llm2llm_ablations": 4, "budget_strategies": 3 * 3 * 7 * 2,
+    # the budget grid: 3 strategies x 3 seed sizes x 12 BRs x both readings of count_augmenter
+    expected = {"llm2llm": 5 * 4 * 2, "llm2llm_ablations": 4, "budget_strategies": 3 * 3 * 12 * 2,
                 "smoke": 4}
     if preset in expected:
         assert len(cells) == expected[preset]
