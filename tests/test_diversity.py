@@ -282,7 +282,7 @@ def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
     low, high = (float(x) for x in table["spearman 95% CI"][0].strip("[]").split(","))
     assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
     assert made["accuracy_vs_diversity"].stat().st_size > 10_000
-    assert "Diversity of the generated data vs test accuracy" in (tmp_path / "report.md").read_text()
+    assert "Diversity of the generated data vs what it did" in (tmp_path / "report.md").read_text()
     agent = made["cluster_agent"].iloc[0]  # each cell's judge: its valid rounds and what was lost
     assert (agent["score"], agent["valid rounds"]) == ("3.00 ± 0.25", "6 of 10")
     assert agent["what was lost"] == "clustering failed 3, invalid json 1"

@@ -4,8 +4,9 @@ Cells go to a table by their strategy's family (recorded in each cell record).
 
 - LLM2LLM (Lee et al., Table 1): rows task x |S|, columns finetune, each LLM2LLM variant and its gain;
 - budget strategies (Chan, Pu et al.): accuracy per strategy over the budget ratio BR, for each |S|;
-- diversity: each diversity score of the cells' generated data against their accuracy (Spearman and
-  Pearson with bootstrap intervals, a scatter per score), ranked by how well it predicts accuracy;
+- diversity: each diversity score of the cells' generated data against the mean zero-shot accuracy
+  after pre-training and after SFT (the diversity paper's quantity, where scored) and the task's test
+  accuracy (Spearman and Pearson with bootstrap intervals, per task and pooled, a scatter per score);
 - every cell: its overrides, accuracy, time, trainings and teacher cost.
 Several seeds (seed_set.seed) of one cell are shown as mean ± std. Writes report.md, one CSV per
 table and PNG plots into DIR (default <sweep dir>/report)."""
@@ -53,8 +54,9 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
             (
                 "diversity",
                 (
-                    "Diversity of the generated data vs test accuracy: correlation across cells "
-                    "(95% bootstrap intervals), ranked by |Spearman|"
+                    "Diversity of the generated data vs what it did for the student (the mean zero-shot "
+                    "accuracy where scored, the task's test accuracy): correlation across cells (95% "
+                    "bootstrap intervals), per task, ranked by |Spearman|"
                 ),
                 diversity_table(df),
             ),
@@ -63,7 +65,8 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                 "The LLM cluster agent on each cell's generated data: score and valid rounds",
                 cluster_agent_table(df),
             ),
-            ("papers", "The papers' numbers beside this sweep's (n/a: not measured here)", paper_table(df)),
+            ("papers", ("The papers' numbers beside this sweep's (a Δ only where the setting matches the "
+                       "paper's; n/a: not measured here)"), paper_table(df)),
             ("cells", "Every cell", cells_table(df)),
         ]
         for name, title, table in sections:
