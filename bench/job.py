@@ -115,8 +115,9 @@ class Job:
     def check_teachers(self, probe: bool) -> None:
         """Build the teachers and their budget now, so a bad setting fails before any training, and send a
         remote backend one tiny request (`teacher.probe`): an unreachable server or a refused key too."""
+        teachers = self._teachers  # built whether or not probed: a missing API key fails here, not later
         if probe:
-            for teacher in {id(t.backend): t for t in self._teachers}.values():
+            for teacher in {id(t.backend): t for t in teachers}.values():
                 teacher.probe()
 
     @property

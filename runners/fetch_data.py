@@ -43,6 +43,19 @@ def fetch_file(url: str, sha256: str, destination: Path) -> str:
     return "fetched"
 
 
+def checked_sources(sources) -> dict:
+    """The sources file's tasks, each `hub_only: why` or `files: {path: {url, sha256}}`."""
+    if not isinstance(sources, dict):
+        raise ValueError("not a mapping of tasks")  # noqa: TRY004 (one kind of error for main to report)
+    for task, entry in sources.items():
+        files = entry.get("files") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and ("hub_only" in entry or (
+                isinstance(files, dict) and all(isinstance(f, dict) and {"url", "sha256"} <= set(f)
+                                                for f in files.values())))):
+            raise ValueError(f"task {task} has neither hub_only nor files with url and sha256")
+    return sources
+
+
 def fetch(tasks: list[str], to: Path, sources: dict) -> list[str]:
     """Fetch each task's files into `to`; return the problems (one line each; empty: all fetched)."""
     problems = []
@@ -69,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=Path, default=SOURCES,
                         help="URLs and sha256s (default: %(default)s)")
     args = parser.parse_args(argv)
-    sources = yaml.safe_load(args.sources.read_text())
+    try:
+        sources = checked_sources(yaml.safe_load(args.sources.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:
+        said = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        print(f"error: --sources {args.sources}: {said}; it maps each task to hub_only or files: {{path: "
+              "{url, sha256}} (runners/data_sources.yaml shows the shape)", file=sys.stderr)
+        return 2
     unknown = [t for t in args.tasks if t not in sources]
     if unknown:
         print(f"error: no task {', '.join(unknown)} in {args.sources}: use {', '.join(sources)}",

@@ -17,6 +17,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import BenchConfig, build_strategy, register_configs, validated
 from bench.errors import BenchError
@@ -224,6 +226,11 @@ def main(argv: list[str]) -> int:
         print(table(plan(argv)))
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (HydraException, OmegaConfBaseException) as error:  # an unknown option, a mistyped value
+        said = "; ".join(next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+                         for e in (error, error.__cause__) if e is not None)
+        print(f"error: {said} (python run.py --help lists the groups and options)", file=sys.stderr)
         return 2
     return 0
 

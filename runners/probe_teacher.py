@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.config import check_yaml_syntax, register_configs, validated
 from bench.errors import BenchError
+from bench.secrets import redact
 from bench.seed_set import sample_seed_set
 from bench.tasks import load_task, question_of
 from bench.teachers import Request, build_teachers
@@ -29,7 +30,7 @@ def probe(cfg: DictConfig, run_dir: Path) -> dict:
     data = load_task(config.task, config.data_dir and str(Path(config.data_dir).resolve()))
     seed_set = sample_seed_set(data.train, config.seed_set, config.task.name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     teacher, augmenter = build_teachers(config, data, [e.id for e in seed_set])
     requests = [
         Request(messages=({"role": "user", "content": example.prompt},), temperature=0.0,
@@ -76,6 +77,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):  # its own help, not run.py's (Hydra's template is the app's)
+        print(f"usage: python -m runners.probe_teacher [config overrides]\n\n{__doc__}")
+        sys.exit(0)
     try:
         check_yaml_syntax(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")
     except BenchError as error:

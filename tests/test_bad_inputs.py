@@ -399,6 +399,11 @@ CASES = [
         "no cell records under {tmp}/nowhere",
         command="runners.report",
     ),
+    Case("replay records that are not text", ["teacher=replay", "teacher.backend.records={tmp}/bin.jsonl"],
+         "teacher=replay: cannot read {tmp}/bin.jsonl as UTF-8 JSON lines",
+         setup=lambda tmp: (tmp / "bin.jsonl").write_bytes(b"\x00\x01\xff\xfe")),
+    Case("an API key missing with teacher.probe=false", ["teacher=openai", "teacher.probe=false"],
+         "names OPENAI_API_KEY, which is not set"),  # before training, not after iteration 0
     # -- advisor --------------------------------------------------------------------------------------------
     Case(
         "advise an unknown task",
@@ -424,6 +429,25 @@ CASES = [
         "positive finite numbers",
         command="runners.advise",
     ),
+    Case(
+        "advise from a store that does not exist",
+        ["task=trec", "seed_size=100", "budget=10", "store={tmp}/nowhere"],
+        "store={tmp}/nowhere is not a folder",
+        command="runners.advise",
+    ),
+    # -- the other tools ---------------------------------------------------------------------------------
+    Case("plan an unknown experiment", ["experiment=nope"], "Could not find 'experiment/nope'",
+         command="runners.plan"),
+    Case("plan a mistyped value", ["seed_set.size=abc"],
+         "'abc' of type 'str' could not be converted to Integer", command="runners.plan"),
+    Case("fetch_data with a malformed sources file",
+         ["--to", "{tmp}/data", "--sources", "{tmp}/s.yaml", "trec"],
+         "--sources {tmp}/s.yaml: while parsing a flow sequence", command="runners.fetch_data",
+         files={"s.yaml": "trec: [unclosed\n"}),
+    Case("fetch_data with a sources entry of the wrong shape",
+         ["--to", "{tmp}/data", "--sources", "{tmp}/s.yaml", "trec"],
+         "task trec has neither hub_only nor files with url and sha256", command="runners.fetch_data",
+         files={"s.yaml": "trec: 5\n"}),
     Case(
         "advise without a budget",
         ["task=trec", "seed_size=100"],

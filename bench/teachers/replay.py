@@ -26,7 +26,12 @@ class ReplayBackend(LocalBackend):
             if not path.is_file():
                 raise BenchError(f"teacher=replay: no generation records at {path}; "
                                  "set teacher.backend.records to an earlier run's generations.jsonl")
-            for number, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise BenchError(f"teacher=replay: cannot read {path} as UTF-8 JSON lines ({error}); point "
+                                 "teacher.backend.records at a run's generations.jsonl") from None
+            for number, line in enumerate(text.splitlines(), 1):
                 try:
                     record = json.loads(line)
                     self._answers[replay_key(record["identity"])] = record["response"]

@@ -145,10 +145,16 @@ class LocalChatServer:
 if (
     __name__ == "__main__"
 ):  # a server in its own process: python -m runners.benchmarks.local_server PORT LATENCY_S
-    import sys
+    import argparse
     import time
 
-    with LocalChatServer(port=int(sys.argv[1]), latency_s=float(sys.argv[2])) as server:
+    parser = argparse.ArgumentParser(prog="python -m runners.benchmarks.local_server",
+                                     description="A local OpenAI-compatible chat server for tests and "
+                                                 "benchmarks; prints its base URL, serves until killed.")
+    parser.add_argument("port", type=int, help="port on 127.0.0.1 (0: any free one)")
+    parser.add_argument("latency_s", type=float, help="seconds before each answer")
+    args = parser.parse_args()
+    with LocalChatServer(port=args.port, latency_s=args.latency_s) as server:
         print(server.base_url, flush=True)
         while True:
             time.sleep(3600)
