@@ -4,6 +4,7 @@ is specific to one task, so a new task is one YAML file."""
 
 import codecs
 import csv
+import io
 import json
 import re
 from collections import Counter
@@ -150,7 +151,8 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
         return _json_lines(text, path, cfg.name)
     if local.format in ("csv", "tsv"):
         delimiter = "\t" if local.format == "tsv" else ","
-        reader = csv.DictReader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+        # the csv module splits records itself: a quoted field may hold line breaks
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
         try:
             return list(reader)
         except csv.Error as error:  # e.g. a field over csv's 128 KB limit: most often an unclosed quote

@@ -103,3 +103,16 @@ def test_a_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path):
         loaded[name] = load_task(task, str(tmp_path))
     assert loaded["bom"].digest == loaded["plain"].digest
     assert loaded["bom"].train[0].record == {"text": "is it raining?", "label": "a"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_a_quoted_field_keeps_its_newlines(tmp_path, fmt):
+    """A quoted field spanning lines (a spreadsheet cell with a line break) keeps its line break."""
+    sep = "," if fmt == "csv" else "\t"
+    (tmp_path / f"train.{fmt}").write_text(f'text{sep}label\n"first line\nsecond line"{sep}a\nplain{sep}b\n')
+    (tmp_path / f"test.{fmt}").write_text(f"text{sep}label\nwhat time is it?{sep}a\n")
+    task = typed_config("task=trec").task
+    task.local.format, task.local.train, task.local.test = fmt, f"train.{fmt}", f"test.{fmt}"
+    task.labels, task.target_column, task.text_column, task.doc_to_text = ["a", "b"], "label", "text", None
+    data = load_task(task, str(tmp_path))
+    assert [e.record["text"] for e in data.train] == ["first line\nsecond line", "plain"]
