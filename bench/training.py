@@ -3,6 +3,8 @@
 target tokens only (prompt masked, as LLM2LLM), batches carry no padding (train.batching), and the
 tokens trained on are counted."""
 
+import contextlib
+import io
 import math
 import os
 import time
@@ -11,15 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    DataCollatorForSeq2Seq,
-    DataCollatorWithFlattening,
-    PrinterCallback,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+
+with contextlib.redirect_stdout(io.StringIO()):  # its import prints "[INFO] Running in WANDB offline mode"
+    from transformers import (
+        AutoModelForCausalLM,
+        DataCollatorForSeq2Seq,
+        DataCollatorWithFlattening,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
 from bench.config import Batching, TrainConfig
 from bench.tasks import Example

@@ -70,6 +70,7 @@ def test_the_default_job_as_a_user_sees_it(tmp_path):
     # the console: no progress-bar frames, loss dicts or W&B banners; a labelled line per stage
     console = result.stdout
     assert "\r" not in console and "{'loss'" not in console and "wandb:" not in console + result.stderr
+    assert "[INFO]" not in console  # transformers prints "[INFO] Running in WANDB offline mode" on import
     assert "[iteration 0/2] training on 500 examples" in console
     assert "[iteration 1/2] teacher: " in console and "[iteration 0/2] scoring test (500 examples)" in console
     assert len(console) < 4000 and result.stderr == ""
