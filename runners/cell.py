@@ -69,7 +69,8 @@ def run(cfg: DictConfig) -> int:
         if finished is not None:
             write_json(run_dir / "record.json", {**finished, **record, "skipped": True,
                                                  "first_run_dir": finished["run_dir"]})
-            log.info(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it")
+            log.info(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it"
+                     + ("" if multirun else stored_summary(finished)))
             return 0
         record.update(config=cell_config(cfg), provenance={**code_version(), "host": platform.node(),
                                                            "started": datetime.now(UTC).isoformat()})
@@ -100,6 +101,15 @@ def run(cfg: DictConfig) -> int:
     return 0
 
 
+def stored_summary(finished: dict) -> str:
+    """A finished cell's summary as its first run printed it (a single job's rerun shows it again)."""
+    summary = Path(finished.get("run_dir", "")) / "summary.txt"
+    try:
+        return "\n" + summary.read_text() if summary.is_file() else ""
+    except OSError:
+        return ""
+
+
 def record_failure(run_dir: Path, record: dict) -> None:
     """The failed cell's record and traceback; a folder that cannot be written loses only these."""
     try:
@@ -121,8 +131,10 @@ def progress(hydra, overrides: list) -> str:
     """`[cell 3 of 12] task=trec ... · so far 1 done, 1 skipped, 0 failed`."""
     sweep_dir = Path(hydra.sweep.dir)
     plan = sweep_dir / "sweep.json"
+    started = (read_entry(plan) or {}).get("started", 0)
     total = (read_entry(plan) or {}).get("cells", "?")
-    records = [r for r in map(read_entry, sweep_dir.glob("*/record.json")) if isinstance(r, dict)]
+    records = [r for p in sweep_dir.glob("*/record.json") if p.stat().st_mtime >= started
+               for r in [read_entry(p)] if isinstance(r, dict)]
     skipped = sum(r.get("skipped", False) for r in records)
     failed = sum(r.get("status") == "failed" for r in records)
     done = len(records) - skipped - failed

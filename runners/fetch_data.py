@@ -76,7 +76,8 @@ def fetch(tasks: list[str], to: Path, sources: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runners.fetch_data",
-                                     description=__doc__.split("\n")[0])
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tasks", nargs="*", help="tasks to fetch (default: all)")
     parser.add_argument("--to", type=Path, required=True, help="the data folder (then BENCH_DATA_DIR=it)")
     parser.add_argument("--sources", type=Path, default=SOURCES,

@@ -127,7 +127,8 @@ def materialise(hub_id: str, say=print) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runners.fetch_models",
-                                     description=__doc__.split("\n")[0])
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", help=f"Hub ids (default: all of {SOURCES.name})")
     args = parser.parse_args(argv)
     try:

@@ -3,6 +3,7 @@ progress lines); at the end it says how many cells ran, were skipped or failed (
 error), writes the report (runners/report.py) and, with logger=wandb, a sweep summary run."""
 
 import sys
+import time
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -34,7 +35,9 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         cells = count_cells(config)
-        write_json(sweep_dir / "sweep.json", {"cells": cells, "overrides": list(config.hydra.overrides.task)})
+        # started: the progress lines count this run's records only (a rerun into the folder finds old ones)
+        write_json(sweep_dir / "sweep.json", {"cells": cells, "overrides": list(config.hydra.overrides.task),
+                                              "started": time.time()})
         print(
             f"sweep of {cells if cells is not None else 'an open number of'} cells -> {sweep_dir}", flush=True
         )

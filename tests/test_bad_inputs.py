@@ -596,3 +596,22 @@ def test_an_unreadable_store_entry_is_computed_again(tmp_path):
     assert rerun["metrics"]["final/test_acc"] == first["metrics"]["final/test_acc"]
     assert json.loads(stage.read_text())["test"]["accuracy"] == first["metrics"]["final/test_acc"]
     assert not list(stores.rglob("*.partial"))
+
+
+TOOLS = ["runners.report", "runners.fetch_data", "runners.fetch_models", "runners.plan", "runners.advise",
+         "runners.probe_teacher", "runners.benchmarks.local_server", "runners.benchmarks.teacher_throughput",
+         "runners.benchmarks.filters", "runners.benchmarks.real_teacher", "runners.benchmarks.launchers",
+         "runners.benchmarks.throughput"]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_has_its_own_help(tool, tmp_path):
+    """`--help` prints the tool's own usage and its whole description (no sentence cut at a line end),
+    exit 0, no traceback."""
+    result = subprocess.run([sys.executable, "-m", tool, "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert tool in result.stdout.replace(" ", "") or tool.split(".")[-1] in result.stdout
+    assert "synthbench: which way" not in result.stdout  # not run.py's help
+    paragraph = result.stdout.split("\n\n")[1 if result.stdout.startswith("usage") else 0].strip()
+    assert paragraph.endswith((".", ":", ")", "`")), paragraph  # the description's first paragraph, whole

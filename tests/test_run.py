@@ -46,6 +46,10 @@ def test_a_job_writes_its_run_record_and_an_offline_wandb_run(tmp_path):
     stage = json.loads((run / "iterations.json").read_text())[0]
     assert stage["train_steps"] == 3
     assert stage["test_invalid_share"] == sum(not p["valid"] for p in predictions) / 24
+    # the same job again: skipped, and its stored summary shown, not just one line
+    again = run_cli(*QUICK, "strategy=finetune", "logger=wandb", f"hydra.run.dir={tmp_path / 'again'}",
+                    cwd=tmp_path)
+    assert "is already done" in again.stdout and (run / "summary.txt").read_text().strip() in again.stdout
 
 
 @pytest.mark.slow

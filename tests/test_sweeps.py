@@ -122,6 +122,10 @@ def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
         r["metrics"]["final/test_acc"] for r in records
     ]
     assert "| trec | 48 |" in (tmp_path / "again" / "report" / "report.md").read_text()
+    # once more into the same folder: its progress counts this run's cells, not the records already there
+    third = sweep(tmp_path, "again")
+    assert "[cell 1 of 4] " in third.stdout + third.stderr
+    assert "so far 0 done, 0 skipped, 0 failed" in third.stdout + third.stderr
 
 
 def cache_rows(stores: Path) -> int:

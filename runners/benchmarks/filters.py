@@ -71,7 +71,8 @@ def every_pair_decisions(pool: list[str], candidates: list[str], t: float) -> li
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m runners.benchmarks.filters",
-                                     description=__doc__.splitlines()[0])
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", type=int, default=100_000)
     parser.add_argument("--scan-sample", type=int, default=300)
     parser.add_argument("--threshold", type=float, default=0.95)

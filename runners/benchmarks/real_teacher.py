@@ -20,7 +20,8 @@ TOPICS = ["rivers", "tax law", "the moon", "football", "baking bread", "the prin
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m runners.benchmarks.real_teacher")
+    parser = argparse.ArgumentParser(prog="python -m runners.benchmarks.real_teacher", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (time things alone)")

@@ -13,7 +13,8 @@ from runners.report.tables import well_formed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runners.report", description=REPORT_DOC.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m runners.report", description=REPORT_DOC,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "sweep_dir", type=Path, help="a multirun folder (outputs/multiruns/...) or any folder of records"
     )
