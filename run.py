@@ -1,35 +1,7 @@
-"""Entry point: `python run.py [group=option ...] [key=value ...]`, or `-m` to sweep a grid."""
+"""Entry point: `python run.py [group=option ...] [key=value ...]`, or `-m` to sweep a grid (installed:
+the `synthbench` command, the same app: runners/cli.py)."""
 
-import os
-import sys
-from pathlib import Path
-
-# tqdm reads its defaults from the environment once, at import: the libraries' bars (lm-eval's, datasets')
-# stay off; the suite's own bars pass `disable=` themselves and show on a terminal (bench/console.py)
-os.environ.setdefault("TQDM_DISABLE", "1")
-
-import hydra
-from omegaconf import DictConfig
-
-from bench.config import check_yaml_syntax, register_configs
-from bench.errors import BenchError
-
-register_configs()
-
-
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from runners import cell  # after Hydra parsed the command line: --help stays instant
-
-    status = cell.run(cfg)
-    if status:
-        sys.exit(status)
-
+from runners.cli import main
 
 if __name__ == "__main__":
-    try:  # Hydra would answer a YAML syntax error with a parser traceback
-        check_yaml_syntax(sys.argv[1:], Path(__file__).resolve().parent / "conf")
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     main()

@@ -494,6 +494,16 @@ class BenchConfig:
               "diversity=default")
 
 
+def conf_dir() -> Path:
+    """The config tree: conf/ beside bench/ in a checkout, else the installed copy (synthbench_conf)."""
+    checkout = Path(__file__).resolve().parents[1] / "conf"
+    if checkout.is_dir():
+        return checkout
+    import synthbench_conf
+
+    return Path(next(iter(synthbench_conf.__path__)))
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
     # ${offline_or_hub:<hub id>}: the copy `python -m runners.fetch_models` made, else the Hub id

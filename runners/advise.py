@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from bench.config import conf_dir
 from bench.store import find_records
 from runners.report.tables import budgeted_cells, frame, well_formed
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or "task" not in args or "seed_size" not in args or ("budget" in args) == ("ratio" in args):
         print(f"error: {USAGE}", file=sys.stderr)
         return 2
-    tasks = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "task").glob("*.yaml"))
+    tasks = sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
     if args["task"] not in tasks:
         print(f"error: task={args['task']} is not a task of conf/task/: use one of {', '.join(tasks)}",
               file=sys.stderr)

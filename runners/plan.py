@@ -12,7 +12,6 @@ the Hub (the seed set is a fraction of the training pool)."""
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -20,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.config import BenchConfig, build_strategy, register_configs, validated
+from bench.config import BenchConfig, build_strategy, conf_dir, register_configs, validated
 from bench.errors import BenchError
 from bench.resources import (
     GIB,
@@ -37,7 +36,7 @@ from bench.teachers import query_budget
 from bench.training import batch_split
 from runners.sweep import grid_cells
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = conf_dir()
 PROMPT_OVERHEAD = 300  # tokens of instructions and worked example around a teacher request's source
 
 

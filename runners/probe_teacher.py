@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import check_yaml_syntax, register_configs, validated
+from bench.config import check_yaml_syntax, conf_dir, register_configs, validated
 from bench.errors import BenchError
 from bench.secrets import redact
 from bench.seed_set import sample_seed_set
@@ -67,7 +67,7 @@ def probe(cfg: DictConfig, run_dir: Path) -> dict:
     return usage
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         probe(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -81,7 +81,7 @@ if __name__ == "__main__":
         print(f"usage: python -m runners.probe_teacher [config overrides]\n\n{__doc__}")
         sys.exit(0)
     try:
-        check_yaml_syntax(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")
+        check_yaml_syntax(sys.argv[1:], conf_dir())
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

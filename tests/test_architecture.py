@@ -136,7 +136,7 @@ def test_every_third_party_import_is_a_declared_dependency():
                                                 for r in extra)]
     declared = {re.split(r"[<>=\[ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
     distributions = packages_distributions()
-    third_party = imported - set(sys.stdlib_module_names) - {"bench", "runners"}
+    third_party = imported - set(sys.stdlib_module_names) - {"bench", "runners", "synthbench_conf"}
     names = {module: {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
              for module in third_party}
     missing = sorted(module for module, dists in names.items() if not dists & declared)

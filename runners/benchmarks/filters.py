@@ -11,17 +11,16 @@ import argparse
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from bench.config import FiltersConfig, register_configs, validated
+from bench.config import FiltersConfig, conf_dir, register_configs, validated
 from bench.strategies.base import Tally
 from bench.strategies.filters import Filters, near_duplicate_pair
 from bench.tasks import load_task, question_of
 from bench.text import words
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = conf_dir()
 
 
 def generated_questions(pool: list[str], count: int, seed: int = 0) -> list[str]:

@@ -18,14 +18,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import PrinterCallback, Trainer
 
-from bench.config import register_configs, validated
+from bench.config import conf_dir, register_configs, validated
 from bench.evaluation import evaluate
 from bench.seed_set import sample_seed_set
 from bench.students import Student, parameter_count
 from bench.tasks import load_task
 from bench.training import IGNORE, PaddedBatches, autocast, encode, finetune, training_arguments
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = conf_dir()
 
 
 def matmul_flops(size: int = 1024, repeats: int = 20) -> float:

@@ -1,0 +1,35 @@
+"""The command line: `synthbench [group=option ...] [key=value ...]` once installed, `python run.py ...` in a
+checkout (the same app), or `-m` to sweep a grid."""
+
+import os
+import sys
+
+# tqdm reads its defaults from the environment once, at import: the libraries' bars (lm-eval's, datasets')
+# stay off; the suite's own bars pass `disable=` themselves and show on a terminal (bench/console.py)
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import hydra
+from omegaconf import DictConfig
+
+from bench.config import check_yaml_syntax, conf_dir, register_configs
+from bench.errors import BenchError
+
+register_configs()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+def app(cfg: DictConfig) -> None:
+    from runners import cell  # after Hydra parsed the command line: --help stays instant
+
+    status = cell.run(cfg)
+    if status:
+        sys.exit(status)
+
+
+def main() -> None:
+    try:  # Hydra would answer a YAML syntax error with a parser traceback
+        check_yaml_syntax(sys.argv[1:], conf_dir())
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    app()

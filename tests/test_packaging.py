@@ -1,0 +1,35 @@
+"""The suite installed from its wheel, not from a checkout: conf/ ships inside it (synthbench_conf) and
+the `synthbench` command runs a job from any folder. The venv sees this machine's packages (torch and
+the rest), so only the suite itself comes from the wheel."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import DATA_DIR, QUICK, REPO
+
+
+@pytest.mark.slow
+def test_the_built_wheel_runs_a_job_from_any_folder(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True, timeout=600)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True,
+                   timeout=120)
+    wheel = next((tmp_path / "dist").glob("synthbench_llm-*.whl"))
+    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([venv / "bin" / "python", "-c", "import bench.config as c; print(c.conf_dir())"],
+                           cwd=elsewhere, capture_output=True, text=True, check=True)
+    assert where.stdout.strip().startswith(str(venv))  # the wheel's config tree, not the checkout's
+    env = {"BENCH_DATA_DIR": str(DATA_DIR), "WANDB_MODE": "offline", "PATH": "/usr/bin:/bin",
+           "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    result = subprocess.run([venv / "bin" / "synthbench", *QUICK, "strategy=finetune", "hydra.run.dir=run"],
+                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((elsewhere / "run" / "record.json").read_text())
+    assert record["status"] == "done" and (elsewhere / "run" / "run.log").is_file()
