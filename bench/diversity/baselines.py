@@ -69,8 +69,8 @@ def kmeans_inertia(vectors: np.ndarray, clusters: int = 10, seed: int = 0) -> fl
     keeps a high inertia. NaN for no more points than clusters."""
     from sklearn.cluster import KMeans
 
-    if len(vectors) <= clusters:  # every point its own centroid: a meaningless 0, so no score, said
-        log.warning(f"kmeans_inertia not computed: {len(vectors)} texts for {clusters} clusters; set "
+    if len(vectors) <= clusters:  # every point its own centroid: a meaningless 0; no score, why in run.log
+        log.debug(f"kmeans_inertia not computed: {len(vectors)} texts for {clusters} clusters; set "
                     f"diversity.kmeans_clusters below {len(vectors)} (the paper's 10,000 clusters need far "
                     "more texts)")
         return math.nan
