@@ -71,8 +71,8 @@ def kmeans_inertia(vectors: np.ndarray, clusters: int = 10, seed: int = 0) -> fl
 
     if len(vectors) <= clusters:  # every point its own centroid: a meaningless 0; no score, why in run.log
         log.debug(f"kmeans_inertia not computed: {len(vectors)} texts for {clusters} clusters; set "
-                    f"diversity.kmeans_clusters below {len(vectors)} (the paper's 10,000 clusters need far "
-                    "more texts)")
+                  f"diversity.kmeans_clusters below {len(vectors)} (the paper's 10,000 clusters need far "
+                  "more texts)")
         return math.nan
     k = min(clusters, len(np.unique(vectors, axis=0)))
     model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(vectors)
