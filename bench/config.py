@@ -429,6 +429,100 @@ class FiltersConfig:
         return cls(**(settings or {}))
 
 
+class Verify(StrEnum):
+    none = "none"
+    gold = "gold"  # keep only answers that agree with the seed's gold answer
+    agreement = "agreement"  # k teacher answers, kept when a strict majority agree
+
+
+class NearDuplicatesOf(StrEnum):
+    round = "round"  # this round's wrong seed questions and generated ones (the LLM2LLM authors')
+    training = "training"  # the whole training set
+
+
+# One settings schema per strategy family: a strategy YAML names its family's first in its defaults
+# (`- /schema/strategy/<family>@_here_`), so a mistyped key or value in strategy.* fails when Hydra
+# composes, and the ranges below when the config is validated, before anything runs. A user's own
+# strategy YAML may go without one (strategy is Any in BenchConfig): its class then checks its settings.
+@dataclass
+class StrategySettings:
+    _target_: str = MISSING  # the strategy class
+
+
+@dataclass
+class GeneratingSettings(StrategySettings):
+    """What every strategy takes (bench/strategies/base.py); fine-tuning, which asks no teacher, takes
+    them too, so a preset may set strategy.max_tokens for all of its cells."""
+
+    prompts: Dict[str, Any] = field(default_factory=dict)  # per generation step: conf/prompts/
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    temperature: float = 1.0
+    max_tokens: int = 512
+    personas: int = 0  # >0: each request's writer takes one of the first N voices of persona_pool
+    persona_pool: List[str] = field(default_factory=list)
+    allow_unparseable: bool = False
+    keep_after_answer: bool = False
+
+    def __post_init__(self):
+        at_least("strategy.temperature", self.temperature, 0)
+        at_least("strategy.max_tokens", self.max_tokens, 1)
+        check(0 <= self.personas <= len(self.persona_pool), "strategy.personas", self.personas,
+              f"must be 0 to {len(self.persona_pool)} (the voices in strategy.persona_pool)")
+
+
+@dataclass
+class LLM2LLMSettings(GeneratingSettings):
+    iterations: int = 10
+    per_wrong: int = 1
+    continue_training: bool = False
+    augment_synthetic: bool = False
+    one_shot: bool = False
+    one_shot_examples: Optional[int] = None
+    retries: int = 4
+    near_duplicates_of: NearDuplicatesOf = NearDuplicatesOf.round
+
+    def __post_init__(self):
+        super().__post_init__()
+        at_least("strategy.iterations", self.iterations, 1)
+        at_least("strategy.per_wrong", self.per_wrong, 1)
+        at_least("strategy.one_shot_examples", self.one_shot_examples, 1, optional=True)
+        at_least("strategy.retries", self.retries, 0)
+
+
+@dataclass
+class BudgetedSettings(GeneratingSettings):
+    verify: Verify = Verify.none
+    self_check: bool = True  # new question: the augmenter checks its question (one more query)
+    agreement_samples: int = 3
+
+    def __post_init__(self):
+        super().__post_init__()
+        at_least("strategy.agreement_samples", self.agreement_samples, 2)
+
+
+@dataclass
+class PretrainingSettings(GeneratingSettings):
+    topics: List[str] = field(default_factory=list)
+    styles: List[str] = field(default_factory=list)
+    generations_per_topic: int = 1
+    real_share: float = 0.0
+    sft: Any = None  # an instruction set {path, prompt, target, ...} for the SFT stage; null: the seed set
+    pretrain: Dict[str, Any] = field(default_factory=dict)  # train config keys, changed for pre-training
+    zero_shot_tasks: List[str] = field(default_factory=list)
+    zero_shot_include_path: Optional[str] = None
+    zero_shot_limit: Optional[int] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(bool(self.styles), "strategy.styles", self.styles, "must list at least one style")
+        at_least("strategy.generations_per_topic", self.generations_per_topic, 1)
+        check(0 <= self.real_share < 1, "strategy.real_share", self.real_share, "must be in [0, 1)")
+
+
+STRATEGY_SCHEMAS = {"finetune": GeneratingSettings, "llm2llm": LLM2LLMSettings, "budgeted": BudgetedSettings,
+                    "pretraining": PretrainingSettings}
+
+
 @dataclass
 class ComputeConfig:
     """Where one cell runs: its processes (one per GPU; the SLURM launcher asks for this many), how
@@ -465,7 +559,7 @@ class BenchConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed_set: SeedSetConfig = field(default_factory=SeedSetConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    strategy: Dict[str, Any] = field(default_factory=dict)  # _target_: the strategy class, + its settings
+    strategy: Any = None  # _target_: the strategy class, + its settings (a *Settings schema above)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     augmenter: Optional[TeacherConfig] = None  # writes or rewrites questions; None: the teacher does
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -505,7 +599,10 @@ def conf_dir() -> Path:
 
 
 def register_configs() -> None:
-    ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
+    store = ConfigStore.instance()
+    store.store(name="bench_schema", node=BenchConfig)
+    for family, schema in STRATEGY_SCHEMAS.items():
+        store.store(group="schema/strategy", name=family, node=schema)
     # ${offline_or_hub:<hub id>}: the copy `python -m runners.fetch_models` made, else the Hub id
     OmegaConf.register_new_resolver("offline_or_hub", offline_or_hub, replace=True)
 

@@ -142,19 +142,31 @@ def test_the_scheduler_names_are_transformers_own():
     assert {s.value for s in LrScheduler} <= {s.value for s in SchedulerType}
 
 
-def test_strategy_settings_are_checked_when_the_strategy_is_built():
+def test_strategy_settings_fail_when_composed_or_validated_before_anything_runs():
+    """Each strategy family's settings schema (bench/config.py): a mistyped key or value fails when Hydra
+    composes (as every other option), a value out of range when the config is validated."""
+    from hydra.errors import ConfigCompositionException
+
     from bench.config import build_strategy
 
-    with pytest.raises(BenchError, match=r"strategy.filters=\['near_duplicate_rouge'\] has unknown keys"):
-        build_strategy(compose_config("+strategy.filters.near_duplicate_rouge=0.9"))
-    with pytest.raises(BenchError, match=r"near_duplicate_rouge_l=1.5 must be in \(0, 1\] or null"):
-        build_strategy(compose_config("strategy.filters.near_duplicate_rouge_l=1.5"))
+    for override in ("strategy.iterations=abc", "strategy.temperature=hot", "strategy.itrations=3",
+                     "strategy.filters.near_duplicate_rouge=0.9"):
+        with pytest.raises(ConfigCompositionException):
+            compose_config(override)
+    with pytest.raises(ConfigCompositionException):
+        compose_config("strategy=new_question", "strategy.verify=maybe")
+    for overrides, message in [
+        (["strategy.filters.near_duplicate_rouge_l=1.5"], r"near_duplicate_rouge_l=1.5 must be in \(0, 1\]"),
+        (["strategy.temperature=-1"], "strategy.temperature=-1.0 must be at least 0"),
+        (["strategy=new_question", "strategy.max_tokens=0"], "strategy.max_tokens=0 must be at least 1"),
+        (["strategy.iterations=0"], "strategy.iterations=0 must be at least 1"),
+        (["strategy=answer_augmentation", "strategy.agreement_samples=1"], "samples=1 must be at least 2"),
+        (["strategy.personas=99"], "strategy.personas=99 must be 0 to"),
+    ]:
+        with pytest.raises(BenchError, match=message):
+            typed_config(*overrides)
     with pytest.raises(BenchError, match=r"strategy.pretrain has unknown keys \['epoch'\]"):
         build_strategy(compose_config("strategy=synthetic_pretraining", "+strategy.pretrain.epoch=2"))
-    with pytest.raises(BenchError, match="strategy.temperature=-1 must be at least 0"):
-        build_strategy(compose_config("strategy.temperature=-1"))
-    with pytest.raises(BenchError, match="strategy.max_tokens=0 must be at least 1"):
-        build_strategy(compose_config("strategy=new_question", "strategy.max_tokens=0"))
     with pytest.raises(BenchError, match="Q=2 .* buys no example of new_question, which costs 3 queries"):
         build_strategy(compose_config("strategy=new_question")).workload(100, 2, True)
     with pytest.raises(BenchError, match="Q=0 .*|S|=49.* buys no example of answer_augmentation"):

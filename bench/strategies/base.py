@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import jinja2
 
-from bench.config import FiltersConfig, TrainConfig, at_least
+from bench.config import FiltersConfig, TrainConfig
 from bench.errors import BenchError
 from bench.strategies.filters import Filters
 from bench.tasks import Example, TaskData, question_of, student_prompt
@@ -110,8 +110,6 @@ class Strategy(ABC):
     def __init__(self, prompts: dict | None = None, filters: dict | None = None, temperature: float = 1.0,
                  max_tokens: int = 512, personas: int = 0, persona_pool: list | None = None,
                  allow_unparseable: bool = False, keep_after_answer: bool = False):
-        at_least("strategy.temperature", temperature, 0)
-        at_least("strategy.max_tokens", max_tokens, 1)
         self.prompts = prompts or {}
         self.filter_settings = FiltersConfig.of(filters)
         self.temperature = temperature
@@ -124,9 +122,6 @@ class Strategy(ABC):
         self.keep_after_answer = keep_after_answer
         self.personas = list(persona_pool or [])[:personas]
         self.worked_example: tuple | None = None  # (shown, written) seed examples, see choose_worked_example
-        if personas < 0 or len(self.personas) < personas:
-            raise BenchError(f"strategy.personas={personas}: use 0 to {len(persona_pool or [])} "
-                             "(the voices in strategy.persona_pool)")
 
     @abstractmethod
     def run(self, job: StrategyJob) -> None:

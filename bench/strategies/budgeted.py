@@ -35,10 +35,7 @@ class BudgetedStrategy(Strategy):
     gold_known = True  # the question's gold answer is the seed's (answer augmentation, rephrase)
 
     def __init__(self, verify: str = "none", self_check: bool = True, agreement_samples: int = 3, **shared):
-        super().__init__(**shared)
-        if verify not in ("none", "gold", "agreement") or agreement_samples < 2:
-            raise BenchError(f"strategy.verify={verify!r}: use none, gold or agreement (with "
-                             "strategy.agreement_samples >= 2)")
+        super().__init__(**shared)  # the settings' ranges: bench/config.py BudgetedSettings
         self.verify = verify
         self.self_check = self_check
         # verify=agreement: k teacher answers a question, kept when a majority agree (each one a query)

@@ -9,7 +9,6 @@ seed questions or to a question generated earlier in the round is dropped, and i
 
 import logging
 
-from bench.errors import BenchError
 from bench.strategies.base import (
     Generated,
     Strategy,
@@ -41,19 +40,11 @@ class LLM2LLM(Strategy):
         near_duplicates_of: str = "round",
         **shared,
     ):
-        super().__init__(**shared)
-        if iterations < 1 or per_wrong < 1:
-            raise BenchError("strategy.iterations and strategy.per_wrong must be at least 1")
-        if one_shot_examples is not None and one_shot_examples < 1:
-            raise BenchError("strategy.one_shot_examples must be at least 1 (or null: (iterations - 1) x "
-                             "per_wrong per wrong seed example)")
+        super().__init__(**shared)  # the settings' ranges: bench/config.py LLM2LLMSettings
         self.iterations = iterations
         self.per_wrong = per_wrong
         self.continue_training = continue_training
         self.augment_synthetic = augment_synthetic
-        if retries < 0 or near_duplicates_of not in ("round", "training"):
-            raise BenchError("strategy.retries must be >= 0, and strategy.near_duplicates_of round (this "
-                             "round's wrong seed questions and generated ones, the authors') or training")
         self.one_shot = one_shot
         self.one_shot_examples = one_shot_examples
         self.retries = retries

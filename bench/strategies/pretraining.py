@@ -19,10 +19,7 @@ class SyntheticPretraining(Strategy):
                  pretrain: dict | None = None, zero_shot_tasks: list | None = None,
                  zero_shot_include_path: str | None = None, zero_shot_limit: int | None = None,
                  real_share: float = 0.0, sft: dict | None = None, **shared):
-        super().__init__(**shared)
-        if not styles or generations_per_topic < 1 or not 0 <= real_share < 1:
-            raise BenchError("strategy.styles must list at least one style, generations_per_topic be >= 1, "
-                             "and real_share be in [0, 1)")
+        super().__init__(**shared)  # the settings' ranges: bench/config.py PretrainingSettings
         self.real_share = real_share  # of the pre-training texts, real ones (the task's pool beyond S)
         self.sft = dict(sft) if sft else None  # an instruction set for the SFT stage; None: the seed set
         if self.sft is not None and not {"path", "prompt", "target"} <= set(self.sft):
