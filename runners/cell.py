@@ -14,7 +14,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench import distributed
-from bench.config import build_strategy, validated
 from bench.errors import BenchError
 from bench.secrets import redact
 from bench.store import (
@@ -27,7 +26,7 @@ from bench.store import (
     writable_folder,
     write_json,
 )
-from bench.tasks import load_task
+from runners.inputs import prepare
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +45,16 @@ def run(cfg: DictConfig) -> int:
         if multirun and ranks.main:
             log.info(progress(hydra, record["overrides"]))
         # a bad value fails here, in one line, before the store is read or anything is written
-        config, strategy = validated(cfg), build_strategy(cfg)
+        inputs = prepare(cfg)
+        config, data = inputs.config, inputs.data
         # before any torch work; on a CPU the count is part of each stage's key (results depend on it)
         workers = OmegaConf.select(hydra, "launcher.n_jobs")  # the parallel launcher's
         threads, why = distributed.cpu_threads(config.compute.threads, workers)
         distributed.use_cpu_threads(threads)
-        if config.data_dir:
-            config.data_dir = str(Path(config.data_dir).resolve())
-        data = load_task(config.task, config.data_dir)  # its digest is part of the cell's id
         if not ranks.main:
             from runners import pipeline
 
-            pipeline.follow(config, data, run_dir, ranks)
+            pipeline.follow(inputs, run_dir, ranks)
             return 0
         record["cell_id"] = cell = cell_id(cfg, data.digest)
         for folder in ("cells", "stages"):  # a file in the way is found now, not after training
@@ -77,7 +74,7 @@ def run(cfg: DictConfig) -> int:
         record["provenance"]["cpu_threads"] = f"{threads} ({why})"
         from runners import pipeline  # heavy imports only for cells that run
 
-        outcome = pipeline.run(cfg, config, strategy, data, run_dir, cell=cell, choices=record["choices"],
+        outcome = pipeline.run(inputs, run_dir, cell=cell, choices=record["choices"],
                                sweep=record["sweep"]["group"] if multirun else None, ranks=ranks)
         record.update(outcome, status="done", skipped=False, seconds=time.perf_counter() - started)
         record["provenance"]["finished"] = datetime.now(UTC).isoformat()

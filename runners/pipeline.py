@@ -5,7 +5,7 @@ import logging
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from bench.config import BenchConfig, LoggerConfig
 from bench.console import quiet_libraries
@@ -13,29 +13,24 @@ from bench.distributed import Ranks
 from bench.evaluation import doubts
 from bench.job import Job
 from bench.secrets import redact
-from bench.seed_set import sample_seed_set
 from bench.store import write_json
-from bench.strategies.base import Strategy
-from bench.tasks import TaskData
 from bench.teachers import query_budget
 from bench.tracking import Tracker
+from runners.inputs import Inputs
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, config: BenchConfig, strategy: Strategy, data: TaskData, run_dir: Path,
-        cell: str | None = None, choices: dict | None = None, sweep: str | None = None,
-        ranks: Ranks | None = None) -> dict:
-    """Run one job (`config` is `cfg` validated, `strategy` built from it, `data` the task it loaded,
-    `cell` its id, `choices` Hydra's group choices); return its record (config, metrics, iterations,
-    cost, stages, timings)."""
+def run(inputs: Inputs, run_dir: Path, cell: str | None = None, choices: dict | None = None,
+        sweep: str | None = None, ranks: Ranks | None = None) -> dict:
+    """Run one job on its prepared inputs (runners/inputs.py; `cell` its id, `choices` Hydra's group
+    choices); return its record (config, metrics, iterations, cost, stages, timings)."""
+    cfg, config, strategy, data, seed_set = (inputs.cfg, inputs.config, inputs.strategy, inputs.data,
+                                             inputs.seed_set)
     quiet_libraries()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     started = time.perf_counter()
-
-    # Stage 1: the seed set S, drawn from the task's training pool (test examples can never be drawn).
-    seed_set = sample_seed_set(data.train, config.seed_set, config.task.name)
     write_json(run_dir / "seed_ids.json", [example.id for example in seed_set])
     log.info(f"{config.task.name}: seed set of {len(seed_set):,} from {len(data.train):,} training examples "
              f"({data.source}); {strategy.name} with the {config.student.name} student")
@@ -115,13 +110,12 @@ def generated_files(run_dir: Path) -> list[Path]:
             *[p for p in [run_dir / "generations.jsonl"] if p.exists()]]
 
 
-def follow(config: BenchConfig, data: TaskData, run_dir: Path, ranks: Ranks) -> None:
+def follow(inputs: Inputs, run_dir: Path, ranks: Ranks) -> None:
     """A rank other than 0: the same seed set and student, no teacher, store or record of its own; it
     trains and scores the stages rank 0 sends (bench/distributed.py)."""
     quiet_libraries()
-    seed_set = sample_seed_set(data.train, config.seed_set, config.task.name)
     tracker = Tracker(run_dir, LoggerConfig(backend="none"), {}, name=f"rank {ranks.rank}")
-    Job(config, run_dir / f"rank_{ranks.rank}", data, seed_set, tracker, ranks).follow()
+    Job(inputs.config, run_dir / f"rank_{ranks.rank}", inputs.data, inputs.seed_set, tracker, ranks).follow()
 
 
 def summary(config: BenchConfig, strategy: str, data, seed_set, job: Job, usage: dict, metrics: dict,

@@ -14,21 +14,20 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import check_yaml_syntax, conf_dir, register_configs, validated
+from bench.config import check_yaml_syntax, conf_dir, register_configs
 from bench.errors import BenchError
 from bench.secrets import redact
-from bench.seed_set import sample_seed_set
-from bench.tasks import load_task, question_of
+from bench.tasks import question_of
 from bench.teachers import Request, build_teachers
 from bench.tracking import Tracker
+from runners.inputs import prepare
 
 register_configs()
 
 
 def probe(cfg: DictConfig, run_dir: Path) -> dict:
-    config = validated(cfg)
-    data = load_task(config.task, config.data_dir and str(Path(config.data_dir).resolve()))
-    seed_set = sample_seed_set(data.train, config.seed_set, config.task.name)
+    inputs = prepare(cfg)
+    config, data, seed_set = inputs.config, inputs.data, inputs.seed_set
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     teacher, augmenter = build_teachers(config, data, [e.id for e in seed_set])

@@ -10,9 +10,8 @@ import pytest
 import wandb
 
 from bench import job
-from bench.config import build_strategy, validated
-from bench.tasks import load_task
 from runners import pipeline
+from runners.inputs import prepare
 from tests.conftest import QUICK, compose_config, run_cli
 from tests.wandb_file import read_run
 
@@ -120,8 +119,7 @@ def test_wandb_run_is_finished_when_the_job_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(job, "evaluate", broken_evaluation)
     cfg = compose_config(*QUICK, "logger=wandb", "train.epochs=0.1")
     with pytest.raises(RuntimeError, match="evaluation broke"):
-        config = validated(cfg)
-        pipeline.run(cfg, config, build_strategy(cfg), load_task(config.task, config.data_dir), tmp_path)
+        pipeline.run(prepare(cfg), tmp_path)
     assert wandb.run is None  # finished, with a failing exit code
     assert (tmp_path / "seed_ids.json").is_file()  # what was done before the failure is kept
 
