@@ -443,17 +443,13 @@ class NearDuplicatesOf(StrEnum):
 # One settings schema per strategy family: a strategy YAML names its family's first in its defaults
 # (`- /schema/strategy/<family>@_here_`), so a mistyped key or value in strategy.* fails when Hydra
 # composes, and the ranges below when the config is validated, before anything runs. A user's own
-# strategy YAML may go without one (strategy is Any in BenchConfig): its class then checks its settings.
+# strategy YAML may go without one (strategy is Any in BenchConfig): only its class sees its settings then.
 @dataclass
-class StrategySettings:
-    _target_: str = MISSING  # the strategy class
-
-
-@dataclass
-class GeneratingSettings(StrategySettings):
+class GeneratingSettings:
     """What every strategy takes (bench/strategies/base.py); fine-tuning, which asks no teacher, takes
     them too, so a preset may set strategy.max_tokens for all of its cells."""
 
+    _target_: str = MISSING  # the strategy class
     prompts: Dict[str, Any] = field(default_factory=dict)  # per generation step: conf/prompts/
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     temperature: float = 1.0

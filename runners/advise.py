@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     default = [Path("results"), Path(os.environ.get("BENCH_CACHE_DIR", "outputs/cache"))]
     stores = [Path(p) for p in args["store"].split(",")] if "store" in args else default
-    missing = [str(p) for p in stores if "store" in args and not p.is_dir()]
+    missing = [str(p) for p in stores if not p.is_dir()] if "store" in args else []
     if missing:  # a named store that is not there: say so, never answer as if it had been read
         print(f"error: store={','.join(missing)} is not a folder; name a results store or sweep folder "
               "(e.g. store=results)", file=sys.stderr)

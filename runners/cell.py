@@ -128,8 +128,8 @@ def progress(hydra, overrides: list) -> str:
     """`[cell 3 of 12] task=trec ... · so far 1 done, 1 skipped, 0 failed`."""
     sweep_dir = Path(hydra.sweep.dir)
     plan = sweep_dir / "sweep.json"
-    started = (read_entry(plan) or {}).get("started", 0)
-    total = (read_entry(plan) or {}).get("cells", "?")
+    planned = read_entry(plan) or {}
+    started, total = planned.get("started", 0), planned.get("cells", "?")
     records = [r for p in sweep_dir.glob("*/record.json") if p.stat().st_mtime >= started
                for r in [read_entry(p)] if isinstance(r, dict)]
     skipped = sum(r.get("skipped", False) for r in records)

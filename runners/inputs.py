@@ -1,7 +1,7 @@
 """Stage 1 of every cell (and of the probe): the inputs, prepared once. The composed config is validated
 (a bad value fails here, in one line), the strategy built from it, the task's data loaded (its digest is
 part of the cell's id) and the seed set S drawn from its training pool (test examples can never be
-drawn). Light imports only: a cell the store already holds is skipped without loading torch."""
+drawn)."""
 
 from dataclasses import dataclass
 from pathlib import Path

@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.store import digest
 from runners.report.stats import spearman
-from runners.report.tables import MIN_CELLS, Z_95, budgeted_cells, diversity_scores
+from runners.report.tables import MIN_CELLS, Z_95, budgeted_cells, diversity_scores, mean_and_stderr
 
 PLOTS_VERSION = 3  # part of the plot cache's key: raise it when a plot is drawn differently
 
@@ -51,11 +51,8 @@ def draw_baseline(axis, accuracy: float | None, label: str = "fine-tuning only")
 
 
 def interval_95(accuracies: pd.Series, stderrs: pd.Series) -> float:
-    """Half the 95% interval of a mean accuracy: over seeds (1.96 std / √n) when there are several,
-    else the one cell's binomial interval over its test examples (1.96 stderr)."""
-    if len(accuracies) > 1:
-        return Z_95 * accuracies.std(ddof=1) / math.sqrt(len(accuracies))
-    return Z_95 * float(stderrs.iloc[0])
+    """Half the 95% interval of a mean accuracy (its standard error as in tables.mean_and_stderr)."""
+    return Z_95 * mean_and_stderr(accuracies, stderrs)[1]
 
 
 def accuracy_axis(axis) -> None:

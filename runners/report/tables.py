@@ -203,19 +203,19 @@ def budgeted_cells(df: pd.DataFrame) -> pd.DataFrame:
 Z_95 = 1.96  # two-sided 5%, normal approximation
 
 
-def mean_and_stderr(cells: pd.DataFrame) -> tuple[float, float]:
-    """The cells' mean accuracy and its standard error: over seeds (std / √n) when there are several,
-    else the single cell's binomial standard error over its test examples."""
-    if len(cells) > 1:
-        return float(cells.accuracy.mean()), float(cells.accuracy.std(ddof=1) / math.sqrt(len(cells)))
-    return float(cells.accuracy.iloc[0]), float(cells.stderr.iloc[0])
+def mean_and_stderr(accuracies: pd.Series, stderrs: pd.Series) -> tuple[float, float]:
+    """A mean accuracy and its standard error: over seeds (std / √n) when there are several, else the
+    single cell's binomial standard error over its test examples."""
+    if len(accuracies) > 1:
+        return float(accuracies.mean()), float(accuracies.std(ddof=1) / math.sqrt(len(accuracies)))
+    return float(accuracies.iloc[0]), float(stderrs.iloc[0])
 
 
 def best_of(block: pd.DataFrame, strategies: list[str]) -> str:
     """The strategy with the highest mean, where it beats the runner-up beyond noise: a two-sided z-test
     at 5% on the difference of means (standard errors as in mean_and_stderr); else 'none (within noise)'."""
-    stats = {s: mean_and_stderr(block[block.strategy == s]) for s in strategies
-             if (block.strategy == s).any()}
+    stats = {s: mean_and_stderr(block[block.strategy == s].accuracy, block[block.strategy == s].stderr)
+             for s in strategies if (block.strategy == s).any()}
     if len(stats) < 2:
         return ""
     (first, (m1, e1)), (_, (m2, e2)) = sorted(stats.items(), key=lambda kv: -kv[1][0])[:2]
