@@ -6,6 +6,7 @@ import logging
 import platform
 import time
 import traceback
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench import distributed
 from bench.errors import BenchError
+from bench.records import CellRecord
 from bench.secrets import redact
 from bench.store import (
     CellStore,
@@ -24,7 +26,6 @@ from bench.store import (
     read_entry,
     reusable,
     writable_folder,
-    write_json,
 )
 from runners.inputs import prepare
 
@@ -36,14 +37,14 @@ def run(cfg: DictConfig) -> int:
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     multirun = hydra.mode == RunMode.MULTIRUN
-    record = {"cell_id": None, "run_dir": str(run_dir), "overrides": list(hydra.overrides.task),
-              "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
-              "sweep": sweep_of(hydra) if multirun else None}
+    record = CellRecord(cell_id=None, run_dir=str(run_dir), overrides=list(hydra.overrides.task),
+                        choices={k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
+                        sweep=sweep_of(hydra) if multirun else None)
     started = time.perf_counter()
     ranks = distributed.from_environment()  # torchrun, accelerate launch or SLURM tasks: several ranks
     try:
         if multirun and ranks.main:
-            log.info(progress(hydra, record["overrides"]))
+            log.info(progress(hydra, record.overrides))
         # a bad value fails here, in one line, before the store is read or anything is written
         inputs = prepare(cfg)
         config, data = inputs.config, inputs.data
@@ -56,7 +57,7 @@ def run(cfg: DictConfig) -> int:
 
             pipeline.follow(inputs, run_dir, ranks)
             return 0
-        record["cell_id"] = cell = cell_id(cfg, data.digest)
+        record.cell_id = cell = cell_id(cfg, data.digest)
         for folder in ("cells", "stages"):  # a file in the way is found now, not after training
             writable_folder(Path(config.store_dir) / folder, "store_dir")
         store = CellStore(Path(config.store_dir))
@@ -64,29 +65,29 @@ def run(cfg: DictConfig) -> int:
         if finished is not None and not reusable(f"cell {cell}", finished.get("provenance"), config.resume):
             finished = None
         if finished is not None:
-            write_json(run_dir / "record.json", {**finished, **record, "skipped": True,
-                                                 "first_run_dir": finished["run_dir"]})
+            replace(CellRecord.from_dict(finished), run_dir=record.run_dir, overrides=record.overrides,
+                    choices=record.choices, sweep=record.sweep, skipped=True,
+                    first_run_dir=finished["run_dir"]).write(run_dir / "record.json")
             log.info(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it"
                      + ("" if multirun else stored_summary(finished)))
             return 0
-        record.update(config=cell_config(cfg), provenance={**code_version(), "host": platform.node(),
-                                                           "started": datetime.now(UTC).isoformat()})
-        record["provenance"]["cpu_threads"] = f"{threads} ({why})"
+        record.config = cell_config(cfg)
+        record.provenance = {**code_version(), "host": platform.node(),
+                             "started": datetime.now(UTC).isoformat(), "cpu_threads": f"{threads} ({why})"}
         from runners import pipeline  # heavy imports only for cells that run
 
-        outcome = pipeline.run(inputs, run_dir, cell=cell, choices=record["choices"],
-                               sweep=record["sweep"]["group"] if multirun else None, ranks=ranks)
-        record.update(outcome, status="done", skipped=False, seconds=time.perf_counter() - started)
-        record["provenance"]["finished"] = datetime.now(UTC).isoformat()
-        write_json(run_dir / "record.json", record)
-        store.add(record)  # last: only a cell whose record is whole is ever stored as done
+        pipeline.run(inputs, run_dir, record, ranks)
+        record.status, record.skipped, record.seconds = "done", False, time.perf_counter() - started
+        record.provenance["finished"] = datetime.now(UTC).isoformat()
+        record.write(run_dir / "record.json")
+        store.add(record.to_dict())  # last: only a cell whose record is whole is ever stored as done
     except Exception as error:  # recorded first; then, outside a sweep, reported as before
         if not ranks.main:
             raise  # rank 0 records the cell; the launcher ends the ranks when one fails
         first_line = (str(error).splitlines() or [""])[0]
         message = first_line if isinstance(error, BenchError) else f"{type(error).__name__}: {first_line}"
-        record_failure(run_dir, {**record, "status": "failed", "error": message,
-                                 "seconds": time.perf_counter() - started})
+        record.status, record.error, record.seconds = "failed", message, time.perf_counter() - started
+        record_failure(run_dir, record)
         if isinstance(error, BenchError):
             log.error(message)
             return 0 if multirun else 2
@@ -107,12 +108,12 @@ def stored_summary(finished: dict) -> str:
         return ""
 
 
-def record_failure(run_dir: Path, record: dict) -> None:
+def record_failure(run_dir: Path, record: CellRecord) -> None:
     """The failed cell's record and traceback; a folder that cannot be written loses only these."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(redact(traceback.format_exc()))
-        write_json(run_dir / "record.json", record)
+        record.write(run_dir / "record.json")
     except (OSError, BenchError) as error:
         log.warning("could not record the failure in %s (%s)", run_dir, error)
 

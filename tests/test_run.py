@@ -9,7 +9,8 @@ import sys
 import pytest
 import wandb
 
-from bench import job
+from bench import stages
+from bench.records import CellRecord
 from runners import pipeline
 from runners.inputs import prepare
 from tests.conftest import QUICK, compose_config, run_cli
@@ -116,10 +117,10 @@ def test_wandb_run_is_finished_when_the_job_fails(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setattr(job, "evaluate", broken_evaluation)
+    monkeypatch.setattr(stages, "evaluate", broken_evaluation)
     cfg = compose_config(*QUICK, "logger=wandb", "train.epochs=0.1")
     with pytest.raises(RuntimeError, match="evaluation broke"):
-        pipeline.run(prepare(cfg), tmp_path)
+        pipeline.run(prepare(cfg), tmp_path, CellRecord(None, str(tmp_path), [], {}))
     assert wandb.run is None  # finished, with a failing exit code
     assert (tmp_path / "seed_ids.json").is_file()  # what was done before the failure is kept
 

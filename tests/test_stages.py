@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import job as job_module
+from bench import stages as stages_module
 from bench.config import LoggerConfig
 from bench.evaluation import EvalResult
 from bench.job import Job
@@ -45,8 +45,8 @@ def counted(monkeypatch):
                    for i, e in enumerate(examples)]
         return EvalResult(split, 0.5, 0.1, records)
 
-    monkeypatch.setattr(job_module, "finetune", finetune)
-    monkeypatch.setattr(job_module, "evaluate", evaluate)
+    monkeypatch.setattr(stages_module, "finetune", finetune)
+    monkeypatch.setattr(stages_module, "evaluate", evaluate)
     return calls
 
 
@@ -98,8 +98,8 @@ def test_changed_data_and_changed_code_are_never_mistaken_for_the_stored_stage(t
     # is computed on first use: here, after the change)
     assert shorter.train_and_score(shorter.seed_set, 0).key != first.key and counted["train"] == 2
 
-    other_code = {**job_module.code_version(), "code_digest": "0" * 16}
-    monkeypatch.setattr(job_module, "code_version", lambda: other_code)
+    other_code = {**stages_module.code_version(), "code_digest": "0" * 16}
+    monkeypatch.setattr(stages_module, "code_version", lambda: other_code)
     monkeypatch.setattr("bench.store.code_version", lambda: other_code)
     reused = make_job(tmp_path, data_dir, run="lenient").train_and_score(job.seed_set, 0)
     assert reused.reused and counted["train"] == 2  # resume=true: reused, with a warning
@@ -109,9 +109,9 @@ def test_changed_data_and_changed_code_are_never_mistaken_for_the_stored_stage(t
 
 def test_a_stage_that_trained_zero_steps_is_an_error_and_not_stored(tmp_path, data_dir, monkeypatch):
     no_steps = TrainStats(48, 0, 0.0, 0.0, 0, 0)
-    monkeypatch.setattr(job_module, "finetune", lambda model, *args: (model, no_steps))
+    monkeypatch.setattr(stages_module, "finetune", lambda model, *args: (model, no_steps))
     job = make_job(tmp_path, data_dir)
-    with pytest.raises(job_module.BenchError, match="ran 0 optimizer steps"):
+    with pytest.raises(stages_module.BenchError, match="ran 0 optimizer steps"):
         job.train_and_score(job.seed_set, 0)
     assert not list((tmp_path / "store" / "stages").glob("*/result.json"))
 
@@ -130,7 +130,7 @@ def test_llm2llm_retrains_from_the_base_weights_on_the_real_job(tmp_path, data_d
     from bench.config import build_strategy
     from tests.conftest import compose_config
 
-    starts, ends, real_finetune = [], [], job_module.finetune
+    starts, ends, real_finetune = [], [], stages_module.finetune
 
     def hashing_finetune(model, *args, **kwargs):
         starts.append(weights_hash(model))
@@ -138,7 +138,7 @@ def test_llm2llm_retrains_from_the_base_weights_on_the_real_job(tmp_path, data_d
         ends.append(weights_hash(model))
         return model, stats
 
-    monkeypatch.setattr(job_module, "finetune", hashing_finetune)
+    monkeypatch.setattr(stages_module, "finetune", hashing_finetune)
     overrides = (f"strategy={strategy}", "strategy.iterations=3", "train.epochs=0.5", "eval.limit=8")
     job = make_job(tmp_path, data_dir, *overrides)
     build_strategy(compose_config(*QUICK, *overrides)).run(job)

@@ -18,8 +18,8 @@ from bench.strategies.filters import Filters
 from bench.tasks import Example, TaskData, question_of, student_prompt
 from bench.teachers import Budget, Request, Teacher
 
-if TYPE_CHECKING:  # the job's side (bench/job.py) imports torch; a strategy needs only its shape
-    from bench.job import Round
+if TYPE_CHECKING:  # the stage side (bench/stages.py) imports torch; a strategy needs only its shape
+    from bench.stages import Round
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # prompts verbatim
 

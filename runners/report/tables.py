@@ -11,11 +11,11 @@ import pandas as pd
 from bench.diversity import DIRECTION
 from bench.evaluation import doubts
 from bench.model_store import hub_id_of
+from bench.records import CellRecord, RoundRecord
 from bench.store import CELL_ID
 from runners.report.stats import correlations
 
 log = logging.getLogger(__name__)
-DONE_KEYS = ("config", "metrics", "strategy", "family", "seed_set_size", "stages", "overrides")
 
 
 def well_formed(record: dict) -> bool:
@@ -23,7 +23,7 @@ def well_formed(record: dict) -> bool:
     left out with a warning (a hand-made or foreign file, or one from an older version)."""
     if record.get("status") != "done":
         return True  # a failed cell: listed with its error, never written as a result
-    missing = [key for key in DONE_KEYS if key not in record]
+    missing = [key for key in CellRecord.DONE if key not in record]
     if CELL_ID.match(str(record.get("cell_id"))) and not missing:
         return True
     why = f"it lacks {', '.join(missing)}" if missing else "its cell_id is not a cell id"
@@ -34,12 +34,11 @@ def well_formed(record: dict) -> bool:
 def frame(records: list[dict]) -> pd.DataFrame:
     """One row per finished cell (skipped cells count: they hold an earlier run's result)."""
     rows = []
-    for r in records:
-        if r.get("status") != "done":
+    for r in map(CellRecord.from_dict, records):
+        if not r.done:
             continue
-        config, metrics = r["config"], r["metrics"]
-        budgets = r.get("cost", {}).get("budget", [])
-        capped = [b for b in budgets if b.get("max_queries")]
+        config, metrics, cost, iterations = r.config, r.metrics, r.cost or {}, r.iterations or []
+        capped = [b for b in cost.get("budget", []) if b.get("max_queries")]
         queries = capped[0]["max_queries"] if capped else None
         rows.append(
             {
@@ -49,43 +48,38 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "teacher_model": hub_id_of((config["teacher"].get("backend") or {}).get("model")
                                            or config["teacher"]["name"]),
                 "rounds": config.get("strategy", {}).get("iterations"),
-                **setting_columns(config, queries, r["seed_set_size"]),
+                **setting_columns(config, queries, r.seed_set_size),
                 "full_seed_set": config["seed_set"].get("size") is None
                 and config["seed_set"].get("fraction") is None,
-                "strategy": r["strategy"],
-                "family": r["family"],
-                "variant": r.get("choices", {}).get("strategy", r["strategy"]),
-                "seed_size": r["seed_set_size"],
+                "strategy": r.strategy,
+                "family": r.family,
+                "variant": r.choices.get("strategy", r.strategy),
+                "seed_size": r.seed_set_size,
                 "seed": config["seed_set"]["seed"],
-                "budget_ratio": round(queries / r["seed_set_size"], 2) if queries else None,
+                "budget_ratio": round(queries / r.seed_set_size, 2) if queries else None,
                 # generation only: the cluster agent's queries (role diversity) are not the strategy's cost
-                "teacher_queries": r.get("cost", {}).get("teacher", {}).get("requests", 0),
-                "augmenter_queries": r.get("cost", {}).get("augmenter", {}).get("requests", 0),
-                "queries_paid": sum(
-                    line.get("requests", 0)
-                    for role, line in r.get("cost", {}).items()
-                    if role not in ("budget", "diversity")
-                ),
+                "teacher_queries": cost.get("teacher", {}).get("requests", 0),
+                "augmenter_queries": cost.get("augmenter", {}).get("requests", 0),
+                "queries_paid": sum(line.get("requests", 0) for role, line in cost.items()
+                                    if role not in ("budget", "diversity")),
                 "accuracy": metrics["final/test_acc"],
                 "stderr": metrics["final/test_acc_stderr"],
-                "iterations": [i["test_acc"] for i in r.get("iterations", [])],
-                "iteration_stderrs": [i.get("test_acc_stderr") or 0.0 for i in r.get("iterations", [])],
+                "iterations": [i.test_acc for i in iterations],
+                "iteration_stderrs": [i.test_acc_stderr or 0.0 for i in iterations],
                 # the diversity paper's target: the mean zero-shot accuracy over lm-eval's tasks, after
                 # pre-training (iteration 0) and after SFT (iteration 1)
-                "zero_shot_pretrained": zero_shot_mean(r.get("iterations", []), 0),
-                "zero_shot_sft": zero_shot_mean(r.get("iterations", []), 1),
-                "doubts": cell_doubts(r.get("iterations", [])),
-                "seconds": r.get("seconds"),
-                "trainings": r["stages"]["trained"],
-                "reused": r["stages"]["reused"],
-                "cost_usd": sum(
-                    line.get("cost_usd", 0) for role, line in r.get("cost", {}).items() if role != "budget"
-                ),
-                "diversity": r.get("diversity", {}),
-                "skipped": r.get("skipped", False),
-                "cell": " ".join(r["overrides"]) or "(defaults)",
-                "setting": setting_of(r["overrides"]),
-                "cell_id": r["cell_id"],
+                "zero_shot_pretrained": r.zero_shot_mean(0),
+                "zero_shot_sft": r.zero_shot_mean(1),
+                "doubts": cell_doubts(iterations),
+                "seconds": r.seconds,
+                "trainings": r.stages["trained"],
+                "reused": r.stages["reused"],
+                "cost_usd": sum(line.get("cost_usd", 0) for role, line in cost.items() if role != "budget"),
+                "diversity": r.diversity or {},
+                "skipped": bool(r.skipped),
+                "cell": " ".join(r.overrides) or "(defaults)",
+                "setting": setting_of(r.overrides),
+                "cell_id": r.cell_id,
             }
         )
     return pd.DataFrame(rows)
@@ -122,23 +116,14 @@ def setting_columns(config: dict, queries: int | None, seed_size: int) -> dict:
     }
 
 
-def zero_shot_mean(iterations: list[dict], iteration: int) -> float | None:
-    """The mean of lm-eval's `acc` over the zero-shot tasks a stage was scored on; None without them."""
-    for i in iterations:
-        if i.get("iteration", iterations.index(i)) == iteration and i.get("zero_shot"):
-            accuracies = [m["acc"] for m in i["zero_shot"].values() if isinstance(m.get("acc"), int | float)]
-            return sum(accuracies) / len(accuracies) if accuracies else None
-    return None
-
-
-def cell_doubts(iterations: list[dict]) -> str:
+def cell_doubts(iterations: list[RoundRecord]) -> str:
     """Why the cell's scores may say little (bench.evaluation.doubts), per stage: 'iteration 0: 3 optimizer
     step(s)'. Records from before these were counted have none."""
     found = []
     for i in iterations:
-        if "train_steps" in i:
-            why = doubts(i["train_steps"], i.get("test_invalid_share") or 0.0)
-            found += [f"iteration {i['iteration']}: {'; '.join(why)}"] if why else []
+        if i.train_steps is not None:
+            why = doubts(i.train_steps, i.test_invalid_share or 0.0)
+            found += [f"iteration {i.iteration}: {'; '.join(why)}"] if why else []
     return " · ".join(found)
 
 

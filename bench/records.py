@@ -1,0 +1,142 @@
+"""The records a cell leaves, typed: a `RoundRecord` per training stage (`iterations.json`, and the cell
+record's `iterations`) and the `CellRecord` (`record.json` in its run folder; `cells/<id>.json` in the
+results store once done). They are written here only (`to_dict`) and read back here only (`from_dict`,
+which takes records of older versions too, a field they lack left at its default), by the report, the
+advisor and the LLM2LLM one-shot ablation's pairing query (`iterative_generated`)."""
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.store import CellStore, write_json
+
+
+def _from_dict(cls, data: dict):
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class RoundRecord:
+    """One training stage: what it trained on, its scores, and what was generated before it."""
+
+    iteration: int
+    test_acc: float
+    test_acc_stderr: float | None = None
+    train_examples: int | None = None
+    scored_acc: float | None = None  # the training examples the strategy asked to score (LLM2LLM: S)
+    test_acc_greedy: float | None = None  # the test split scored greedily too, when the scoring samples
+    test_invalid_share: float | None = None  # older records: not counted
+    train_steps: int | None = None
+    train_seconds: float | None = None
+    stage: str | None = None  # the stage's content address in the stage store
+    reused: bool = False  # trained by an earlier job
+    generation: dict = field(default_factory=dict)  # what happened to the requests before this round
+    zero_shot: dict = field(default_factory=dict)  # {lm-eval task: {metric: value}}
+
+    @classmethod
+    def of(cls, stage, generation: dict, zero_shot: dict) -> "RoundRecord":
+        """The record of a stage (bench/stages.py `Round`)."""
+        return cls(iteration=stage.iteration, test_acc=stage.test.accuracy, test_acc_stderr=stage.test.stderr,
+                   train_examples=stage.stats.examples,
+                   scored_acc=stage.scored.accuracy if stage.scored else None,
+                   test_acc_greedy=stage.greedy.accuracy if stage.greedy else None,
+                   test_invalid_share=stage.test.invalid_share, train_steps=stage.stats.steps,
+                   train_seconds=stage.stats.seconds, stage=stage.key, reused=stage.reused,
+                   generation=generation, zero_shot=zero_shot)
+
+    @property
+    def added(self) -> int:
+        return self.generation.get("added", 0)
+
+    def zero_shot_mean(self) -> float | None:
+        """The mean of lm-eval's `acc` over the zero-shot tasks the stage was scored on."""
+        accuracies = [m["acc"] for m in self.zero_shot.values() if isinstance(m.get("acc"), int | float)]
+        return sum(accuracies) / len(accuracies) if accuracies else None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RoundRecord":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class CellRecord:
+    """One cell: where and how it ran (always), its result (when done) or its error (when failed)."""
+
+    cell_id: str | None
+    run_dir: str
+    overrides: list
+    choices: dict
+    sweep: dict | None = None
+    status: str | None = None  # done or failed
+    skipped: bool | None = None  # done by an earlier run: its result is the earlier run's
+    first_run_dir: str | None = None  # where the skipped cell ran first
+    error: str | None = None
+    config: dict | None = None  # the resolved config, without the paths that do not change results
+    provenance: dict | None = None  # code version, host, start and end, CPU threads
+    strategy: str | None = None
+    family: str | None = None  # the report's table: finetune, llm2llm, budgeted, pretraining
+    seed_set_size: int | None = None
+    metrics: dict | None = None  # the run's summary metrics, as W&B has them
+    iterations: list[RoundRecord] | None = None
+    cost: dict | None = None  # per teacher role, and the budget
+    diversity: dict | None = None
+    stages: dict | None = None  # trained, reused, keys
+    seconds: float | None = None
+
+    DONE = ("config", "metrics", "strategy", "family", "seed_set_size", "stages", "overrides")  # when done
+    ALWAYS = ("cell_id", "run_dir", "overrides", "choices", "sweep")  # written even when None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in self.ALWAYS}
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CellRecord":
+        record = _from_dict(cls, {"choices": {}, "overrides": [], "run_dir": "", "cell_id": None, **data})
+        if record.iterations is not None:
+            # a hand-made record may leave out the iteration: its position says it
+            record.iterations = [RoundRecord.from_dict({"iteration": n, **i})
+                                 for n, i in enumerate(record.iterations)]
+        return record
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    @property
+    def generated(self) -> int:
+        """How many examples the cell's teacher added over all its rounds."""
+        return sum(i.added for i in self.iterations or [])
+
+    def zero_shot_mean(self, iteration: int) -> float | None:
+        for i in self.iterations or []:
+            if i.iteration == iteration and i.zero_shot:
+                return i.zero_shot_mean()
+        return None
+
+
+def iterative_generated(store_dir: str, same: dict[str, Any], iterations: int, per_wrong: int) -> int:
+    """How many examples the iterative LLM2LLM cell a one-shot ablation pairs with generated: the finished
+    cell run with `iterations` and `per_wrong`, whose config parts in `same` (task, seed set, student,
+    teacher, recipe, scoring, budget) are the ablation's own, from the results store."""
+    def canonical(value) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    for data in CellStore(Path(store_dir)).records():
+        record = CellRecord.from_dict(data)
+        config = record.config or {}
+        strategy = config.get("strategy", {})
+        plain = not any(strategy.get(flag) for flag in ("one_shot", "continue_training", "augment_synthetic"))
+        paired = (strategy.get("iterations"), strategy.get("per_wrong")) == (iterations, per_wrong)
+        alike = all(canonical(config.get(part)) == canonical(value) for part, value in same.items())
+        if record.family == "llm2llm" and plain and paired and alike:
+            return record.generated
+    raise BenchError(f"the one-shot ablation pairs with its iterative cell (strategy=llm2llm, "
+                     f"iterations={iterations}, the same task, seed set, student, teacher and recipe) "
+                     f"and found none finished in {store_dir}: run that cell first "
+                     "(experiment=llm2llm_ablations lists it first), or set strategy.one_shot_examples=N")
