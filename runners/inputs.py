@@ -22,9 +22,15 @@ class Inputs:
     seed_set: list[Example]
 
 
-def prepare(cfg: DictConfig) -> Inputs:
+def settled(cfg: DictConfig) -> tuple[BenchConfig, object]:
+    """The config validated and the strategy built from it: all the grid planner needs of a cell."""
     config, strategy = validated(cfg), build_strategy(cfg)
     if config.data_dir:
         config.data_dir = str(Path(config.data_dir).resolve())
+    return config, strategy
+
+
+def prepare(cfg: DictConfig) -> Inputs:
+    config, strategy = settled(cfg)
     data = load_task(config.task, config.data_dir)
     return Inputs(cfg, config, strategy, data, sample_seed_set(data.train, config.seed_set, config.task.name))

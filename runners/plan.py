@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.config import BenchConfig, build_strategy, conf_dir, register_configs, validated
+from bench.config import BenchConfig, conf_dir, register_configs
 from bench.errors import BenchError
 from bench.resources import (
     GIB,
@@ -34,6 +34,7 @@ from bench.seed_set import seed_set_size
 from bench.tasks import load_task
 from bench.teachers import query_budget
 from bench.training import batch_split
+from runners.inputs import settled
 from runners.sweep import grid_cells
 
 CONF = conf_dir()
@@ -125,7 +126,7 @@ def what_would_fit(config: BenchConfig) -> str:
 
 def plan_cell(overrides: list[str]) -> dict:
     cfg = compose("config", overrides=overrides)
-    config, strategy = validated(cfg), build_strategy(cfg)
+    config, strategy = settled(cfg)  # as every cell is: runners/inputs.py
     figures = task_figures(config.task, config.data_dir)
     size = seed_set_size(config.seed_set, figures["pool"], config.task.name)
     shape = student_shape(config.student)

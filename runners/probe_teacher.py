@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench.config import check_yaml_syntax, conf_dir, register_configs
 from bench.errors import BenchError
 from bench.secrets import redact
+from bench.steps import ANSWER
 from bench.tasks import question_of
 from bench.teachers import Request, build_teachers
 from bench.tracking import Tracker
@@ -33,7 +34,7 @@ def probe(cfg: DictConfig, run_dir: Path) -> dict:
     teacher, augmenter = build_teachers(config, data, [e.id for e in seed_set])
     requests = [
         Request(messages=({"role": "user", "content": example.prompt},), temperature=0.0,
-                max_tokens=config.task.max_new_tokens, kind="answer", reply_format="{{ answer }}",
+                max_tokens=config.task.max_new_tokens, kind=ANSWER.name, reply_format="{{ answer }}",
                 source={"id": example.id, "question": question_of(example, data), "target": example.target,
                         "label": example.label})
         for example in seed_set

@@ -24,6 +24,7 @@ from bench.diversity.baselines import (
 )
 from bench.diversity.cluster_agent import ClusterAgent, parse_partition, round_score
 from bench.errors import BenchError
+from bench.steps import NEW_QUESTION
 from bench.store import digest
 from bench.tasks import Example, load_task
 from bench.teachers import Budget, GenerationCache, Teacher
@@ -316,7 +317,7 @@ def test_personas_vary_the_writers_voice(tmp_path, data_dir):
     strategy = build_strategy(compose_config("strategy=new_question", "strategy.personas=3"))
     trec = load_task(typed_config().task, str(data_dir))
     systems = {
-        strategy.request("new_question", "new_question", trec, e, "augmenter").messages[0]["content"]
+        strategy.request(NEW_QUESTION, trec, e).messages[0]["content"]
         for e in trec.train[:30]
     }
     assert len(systems) == 3 and all("Write as " in s for s in systems)

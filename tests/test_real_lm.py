@@ -17,6 +17,7 @@ from bench.errors import BenchError
 from bench.evaluation import evaluate
 from bench.model_store import offline_or_hub
 from bench.seed_set import sample_seed_set
+from bench.steps import step_named
 from bench.strategies.base import Tally, source_fields
 from bench.students import Student
 from bench.tasks import load_task, question_of
@@ -108,10 +109,10 @@ def test_every_strategy_prompt_survives_the_real_teacher(real_backend, tmp_path,
     strategy.choose_worked_example(seed)
     sources = [{**source_fields(e, data), **data.kind.prompt_fields(e.label), "topic": question_of(e, data),
                 "style": "news article"} for e in seed[:3]]  # the corpus step writes on a topic in a style
-    requests = [strategy.request(step, step, data, source, "teacher") for source in sources]
+    requests = [strategy.request(step_named(step), data, source) for source in sources]
     teacher = Teacher(real_backend, GenerationCache(tmp_path / "c.sqlite"), Budget(None), max_concurrency=3)
     tally = Tally()
-    replies = list(strategy.parsed_replies(teacher, step, data, requests, "probe", tally))
+    replies = list(strategy.parsed_replies(teacher, step_named(step), data, requests, "probe", tally))
     # every request is accounted for: parsed, or counted as unanswered, unparseable or invalid
     dropped = sum(n for reason, n in tally.counts.items())
     failed = tally.counts["no_answer"] + tally.counts["unparseable"]

@@ -12,6 +12,7 @@ import pytest
 from bench.config import build_strategy
 from bench.errors import BenchError
 from bench.seed_set import sample_seed_set
+from bench.steps import NEW_EXAMPLE
 from bench.strategies.llm2llm import RETRY_STRIDE
 from bench.tasks import load_task, question_of
 from bench.teachers import build_teachers
@@ -127,7 +128,7 @@ def test_the_gsm8k_teacher_prompt_is_the_authors_verbatim(tmp_path, data_dir):
     source = json.loads((Path(__file__).parent / "data" / "llm2llm_gsm8k_prompt.json").read_text())
     strategy, job = job_for(tmp_path, data_dir, "strategy=llm2llm", task="gsm8k", seed_size=5)
     seed = job.seed_set[0]
-    request = strategy.request("new_example", "new_example", job.task, seed, "teacher")
+    request = strategy.request(NEW_EXAMPLE, job.task, seed)
     question, answer = seed.record["question"], seed.record["answer"]
     assert [m["role"] for m in request.messages] == ["system", "user", "assistant", "user"]
     assert [m["content"] for m in request.messages] == [
@@ -148,7 +149,7 @@ def test_a_classification_prompt_shows_a_worked_example_from_the_tasks_own_seed_
     shown, written = strategy.worked_example
     assert shown.label == written.label and {shown.id, written.id} <= {e.id for e in job.seed_set}
     wrong = job.seed_set[0]
-    request = strategy.request("new_example", "new_example", job.task, wrong, "teacher")
+    request = strategy.request(NEW_EXAMPLE, job.task, wrong)
     system, example_user, example_reply, user = (m["content"] for m in request.messages)
     assert system.endswith("Use this format:\n1. Text: <the new example>\nLabel: <the label>")
     assert example_user == f"Text: {question_of(shown, job.task)}\nLabel: {shown.label}"
@@ -639,7 +640,7 @@ def test_a_math_reply_is_cut_after_its_answer_line_as_the_authors_cut_it(data_di
     data = load_task(typed_config("task=gsm8k").task, str(data_dir))
     reply = ("1. Question: Ann has 3 apples and buys 2. How many now?\nAnswer: 3 + 2 = 5\n#### 5\n\n"
              "2. Question: Bob has 4 pears. How many after eating one?\nAnswer: 4 - 1 = 3\n#### 3")
-    fields = strategy.parse("new_example", data, reply, Tally())
+    fields = strategy.parse(NEW_EXAMPLE, data, reply, Tally())
     assert fields["label"] == "5"
     rest = "\n\n2. Question: Bob has 4 pears. How many after eating one?\nAnswer: 4 - 1 = 3\n#### 3"
     assert fields["answer"] == "3 + 2 = 5\n#### 5" + (rest if keep else "")

@@ -267,3 +267,30 @@ def test_the_budget_holds_at_its_exact_boundary_on_the_local_path(tmp_path):
     assert again[0] is not None and capped.budget.used == 5
     assert capped.generate([Request(messages=({"role": "user", "content": "q6"},))]) == [None]
     assert usage.over_budget == 2
+
+
+def test_a_new_generation_step_is_one_line_and_a_prompt(trec, tmp_path, monkeypatch):
+    """A step (bench/steps.py) carries who is asked, how the simulator answers and its reply format: a new
+    one is added there and in the strategy's prompts, and the strategy and the simulator take it as is."""
+    from bench.config import build_strategy
+    from bench.steps import STEPS, Step
+    from bench.strategies.base import Tally
+    from tests.conftest import compose_config
+
+    _, data, seed = trec
+    headline = Step("headline", "augmenter", "draw", "Headline: {{ question }}")
+    monkeypatch.setitem(STEPS, "headline", headline)
+    strategy = build_strategy(compose_config("task=trec", "strategy=question_rephrase"))
+    strategy.prompts = {**strategy.prompts, "headline": {"classification": {
+        "user": "A headline like: {{ question }}", "parse": r"Headline: (?P<question>.+)"}}}
+    requests = [strategy.request(headline, data, source(e, data)) for e in seed[:4]]
+    assert {r.role for r in requests} == {"augmenter"} and {r.kind for r in requests} == {"headline"}
+    _, augmenter = simulated(trec, tmp_path)
+    tally = Tally()
+    replies = list(strategy.parsed_replies(augmenter, headline, data, requests, "headlines", tally))
+    train_questions = {question_of(e, data) for e in data.train} - {question_of(e, data) for e in seed}
+    assert len(replies) == 4 and tally.parsed["headline"] == 4
+    assert all(fields["question"] in train_questions for _, fields, _ in replies)  # drawn, unused
+
+    with pytest.raises(BenchError, match="no generation step 'nope'"):
+        augmenter.backend.complete_batch([ask("nope", seed[0], data)])

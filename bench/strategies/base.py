@@ -1,6 +1,6 @@
-"""What every strategy shares: the contract of the job it drives (`StrategyJob`), prompts rendered from
-the templates in conf/prompts/, replies parsed back into examples (an invalid reply is dropped and
-counted, never a crash), the filters, and provenance."""
+"""What every strategy shares: the contract of the job it drives (`StrategyJob`), a generation step's
+prompt (bench/steps.py) rendered from its template in conf/prompts/, replies parsed back into examples
+(an invalid reply is dropped and counted, never a crash), the filters, and provenance."""
 
 import re
 import zlib
@@ -14,6 +14,7 @@ import jinja2
 
 from bench.config import FiltersConfig, TrainConfig
 from bench.errors import BenchError
+from bench.steps import Step
 from bench.strategies.filters import Filters
 from bench.tasks import Example, TaskData, question_of, student_prompt
 from bench.teachers import Budget, Request, Teacher
@@ -133,16 +134,11 @@ class Strategy(ABC):
 
     # -- prompts and replies ---------------------------------------------------------------------------
 
-    def template(self, step: str, task: TaskData) -> dict:
-        try:
-            return self.prompts[step][task.config.kind]
-        except KeyError:
-            raise BenchError(f"strategy {self.name} has no '{step}' prompt for {task.config.kind} tasks; "
-                             f"add one under prompts in conf/strategy/ or conf/prompts/") from None
+    def template(self, step: Step, task: TaskData) -> dict:
+        return step.template(self.prompts, task.config.kind, self.name)
 
-    def request(self, step: str, kind: str, task: TaskData, source: Example | dict, role: str,
-                sample_index: int = 0) -> Request:
-        """A chat request rendering the step's template for one source example."""
+    def request(self, step: Step, task: TaskData, source: Example | dict, sample_index: int = 0) -> Request:
+        """A chat request rendering the step's template for one source example, to the step's role."""
         template = self.template(step, task)
         fields = source if isinstance(source, dict) else source_fields(source, task)
         context = self.context(fields, task)
@@ -150,7 +146,7 @@ class Strategy(ABC):
         system = _JINJA.from_string(template["system"]).render(context) if template.get("system") else ""
         if self.personas:  # a voice per (source, sample), stable across reruns
             persona = self.personas[
-                zlib.crc32(f"{fields.get('id')}/{sample_index}/{step}".encode()) % len(self.personas)
+                zlib.crc32(f"{fields.get('id')}/{sample_index}/{step.name}".encode()) % len(self.personas)
             ]
             system = f"{system.rstrip()}\n\nWrite as {persona}.".strip()
         if system:
@@ -167,7 +163,7 @@ class Strategy(ABC):
             messages.append({"role": "assistant", "content": reply})
         messages.append({"role": "user", "content": _JINJA.from_string(template["user"]).render(context)})
         return Request(messages=tuple(messages), temperature=self.temperature, top_p=1.0,
-                       max_tokens=self.max_tokens, sample_index=sample_index, role=role, kind=kind,
+                       max_tokens=self.max_tokens, sample_index=sample_index, role=step.role, kind=step.name,
                        source=fields, reply_format=template.get("reply_format"),
                        stop=tuple(template.get("stop") or ()))
 
@@ -187,16 +183,16 @@ class Strategy(ABC):
                 self.worked_example = tuple(by_label[example.label])
                 return
 
-    def parse(self, step: str, task: TaskData, text: str, tally: Tally, role: str = "teacher") -> dict | None:
+    def parse(self, step: Step, task: TaskData, text: str, tally: Tally) -> dict | None:
         """The reply's fields, validated for the task (a number after '####', a label in the label
         set); None, counted, when the reply does not parse. A template's `parse` is a pattern, or a list
         of them tried in order (the format asked for first, then what a weaker model writes instead)."""
         patterns = self.template(step, task)["parse"]
         patterns = [patterns] if isinstance(patterns, str) else patterns
         match = next((m for m in (re.search(p, text) for p in patterns) if m), None)
-        tally.replies[step] += 1
+        tally.replies[step.name] += 1
         if match is None:  # the augmenter's replies counted apart from the teacher's
-            tally.add("unparseable" if role == "teacher" else f"unparseable_{step}")
+            tally.add("unparseable" if step.role == "teacher" else f"unparseable_{step.name}")
             return None
         fields = {k: v.strip() for k, v in match.groupdict().items() if v is not None}
         if not self.keep_after_answer:
@@ -205,7 +201,7 @@ class Strategy(ABC):
         if dropped:
             tally.add(dropped)
         else:
-            tally.parsed[step] += 1
+            tally.parsed[step.name] += 1
         return fields
 
     def refuse_if_nothing_parsed(self, tally: Tally) -> None:
@@ -220,13 +216,15 @@ class Strategy(ABC):
                     "conf/prompts/, or set strategy.allow_unparseable=true to keep a cell that adds nothing"
                 )
 
-    def parsed_replies(self, teacher: Teacher, step: str, task: TaskData, requests: list, description: str,
-                       tally: Tally):
+    def parsed_replies(self, teacher: Teacher, step: Step, task: TaskData, requests: list, description: str,
+                       tally: Tally, missing: str | None = "no_answer"):
         """(request index, parsed fields, response) for each reply that came back and parsed; the
-        requests without an answer and the replies that do not parse are counted in `tally`."""
+        requests without an answer (as `missing`, when given) and the replies that do not parse are
+        counted in `tally`."""
         for index, response in enumerate(teacher.generate(requests, description)):
             if response is None:
-                tally.add("no_answer")
+                if missing:
+                    tally.add(missing)
                 continue
             fields = self.parse(step, task, response.text, tally)
             if fields is not None:

@@ -17,6 +17,7 @@ budget is a hard cap in the Teacher, so Q is never exceeded."""
 from collections import Counter
 
 from bench.errors import BenchError
+from bench.steps import ANSWER, CHECK, NEW_QUESTION, REPHRASE, Step
 from bench.strategies.base import (
     Generated,
     Strategy,
@@ -112,12 +113,11 @@ class BudgetedStrategy(Strategy):
             fields = {**source_fields(example, task), "question": question} if self.gold_known \
                 else {"id": example.id, "question": question}  # a new question's answer is unknown
             # a seed question's k-th sample: the index keeps k answers to one question distinct
-            requests += [self.request("answer", "answer", task, fields, "teacher", sample_index * k + j)
-                         for j in range(k)]
+            requests += [self.request(ANSWER, task, fields, sample_index * k + j) for j in range(k)]
         tally.add("answer_requests", len(requests))
         replies: dict = {}  # ask -> [(parsed fields, response)]
         for i, fields, response in self.parsed_replies(
-            teacher, "answer", task, requests, f"{self.name}: teacher", tally
+            teacher, ANSWER, task, requests, f"{self.name}: teacher", tally
         ):
             replies.setdefault(i // k, []).append((fields, response))
         added = []
@@ -142,24 +142,20 @@ class BudgetedStrategy(Strategy):
                                          "cache_key": response.key}))
         return added
 
-    def augmented_questions(self, job: StrategyJob, step: str, sources: list, filters, tally: Tally) -> list:
-        """The augmenter's questions for `step` (rephrase or new_question), parsed; the k-th question
+    def augmented_questions(self, job: StrategyJob, step: Step, sources: list, filters, tally: Tally) -> list:
+        """The augmenter's questions for `step` (REPHRASE or NEW_QUESTION), parsed; the k-th question
         from one seed is the seed's k-th sample."""
         task, augmenter = job.task, job.augmenter
-        requests = [self.request(step, step, task, source_fields(example, task), "augmenter", index)
+        requests = [self.request(step, task, source_fields(example, task), index)
                     for example, index in sources]
-        tally.add(f"{step}_requests", len(requests))
+        tally.add(f"{step.name}_requests", len(requests))
         kept = []
-        for (example, index), response in zip(
-            sources, augmenter.generate(requests, f"{self.name}: augmenter")
-        ):
-            if response is None:
-                tally.add("no_question")
-                continue
-            fields = self.parse(step, task, response.text, tally, role="augmenter")
-            if fields is not None and filters.admit(fields["question"], tally):
-                kept.append((example, fields["question"], {"question_by": writer(augmenter),
-                                                           "question_cache_key": response.key}, 0))
+        replies = self.parsed_replies(augmenter, step, task, requests, f"{self.name}: augmenter", tally,
+                                      missing="no_question")
+        for i, fields, response in replies:
+            if filters.admit(fields["question"], tally):
+                kept.append((sources[i][0], fields["question"], {"question_by": writer(augmenter),
+                                                                 "question_cache_key": response.key}, 0))
         return kept
 
 
@@ -176,7 +172,7 @@ class QuestionRephrase(BudgetedStrategy):
     augmenter_steps = 1
 
     def questions(self, job: StrategyJob, sources: list, filters, tally: Tally) -> list:
-        return self.augmented_questions(job, "rephrase", sources, filters, tally)
+        return self.augmented_questions(job, REPHRASE, sources, filters, tally)
 
 
 class NewQuestion(BudgetedStrategy):
@@ -191,20 +187,14 @@ class NewQuestion(BudgetedStrategy):
         return 2 if self.self_check else 1
 
     def questions(self, job: StrategyJob, sources: list, filters, tally: Tally) -> list:
-        questions = self.augmented_questions(job, "new_question", sources, filters, tally)
+        questions = self.augmented_questions(job, NEW_QUESTION, sources, filters, tally)
         if not self.self_check:
             return questions
         task = job.task
-        requests = [
-            self.request("check", "check", task, {"id": example.id, "question": question}, "augmenter")
-            for example, question, _, _ in questions
-        ]
-        kept = []
-        for item, response in zip(questions, job.augmenter.generate(requests, "new_question: self-check")):
-            fields = None if response is None else self.parse("check", task, response.text, tally,
-                                                               role="augmenter")
-            if fields is not None and fields["verdict"].lower() == "yes":
-                kept.append(item)
-            else:
-                tally.add("failed_self_check")
-        return kept
+        requests = [self.request(CHECK, task, {"id": example.id, "question": question})
+                    for example, question, _, _ in questions]
+        passed = {i for i, fields, _ in self.parsed_replies(job.augmenter, CHECK, task, requests,
+                                                            "new_question: self-check", tally, missing=None)
+                  if fields["verdict"].lower() == "yes"}
+        tally.add("failed_self_check", len(questions) - len(passed))  # no answer, unparseable or a no
+        return [item for i, item in enumerate(questions) if i in passed]

@@ -9,6 +9,7 @@ seed questions or to a question generated earlier in the round is dropped, and i
 
 import logging
 
+from bench.steps import NEW_EXAMPLE
 from bench.strategies.base import (
     Generated,
     Strategy,
@@ -120,9 +121,9 @@ class LLM2LLM(Strategy):
             for i in pending:
                 example, sample_index = sources[i]
                 fields = {**source_fields(example, task), **task.kind.prompt_fields(example.label)}
-                requests.append(self.request("new_example", "new_example", task, fields, "teacher",
+                requests.append(self.request(NEW_EXAMPLE, task, fields,
                                              sample_index + attempt * RETRY_STRIDE))
-            for j, fields, response in self.parsed_replies(teacher, "new_example", task, requests,
+            for j, fields, response in self.parsed_replies(teacher, NEW_EXAMPLE, task, requests,
                                                            f"[iteration {iteration}] teacher", tally):
                 asked = requests[j].source.get("target_label")
                 if asked is not None and "label" not in fields:  # the example alone: the label asked for

@@ -7,6 +7,7 @@ from dataclasses import fields, replace
 
 from bench.config import TrainConfig
 from bench.errors import BenchError
+from bench.steps import CORPUS
 from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, Workload, writer
 from bench.tasks import Example, question_of
 
@@ -98,11 +99,11 @@ class SyntheticPretraining(Strategy):
                 style = self.styles[(t + g) % len(self.styles)]
                 fields = {"id": f"topic-{t}", "topic": topic, "style": style, "question": topic}
                 sources.append(fields)
-                requests.append(self.request("corpus", "corpus", task, fields, "teacher", g))
+                requests.append(self.request(CORPUS, task, fields, g))
         tally.add("requested", len(requests))
         texts = []
         for i, parsed, response in self.parsed_replies(
-            teacher, "corpus", task, requests, "corpus: teacher", tally
+            teacher, CORPUS, task, requests, "corpus: teacher", tally
         ):
             fields = sources[i]
             example = Example(id=f"corpus-{len(texts)}", prompt="", target=parsed["text"], label="",

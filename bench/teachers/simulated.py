@@ -19,19 +19,12 @@ import jinja2
 import numpy as np
 
 from bench.errors import BenchError
+from bench.steps import step_named
 from bench.tasks import Example, TaskData, question_of
 from bench.teachers.base import LocalBackend, Request, Response
 from bench.teachers.cache import cache_key
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined)
-DEFAULT_REPLY = {
-    "new_example": "Question: {{ question }}\nAnswer: {{ answer }}",
-    "new_question": "Question: {{ question }}",
-    "rephrase": "Question: {{ question }}",
-    "answer": "{{ answer }}",
-    "check": "Yes",
-    "corpus": "Text: {{ question }}",
-}
 # Word-level rewrites that change the wording, never the meaning, the numbers or the label.
 _REWRITES = [
     (r"\bHow many\b", "What is the number of"), (r"\bWhat is\b", "What's"), (r"\bbuys\b", "purchases"),
@@ -80,29 +73,23 @@ class SimulatedBackend(LocalBackend):
             return self._response(
                 request, self._cluster_agent(request.kind.removeprefix("diversity_"), source)
             )
-        if request.kind in ("new_example", "new_question", "corpus"):  # a corpus text: one near the topic
-            rank = request.sample_index
-            if self.temperature_spread > 0:  # hotter sampling reaches further from the source
-                rank += self._rng(request).randrange(
-                    max(1, round(request.temperature * self.temperature_spread))
-                )
-            chosen = self._nearest_unused(source, rank)
-            fields = {
-                "question": question_of(chosen, self.task),
-                "answer": chosen.target,
-                "label": chosen.label,
-            }
-        elif request.kind == "rephrase":
-            fields = {"question": self._rephrase(source["question"], self._rng(request)),
-                      "answer": source.get("target", ""), "label": source.get("label", "")}
-        elif request.kind == "answer":
-            fields = self._answer(source, self._rng(request))
-        elif request.kind == "check":  # a self-check: the simulator's questions are real ones
-            fields = {"question": source.get("question", "")}
-        else:
-            raise BenchError(f"the simulated teacher cannot answer requests of kind {request.kind!r}")
-        template = request.reply_format or DEFAULT_REPLY[request.kind]
+        step = step_named(request.kind)
+        simulate = {"draw": self._draw, "rephrase": self._rephrase, "answer": self._answer,
+                    "check": self._check}
+        fields = simulate[step.simulated](request, source)
+        template = request.reply_format or step.default_reply
         return self._response(request, _JINJA.from_string(template).render(**fields))
+
+    def _draw(self, request: Request, source: dict) -> dict:
+        """A new example (or a corpus text near a topic): an unused training example like the source."""
+        rank = request.sample_index
+        if self.temperature_spread > 0:  # hotter sampling reaches further from the source
+            rank += self._rng(request).randrange(max(1, round(request.temperature * self.temperature_spread)))
+        chosen = self._nearest_unused(source, rank)
+        return {"question": question_of(chosen, self.task), "answer": chosen.target, "label": chosen.label}
+
+    def _check(self, request: Request, source: dict) -> dict:
+        return {"question": source.get("question", "")}  # a self-check: the simulator's questions are real
 
     @staticmethod
     def _response(request: Request, text: str) -> Response:
@@ -162,15 +149,18 @@ class SimulatedBackend(LocalBackend):
         order = candidates[np.lexsort((candidates, -similarity))]  # most similar first, ties by position
         return self.pool[order[sample_index % len(order)]]
 
-    def _rephrase(self, question: str, rng: random.Random) -> str:
+    def _rephrase(self, request: Request, source: dict) -> dict:
+        rng, question = self._rng(request), source["question"]
         text = question
         for pattern, replacement in _REWRITES:
             if rng.random() < 0.7:
                 text = re.sub(pattern, replacement, text)
         prefixes = _PREFIXES if text != question else [p for p in _PREFIXES if p]  # always reword
-        return rng.choice(prefixes) + text
+        return {"question": rng.choice(prefixes) + text, "answer": source.get("target", ""),
+                "label": source.get("label", "")}
 
-    def _answer(self, source: dict, rng: random.Random) -> dict:
+    def _answer(self, request: Request, source: dict) -> dict:
+        rng = self._rng(request)
         known = self._gold.get(source.get("question", ""))
         target = source.get("target") or (known.target if known else None)
         label = source.get("label") or (known.label if known else None)
