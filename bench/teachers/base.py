@@ -202,6 +202,139 @@ class Budget:
 
 
 
+class Ledger(dict):
+    """A teacher's accounts, per role (teacher, augmenter, diversity, probe): a `RoleUsage` each."""
+
+    def of(self, role: str) -> RoleUsage:
+        return self.setdefault(role, RoleUsage())
+
+    def without_answer(self) -> int:
+        """Requests that got no usable answer (none after every attempt, or a null or empty one), over all
+        roles so far."""
+        return sum(u.unanswered + u.unusable for u in self.values())
+
+    def refused(self) -> int:
+        return sum(u.over_budget for u in self.values())
+
+    def cost(self, prices: dict, role: str | None = None) -> float:
+        return sum(self[r].prompt_tokens / 1e6 * prices.get("input_per_mtok", 0.0)
+                   + self[r].completion_tokens / 1e6 * prices.get("output_per_mtok", 0.0)
+                   for r in ([role] if role else list(self)) if r in self)
+
+    def report(self, prices: dict) -> dict:
+        return {role: {**asdict(usage), "cost_usd": self.cost(prices, role)} for role, usage in self.items()}
+
+
+class Sender:
+    """Sends the requests a teacher must pay for to its backend: a budget slot each, at most
+    `max_concurrency` at once, retries with backoff on a retryable fault; each outcome is settled in the
+    budget, counted in the ledger and, when usable, cached before anyone uses it."""
+
+    def __init__(self, backend, cache: GenerationCache, budget: Budget, usage: Ledger, identity,
+                 max_concurrency: int, max_attempts: int, backoff_s: float, max_backoff_s: float):
+        self.backend, self.cache, self.budget, self.usage = backend, cache, budget, usage
+        self.identity = identity  # a request's cache identity (its key's input)
+        self.max_concurrency, self.max_attempts = max_concurrency, max_attempts
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+
+    def send(self, requests, keys, indices, results, bar) -> None:
+        """Ask for `requests[i]`, i in `indices`; the answers land in `results[i]` (None: none usable)."""
+        if isinstance(self.backend, LocalBackend):
+            self._run_batched(requests, keys, indices, results, bar)
+        else:
+            asyncio.run(self._run_concurrent(requests, keys, indices, results, bar))
+
+    def _record(self, request: Request, key: str, response: Response | None, timed_out: bool = False,
+                budget_spent: bool = False):
+        """Settle a request's budget slot, count it, and cache its answer before anyone uses it."""
+        usage = self.usage.of(request.role)
+        self.budget.settle(answered=response is not None)
+        if budget_spent:  # it timed out with no budget left to try again: refused, not a teacher failure
+            usage.over_budget += 1
+            usage.timed_out += 1
+            return None
+        if response is None:  # no answer: nothing paid, unless it timed out (the server may bill it)
+            usage.failed += 1
+            usage.unanswered += 1
+            usage.timed_out += timed_out
+            return None
+        usage.requests += 1
+        usage.prompt_tokens += getattr(response, "prompt_tokens", 0) or 0
+        usage.completion_tokens += getattr(response, "completion_tokens", 0) or 0
+        if kind := unusable(response):  # paid for, but nothing to use: counted, and never cached
+            usage.failed += 1
+            usage.unusable += 1
+            said = str(getattr(response, "text", response))[:80]
+            usage.fault(kind, f"{kind}: a reply with no usable text ({said!r})")
+            return None
+        response.key = key
+        self.cache.put(key, self.identity(request), _stored(response))
+        if not response.ok:  # e.g. finish_reason 'length': paid for, cached, but not usable
+            usage.failed += 1
+            usage.fault(response.finish_reason, f"finish_reason {response.finish_reason}: an unusable answer")
+            return None
+        return response
+
+    def _refuse(self, request: Request) -> None:
+        self.usage.of(request.role).over_budget += 1
+
+    def _run_batched(self, requests, keys, misses, results, bar) -> None:
+        for start in range(0, len(misses), self.max_concurrency):
+            chunk = []
+            for i in misses[start:start + self.max_concurrency]:
+                if self.budget.try_take():  # nothing is in flight between batches: True or False
+                    chunk.append(i)
+                else:
+                    self._refuse(requests[i])
+            responses = self.backend.complete_batch([requests[i] for i in chunk]) if chunk else []
+            for i, response in zip(chunk, responses):
+                results[i] = self._record(requests[i], keys[i], response)
+            bar.update(len(misses[start:start + self.max_concurrency]))
+
+    async def _run_concurrent(self, requests, keys, misses, results, bar) -> None:
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                while (slot := self.budget.try_take()) is None:
+                    await asyncio.sleep(0.005)  # wait for an in-flight request to settle
+                if slot:
+                    results[i] = self._record(requests[i], keys[i], *await self.with_retries(requests[i]))
+                else:
+                    self._refuse(requests[i])
+            bar.update(1)
+
+        await self.backend.open()
+        try:
+            await asyncio.gather(*(one(i) for i in misses))
+        finally:
+            await self.backend.close()
+
+    async def with_retries(self, request: Request) -> tuple[Response | None, bool, bool]:
+        """The answer (None if every attempt failed), whether an attempt timed out, and whether the
+        budget had no room left to pay for another attempt after a timeout."""
+        usage, timed_out = self.usage.of(request.role), False
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await self.backend.acomplete(request), timed_out, False
+            except RejectedError as error:
+                usage.fault(error.kind, str(error))
+                return None, timed_out, False
+            except RetryableError as error:
+                usage.fault(error.kind, str(error))
+                if error.kind == "timeout":
+                    timed_out = True
+                    if request.role != "probe" and not self.budget.spend_timeout():
+                        return None, timed_out, True
+                if attempt == self.max_attempts:
+                    return None, timed_out, False
+                usage.retries += 1
+                # exponential backoff with full jitter; a server's Retry-After is a floor
+                delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+                await asyncio.sleep(max(delay, error.retry_after or 0.0))
+        return None, timed_out, False
+
+
 class Teacher:
     def __init__(self, backend: RemoteBackend | LocalBackend, cache: GenerationCache, budget: Budget,
                  max_concurrency: int = 8, max_attempts: int = 5, backoff_s: float = 1.0,
@@ -212,16 +345,11 @@ class Teacher:
         self.backend = backend
         self.cache = cache
         self.budget = budget
-        self.max_concurrency = max_concurrency
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.prices = prices or {}  # {"input_per_mtok": dollars, "output_per_mtok": dollars}
-        self.usage: dict = {}
+        self.usage = Ledger()
+        self.sender = Sender(backend, cache, budget, self.usage, self.identity, max_concurrency, max_attempts,
+                             backoff_s, max_backoff_s)
         self.records: list = []  # every answer this run used, cached or not: what teacher=replay reads
-
-    def _usage(self, role: str) -> RoleUsage:
-        return self.usage.setdefault(role, RoleUsage())
 
     def identity(self, request: Request) -> dict:
         return request.identity(self.backend.name, self.backend.model, self.backend.endpoint)
@@ -243,15 +371,15 @@ class Teacher:
                 continue
             self._served_free(request, hit, results, i)
         if misses:
-            failed_before, refused_before = self._without_answer(), self._refused()
+            failed_before, refused_before = self.usage.without_answer(), self.usage.refused()
             with progress_bar(len(misses), description, "req", disable=len(misses) < 2) as bar:
                 self._ask_once(requests, keys, misses, results, bar)
-            sent = len(misses) - (self._refused() - refused_before)
-            self._stop_if_failing(sent, self._without_answer() - failed_before)
+            sent = len(misses) - (self.usage.refused() - refused_before)
+            self._stop_if_failing(sent, self.usage.without_answer() - failed_before)
         for i, (request, key) in enumerate(zip(requests, keys)):
             if first_of.get(key, i) == i:
                 continue
-            usage, answer = self._usage(request.role), self._cached(key)
+            usage, answer = self.usage.of(request.role), self._cached(key)
             usage.deduplicated += 1  # an identical request of the batch: the first's answer, free
             if answer is None:
                 usage.failed += 1  # the first got none either
@@ -289,10 +417,7 @@ class Teacher:
                 mine, _ = self.cache.claim([keys[i] for i in pending])
                 ask = [i for i in pending if keys[i] in mine]
                 if ask:
-                    if isinstance(self.backend, LocalBackend):
-                        self._run_batched(requests, keys, ask, results, bar)
-                    else:
-                        asyncio.run(self._run_concurrent(requests, keys, ask, results, bar))
+                    self.sender.send(requests, keys, ask, results, bar)
                     self.cache.release(keys[i] for i in ask)  # the unanswered: another may try
                 waiting = []
                 for i in pending:
@@ -302,7 +427,7 @@ class Teacher:
                     if answer is None:
                         waiting.append(i)
                         continue
-                    self._usage(requests[i].role).waited += 1
+                    self.usage.of(requests[i].role).waited += 1
                     self._served_free(requests[i], answer, results, i)
                     bar.update(1)
                 if waiting and not ask:
@@ -313,19 +438,11 @@ class Teacher:
 
     def _served_free(self, request: Request, response: Response, results: list, i: int) -> None:
         """An answer from the cache (or to an identical request of the batch): used, not paid for."""
-        usage = self._usage(request.role)
+        usage = self.usage.of(request.role)
         usage.cache_hits += 1
         self.budget.cached += 1
         results[i] = response if response.ok else None
         usage.failed += not response.ok  # a recorded truncation stays a failure, at no new cost
-
-    def _without_answer(self) -> int:
-        """Requests that got no usable answer (none after every attempt, or a null or empty one), over all
-        roles so far."""
-        return sum(u.unanswered + u.unusable for u in self.usage.values())
-
-    def _refused(self) -> int:
-        return sum(u.over_budget for u in self.usage.values())
 
     def _stop_if_failing(self, sent: int, failed: int) -> None:
         """Past `max_failure_share` of a batch without a usable answer, the teacher is down (or refuses),
@@ -339,7 +456,7 @@ class Teacher:
                                                                                     reverse=True)[:3])
         raise TeacherFailed(
             f"teacher {self.name} ({self.backend}) left {failed} of {sent} requests without a usable answer "
-            f"after {self.max_attempts} attempts each ({detail or 'no answer'}); check the server and "
+            f"after {self.sender.max_attempts} attempts each ({detail or 'no answer'}); check the server and "
             f"teacher.backend.base_url, or allow more with teacher.max_failure_share "
             f"(now {self.max_failure_share})"
         )
@@ -355,12 +472,12 @@ class Teacher:
         async def ask():
             await self.backend.open()
             try:
-                return await self._with_retries(request)
+                return await self.sender.with_retries(request)
             finally:
                 await self.backend.close()
 
         response, _, _ = asyncio.run(ask())
-        usage = self._usage("probe")
+        usage = self.usage.of("probe")
         if response is None:
             usage.failed += 1
             self._stop_if_failing(1, 1)
@@ -368,104 +485,9 @@ class Teacher:
         usage.prompt_tokens += response.prompt_tokens
         usage.completion_tokens += response.completion_tokens
 
-    def _record(self, request: Request, key: str, response: Response | None, timed_out: bool = False,
-                budget_spent: bool = False):
-        """Settle a request's budget slot, count it, and cache its answer before anyone uses it."""
-        usage = self._usage(request.role)
-        self.budget.settle(answered=response is not None)
-        if budget_spent:  # it timed out with no budget left to try again: refused, not a teacher failure
-            usage.over_budget += 1
-            usage.timed_out += 1
-            return None
-        if response is None:  # no answer: nothing paid, unless it timed out (the server may bill it)
-            usage.failed += 1
-            usage.unanswered += 1
-            usage.timed_out += timed_out
-            return None
-        usage.requests += 1
-        usage.prompt_tokens += getattr(response, "prompt_tokens", 0) or 0
-        usage.completion_tokens += getattr(response, "completion_tokens", 0) or 0
-        if kind := unusable(response):  # paid for, but nothing to use: counted, and never cached
-            usage.failed += 1
-            usage.unusable += 1
-            said = str(getattr(response, "text", response))[:80]
-            usage.fault(kind, f"{kind}: a reply with no usable text ({said!r})")
-            return None
-        response.key = key
-        self.cache.put(key, self.identity(request), _stored(response))
-        if not response.ok:  # e.g. finish_reason 'length': paid for, cached, but not usable
-            usage.failed += 1
-            usage.fault(response.finish_reason, f"finish_reason {response.finish_reason}: an unusable answer")
-            return None
-        return response
-
-    def _refuse(self, request: Request) -> None:
-        self._usage(request.role).over_budget += 1
-
-    def _run_batched(self, requests, keys, misses, results, bar) -> None:
-        for start in range(0, len(misses), self.max_concurrency):
-            chunk = []
-            for i in misses[start:start + self.max_concurrency]:
-                if self.budget.try_take():  # nothing is in flight between batches: True or False
-                    chunk.append(i)
-                else:
-                    self._refuse(requests[i])
-            responses = self.backend.complete_batch([requests[i] for i in chunk]) if chunk else []
-            for i, response in zip(chunk, responses):
-                results[i] = self._record(requests[i], keys[i], response)
-            bar.update(len(misses[start:start + self.max_concurrency]))
-
-    async def _run_concurrent(self, requests, keys, misses, results, bar) -> None:
-        gate = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(i: int) -> None:
-            async with gate:
-                while (slot := self.budget.try_take()) is None:
-                    await asyncio.sleep(0.005)  # wait for an in-flight request to settle
-                if slot:
-                    results[i] = self._record(requests[i], keys[i], *await self._with_retries(requests[i]))
-                else:
-                    self._refuse(requests[i])
-            bar.update(1)
-
-        await self.backend.open()
-        try:
-            await asyncio.gather(*(one(i) for i in misses))
-        finally:
-            await self.backend.close()
-
-    async def _with_retries(self, request: Request) -> tuple[Response | None, bool, bool]:
-        """The answer (None if every attempt failed), whether an attempt timed out, and whether the
-        budget had no room left to pay for another attempt after a timeout."""
-        usage, timed_out = self._usage(request.role), False
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return await self.backend.acomplete(request), timed_out, False
-            except RejectedError as error:
-                usage.fault(error.kind, str(error))
-                return None, timed_out, False
-            except RetryableError as error:
-                usage.fault(error.kind, str(error))
-                if error.kind == "timeout":
-                    timed_out = True
-                    if request.role != "probe" and not self.budget.spend_timeout():
-                        return None, timed_out, True
-                if attempt == self.max_attempts:
-                    return None, timed_out, False
-                usage.retries += 1
-                # exponential backoff with full jitter; a server's Retry-After is a floor
-                delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
-                await asyncio.sleep(max(delay, error.retry_after or 0.0))
-        return None, timed_out, False
-
     def usage_report(self) -> dict:
         """Per role: queries, cache hits, failures, retries, refusals, tokens, dollars; for the run record."""
-        return {role: {**asdict(usage), "cost_usd": self.cost(role)} for role, usage in self.usage.items()}
+        return self.usage.report(self.prices)
 
     def cost(self, role: str | None = None) -> float:
-        roles = [role] if role else list(self.usage)
-        return sum(
-            self.usage[r].prompt_tokens / 1e6 * self.prices.get("input_per_mtok", 0.0)
-            + self.usage[r].completion_tokens / 1e6 * self.prices.get("output_per_mtok", 0.0)
-            for r in roles if r in self.usage
-        )
+        return self.usage.cost(self.prices, role)
