@@ -131,10 +131,10 @@ def progress(hydra, overrides: list) -> str:
     plan = sweep_dir / "sweep.json"
     planned = read_entry(plan) or {}
     started, total = planned.get("started", 0), planned.get("cells", "?")
-    records = [r for p in sweep_dir.glob("*/record.json") if p.stat().st_mtime >= started
-               for r in [read_entry(p)] if isinstance(r, dict)]
-    skipped = sum(r.get("skipped", False) for r in records)
-    failed = sum(r.get("status") == "failed" for r in records)
+    this_run = [p for p in sweep_dir.glob("*/record.json") if p.stat().st_mtime >= started]
+    records = [CellRecord.from_dict(r) for p in this_run for r in [read_entry(p)] if isinstance(r, dict)]
+    skipped = sum(bool(r.skipped) for r in records)
+    failed = sum(r.status == "failed" for r in records)
     done = len(records) - skipped - failed
     return (f"[cell {hydra.job.num + 1} of {total}] {' '.join(overrides)} · so far {done} done, "
             f"{skipped} skipped, {failed} failed")

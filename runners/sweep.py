@@ -10,6 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from bench.records import CellRecord
 from bench.store import find_records, write_json
 
 
@@ -47,29 +48,28 @@ class SweepCallback(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         records = find_records(sweep_dir)
-        skipped = [r for r in records if r.get("skipped")]
-        failed = [r for r in records if r.get("status") == "failed"]
-        ran = len(records) - len(skipped) - len(failed)
-        trained = sum(
-            r["stages"]["trained"] for r in records if r.get("status") == "done" and not r.get("skipped")
-        )
+        cells = [CellRecord.from_dict(r) for r in records]
+        skipped = [r for r in cells if r.skipped]
+        failed = [r for r in cells if r.status == "failed"]
+        ran = len(cells) - len(skipped) - len(failed)
+        trained = sum(r.stages["trained"] for r in cells if r.done and not r.skipped)
         made = build(records, sweep_dir / "report", plot_cache=Path(config.store_dir) / "plots")
         print(f"\nsweep done: {ran} cells ran, {len(skipped)} skipped (already done), {len(failed)} failed; "
               f"{trained} trainings performed; report {made['report']}")
         for record in failed:
-            print(f"  failed: {' '.join(record['overrides'])}: {record['error']} ({record['run_dir']})")
+            print(f"  failed: {' '.join(record.overrides)}: {record.error} ({record.run_dir})")
         if config.logger.backend == "wandb" and ran:
             from bench.tracking import log_sweep_summary
 
-            where = log_sweep_summary(config.logger, group_of(config, records), made, sweep_dir)
+            where = log_sweep_summary(config.logger, group_of(config, cells), made, sweep_dir)
             if where:
                 print(f"W&B sweep summary: {where}")
         if failed:
             sys.exit(1)  # the others finished and are reported; the exit status still says not all did
 
 
-def group_of(config: DictConfig, records: list) -> str:
+def group_of(config: DictConfig, records: list[CellRecord]) -> str:
     for record in records:
-        if record.get("sweep"):
-            return record["sweep"]["group"]
+        if record.sweep:
+            return record.sweep["group"]
     return f"sweep-{Path(config.hydra.sweep.dir).name}"

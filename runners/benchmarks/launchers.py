@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.records import CellRecord
 from bench.store import find_records
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,9 +36,8 @@ def run_way(folder: Path, overrides: list[str]) -> tuple[float, dict]:
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"error: {' '.join(overrides) or 'sequential'} failed:\n{result.stderr[-2000:]}")
-    records = find_records(folder / "sweep")
-    return seconds, {r["strategy"]: (r["metrics"]["final/test_acc"], r["provenance"]["cpu_threads"])
-                     for r in records}
+    records = [CellRecord.from_dict(r) for r in find_records(folder / "sweep")]
+    return seconds, {r.strategy: (r.metrics["final/test_acc"], r.provenance["cpu_threads"]) for r in records}
 
 
 def main(extra: list[str]) -> None:
