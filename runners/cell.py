@@ -57,19 +57,10 @@ def run(cfg: DictConfig) -> int:
 
             pipeline.follow(inputs, run_dir, ranks)
             return 0
-        record.cell_id = cell = cell_id(cfg, data.digest)
-        for folder in ("cells", "stages"):  # a file in the way is found now, not after training
-            writable_folder(Path(config.store_dir) / folder, "store_dir")
-        store = CellStore(Path(config.store_dir))
-        finished = store.finished(cell) if config.resume != "false" else None
-        if finished is not None and not reusable(f"cell {cell}", finished.get("provenance"), config.resume):
-            finished = None
+        record.cell_id = cell_id(cfg, data.digest)
+        store, finished = stored(config, record.cell_id)
         if finished is not None:
-            replace(CellRecord.from_dict(finished), run_dir=record.run_dir, overrides=record.overrides,
-                    choices=record.choices, sweep=record.sweep, skipped=True,
-                    first_run_dir=finished["run_dir"]).write(run_dir / "record.json")
-            log.info(f"cell {cell} is already done (record in {store.root}): skipped; resume=false reruns it"
-                     + ("" if multirun else stored_summary(finished)))
+            skip(record, finished, store, multirun)
             return 0
         record.config = cell_config(cfg)
         record.provenance = {**code_version(), "host": platform.node(),
@@ -97,6 +88,26 @@ def run(cfg: DictConfig) -> int:
     finally:
         ranks.release()  # the other ranks wait for rank 0's next stage until told the cell is over
     return 0
+
+
+def stored(config, cell: str) -> tuple[CellStore, dict | None]:
+    """The results store, and the cell's finished record where the resume policy lets it be reused."""
+    for folder in ("cells", "stages"):  # a file in the way is found now, not after training
+        writable_folder(Path(config.store_dir) / folder, "store_dir")
+    store = CellStore(Path(config.store_dir))
+    finished = store.finished(cell) if config.resume != "false" else None
+    if finished is not None and not reusable(f"cell {cell}", finished.get("provenance"), config.resume):
+        finished = None
+    return store, finished
+
+
+def skip(record: CellRecord, finished: dict, store: CellStore, multirun: bool) -> None:
+    """A done cell: this run's record points at the first run's result; a single job prints its summary."""
+    replace(CellRecord.from_dict(finished), run_dir=record.run_dir, overrides=record.overrides,
+            choices=record.choices, sweep=record.sweep, skipped=True,
+            first_run_dir=finished["run_dir"]).write(Path(record.run_dir) / "record.json")
+    log.info(f"cell {record.cell_id} is already done (record in {store.root}): skipped; resume=false "
+             "reruns it" + ("" if multirun else stored_summary(finished)))
 
 
 def stored_summary(finished: dict) -> str:
