@@ -21,7 +21,6 @@ from bench.teachers import Budget, Teacher
 from bench.teachers.bundle import TeacherBundle
 from bench.tracking import Tracker
 
-__all__ = ["Job", "Round"]
 log = logging.getLogger(__name__)
 
 

@@ -109,7 +109,7 @@ class CellRecord:
         return self.status == "done"
 
     @property
-    def generated(self) -> int:
+    def added(self) -> int:
         """How many examples the cell's teacher added over all its rounds."""
         return sum(i.added for i in self.iterations or [])
 
@@ -135,7 +135,7 @@ def iterative_generated(store_dir: str, same: dict[str, Any], iterations: int, p
         paired = (strategy.get("iterations"), strategy.get("per_wrong")) == (iterations, per_wrong)
         alike = all(canonical(config.get(part)) == canonical(value) for part, value in same.items())
         if record.family == "llm2llm" and plain and paired and alike:
-            return record.generated
+            return record.added
     raise BenchError(f"the one-shot ablation pairs with its iterative cell (strategy=llm2llm, "
                      f"iterations={iterations}, the same task, seed set, student, teacher and recipe) "
                      f"and found none finished in {store_dir}: run that cell first "

@@ -14,6 +14,7 @@ from bench.evaluation import doubts
 from bench.job import Job
 from bench.records import CellRecord
 from bench.secrets import redact
+from bench.stages import Round
 from bench.store import write_json
 from bench.teachers import query_budget
 from bench.tracking import Tracker
@@ -37,7 +38,10 @@ def run(inputs: Inputs, run_dir: Path, record: CellRecord, ranks: Ranks | None =
         strategy.run(job)  # stages 2-4, as the strategy drives them: generation, training, scoring
         record.diversity = job.score_diversity()
         record.cost = tracker.log_teachers(*job.teachers.used()) if job.teachers.used() else {}
-        tracker.summarize(final_metrics(job, time.perf_counter() - started))
+        trained = sum(not r.reused for r in job.rounds)
+        record.stages = {"trained": trained, "reused": len(job.rounds) - trained,
+                         "keys": [r.key for r in job.rounds]}
+        tracker.summarize(final_metrics(job.rounds[-1], record.stages, time.perf_counter() - started))
         if config.student.save == "final":
             links["score it again"] = job.save_final()
         tracker.log_dataset(f"generated-{record.cell_id or 'data'}", generated_files(run_dir),
@@ -49,11 +53,8 @@ def run(inputs: Inputs, run_dir: Path, record: CellRecord, ranks: Ranks | None =
             tracker.log_teachers(*job.teachers.used())  # what was paid for and what failed, kept on failure
         links = {"W&B run": tracker.where(), **links}
         tracker.finish(failed)
-    trained = sum(not r.reused for r in job.rounds)
     record.strategy, record.family, record.seed_set_size = strategy.name, strategy.family, len(seed_set)
     record.metrics, record.iterations = tracker.metrics, job.log.records()
-    record.stages = {"trained": trained, "reused": len(job.rounds) - trained,
-                     "keys": [r.key for r in job.rounds]}
     report(inputs, record, run_dir, links)
     return record
 
@@ -79,12 +80,11 @@ def start(inputs: Inputs, run_dir: Path, record: CellRecord) -> Tracker:
     return tracker
 
 
-def final_metrics(job: Job, seconds: float) -> dict:
-    final, trained = job.rounds[-1], sum(not r.reused for r in job.rounds)
+def final_metrics(final: Round, stages: dict, seconds: float) -> dict:
     return {"student/parameters": final.parameters, "final/test_acc": final.test.accuracy,
             "final/test_acc_stderr": final.test.stderr, "final/test_invalid_share": final.test.invalid_share,
             **({"final/test_acc_greedy": final.greedy.accuracy} if final.greedy else {}),
-            "stages/trained": trained, "stages/reused": len(job.rounds) - trained, "job/seconds": seconds}
+            "stages/trained": stages["trained"], "stages/reused": stages["reused"], "job/seconds": seconds}
 
 
 def report(inputs: Inputs, record: CellRecord, run_dir: Path, links: dict) -> None:

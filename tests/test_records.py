@@ -29,7 +29,7 @@ def test_a_cell_record_reads_back_as_it_was_written(tmp_path):
     written = json.loads((tmp_path / "record.json").read_text())
     assert "error" not in written and written["sweep"] is None  # unset results left out; where it ran kept
     back = CellRecord.from_dict(written)
-    assert back == record and back.generated == 6 and back.iterations[1].added == 4
+    assert back == record and back.added == 6 and back.iterations[1].added == 4
 
 
 def test_an_older_record_reads_with_defaults_and_unknown_keys_are_ignored():
@@ -37,7 +37,7 @@ def test_an_older_record_reads_with_defaults_and_unknown_keys_are_ignored():
            "iterations": [{"iteration": 0, "test_acc": 0.4}]}
     record = CellRecord.from_dict(old)
     assert record.choices == {} and record.iterations[0].train_steps is None
-    assert record.zero_shot_mean(0) is None and record.generated == 0
+    assert record.zero_shot_mean(0) is None and record.added == 0
 
 
 def test_the_one_shot_pairing_is_a_store_query(tmp_path):
