@@ -18,26 +18,30 @@ from bench.teachers.base import RejectedError, RemoteBackend, Request, Response,
 
 class RateLimiter:
     """A token bucket refilled continuously at `per_minute / 60` a second, holding one second's worth:
-    a smooth rate rather than a burst of a whole minute's allowance at the start."""
+    a smooth rate rather than a burst of a whole minute's allowance at the start. A request is charged
+    all it costs: one larger than the bucket waits for a full bucket and leaves it in debt, which later
+    requests wait out, so the rate holds for requests of any size. `clock` and `sleep` are injectable so
+    the schedule can be tested without waiting."""
 
-    def __init__(self, per_minute: float):
+    def __init__(self, per_minute: float, clock=time.monotonic, sleep=asyncio.sleep):
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate)
         self.available = self.capacity
-        self.updated = time.monotonic()
+        self._clock, self._sleep = clock, sleep
+        self.updated = clock()
         self._lock = asyncio.Lock()
 
     async def acquire(self, amount: float = 1.0) -> None:
-        amount = min(amount, self.capacity)
+        needed = min(amount, self.capacity)  # what must be in the bucket before it is let through
         async with self._lock:  # first come, first served
             while True:
-                now = time.monotonic()
+                now = self._clock()
                 self.available = min(self.capacity, self.available + (now - self.updated) * self.rate)
                 self.updated = now
-                if self.available >= amount:
-                    self.available -= amount
+                if self.available >= needed - 1e-9:  # a wait's rounding must not be waited for again
+                    self.available -= amount  # the whole cost: below zero is a debt
                     return
-                await asyncio.sleep((amount - self.available) / self.rate)
+                await self._sleep((needed - self.available) / self.rate)
 
 
 def _retry_after(value: str | None) -> float | None:

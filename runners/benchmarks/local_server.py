@@ -9,7 +9,8 @@ Each listed fault is served once, to the first requests that arrive; after them 
 requests get a fault drawn from `fault_kinds` (seeded), and the others a normal answer: `reply(body)`'s
 text, or by default an echo of the last message. The faults:
 an HTTP status such as '429' (with Retry-After) or '500', 'hang' (no answer until the client gives
-up), 'malformed' (a body that is not JSON), 'length' (finish_reason 'length', a truncated answer),
+up and closes the connection, counted in `hung_up`; at most `hang_s`), 'malformed' (a body that is not
+JSON), 'length' (finish_reason 'length', a truncated answer),
 'null' (a legal answer whose content is null, as with a refusal or a tool call), 'empty' (content "")
 and 'echo_auth' (a 400 whose error body repeats the request's Authorization header, as some proxies do)."""
 
@@ -24,7 +25,7 @@ from aiohttp import web
 
 class LocalChatServer:
     def __init__(self, latency_s: float = 0.0, faults: list | None = None, retry_after_s: float = 0.2,
-                 hang_s: float = 30.0, port: int = 0, reply=None, fault_rate: float = 0.0,
+                 hang_s: float = 600.0, port: int = 0, reply=None, fault_rate: float = 0.0,
                  fault_kinds: tuple = ("429", "500", "hang", "malformed", "length"), seed: int = 0):
         self.port = port
         self.latency_s = latency_s
@@ -36,6 +37,7 @@ class LocalChatServer:
         self.hang_s = hang_s
         self.received = 0  # every request that reached the server
         self.served = Counter()  # what it answered: 'ok' or the fault
+        self.hung_up = 0  # hangs whose client gave up and closed the connection
         self.authorization: list = []  # the Authorization headers seen (tests check keys travel only here)
         self._lock = threading.Lock()
         self.hold_after, self.admitted, self._loop = None, 0, None
@@ -49,6 +51,17 @@ class LocalChatServer:
         self.hold_after = None if after is None else self.admitted + after
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._released.set if after is None else self._released.clear)
+
+    async def _hang(self, request: web.Request) -> None:
+        """No answer until the client closes the connection (its timeout: however slow the machine, a
+        hang is never answered in time) or `hang_s` passes."""
+        deadline = asyncio.get_running_loop().time() + self.hang_s
+        while asyncio.get_running_loop().time() < deadline:
+            if request.transport is None or request.transport.is_closing():
+                with self._lock:
+                    self.hung_up += 1
+                return
+            await asyncio.sleep(0.02)
 
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -81,7 +94,7 @@ class LocalChatServer:
                 {"error": {"message": f"injected {fault}"}}, status=int(fault), headers=headers
             )
         if fault == "hang":
-            await asyncio.sleep(self.hang_s)
+            await self._hang(request)
         if fault == "malformed":
             return web.Response(text='{"choices": [', content_type="application/json")
         prompt = body["messages"][-1]["content"]
@@ -117,7 +130,8 @@ class LocalChatServer:
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._chat)
             app.router.add_get("/v1/stats", self._stats)
-            self._runner = web.AppRunner(app, access_log=None)
+            # a handler still hanging at the end (its client alive) is cancelled, not waited for
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
             self._loop.run_until_complete(site.start())
@@ -139,7 +153,6 @@ class LocalChatServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
 
 
 if (
