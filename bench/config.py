@@ -175,6 +175,12 @@ class TaskConfig:
 
     def __post_init__(self):
         at_least("task.max_new_tokens", self.max_new_tokens, 1)
+        twice = sorted({label for label in self.labels if self.labels.count(label) > 1})
+        check(not twice, "task.labels", list(self.labels),
+              f"lists {', '.join(map(repr, twice))} more than once: list each label once in the task YAML")
+        check(self.doc_to_text is None or bool(self.doc_to_text.strip()), "task.doc_to_text",
+              repr(self.doc_to_text), "is empty, so every prompt would be the cue alone: give a Jinja "
+              f"template over the record, or leave it out for '{{{{ {self.text_column} }}}}'")
 
 
 @dataclass
@@ -605,15 +611,18 @@ def register_configs() -> None:
 
 def check_yaml_syntax(argv: list[str], conf: Path) -> None:
     """Parse every YAML file of the config search path (`conf`, plus the folders a `hydra.searchpath=[...]`
-    argument adds) and fail in one line naming the file, line and likely fix: Hydra would stop with a
-    parser traceback instead."""
+    argument or `--config-dir`/`-cd` adds) and fail in one line naming the file, line and likely fix:
+    Hydra would stop with a parser traceback instead."""
     import yaml
 
     roots = [conf]
-    for arg in argv:
-        if arg.startswith("hydra.searchpath="):
-            entries = [p.strip() for p in arg.split("=", 1)[1].strip("[]").split(",")]
-            roots += [Path(p.removeprefix("file://")) for p in entries if not p.startswith("pkg://")]
+    for number, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        if name.lstrip("+") == "hydra.searchpath":
+            entries = [p.strip().strip("'\"") for p in value.strip("[]").split(",")]
+            roots += [Path(p.removeprefix("file://")) for p in entries if p and not p.startswith("pkg://")]
+        elif name in ("--config-dir", "-cd") and (value or number + 1 < len(argv)):
+            roots.append(Path(value or argv[number + 1]))
     for path in (p for root in roots if root.is_dir() for p in sorted(root.rglob("*.yaml"))):
         try:
             yaml.safe_load(path.read_text())

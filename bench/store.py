@@ -60,19 +60,30 @@ def cell_id(cfg: DictConfig, data_digest: str) -> str:
     return digest({**cell_config(cfg), "data": data_digest})
 
 
-def _write_atomically(path: Path, lines) -> None:
-    """Write, fsync, rename: a reader never sees half a file, a crash never leaves one."""
+@contextmanager
+def replaced_whole(path: Path):
+    """Yields a `.partial` path to write; once the block ends it is fsynced and renamed to `path`, so a
+    reader never sees half a file. Interrupted (Ctrl-C, an error), the partial file is removed; only a
+    SIGKILL can leave one, and `remove_orphans` deletes those."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with partial.open("w") as out:
-            out.writelines(lines)
-            out.flush()
-            os.fsync(out.fileno())
+        yield partial
+        with partial.open("rb") as written:
+            os.fsync(written.fileno())
         os.replace(partial, path)
-    except OSError as error:  # not writable, a folder in the file's place, a file in a folder's place
+    except BaseException:
         with contextlib.suppress(OSError):  # under a file there is no partial file to remove
             partial.unlink(missing_ok=True)
+        raise
+
+
+def _write_atomically(path: Path, lines) -> None:
+    """Write, fsync, rename: a reader never sees half a file, a crash never leaves one."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replaced_whole(path) as partial, partial.open("w") as out:
+            out.writelines(lines)
+    except OSError as error:  # not writable, a folder in the file's place, a file in a folder's place
         raise BenchError(f"cannot write {path} ({error.strerror}: {error.filename}); point store_dir "
                          "(BENCH_CACHE_DIR) and the output folders at a writable place, with nothing in the "
                          "way") from None
@@ -180,11 +191,8 @@ class StageStore:
             from safetensors.torch import save_model
 
             folder.mkdir(parents=True, exist_ok=True)
-            partial = folder / f"model.{os.getpid()}.partial"
-            save_model(model, str(partial))
-            with partial.open("rb") as written:
-                os.fsync(written.fileno())
-            os.replace(partial, folder / "model.safetensors")
+            with replaced_whole(folder / "model.safetensors") as partial:
+                save_model(model, str(partial))
         write_json(folder / "result.json", result)
 
     def weights(self, key: str) -> Path:

@@ -151,15 +151,24 @@ def _read_local(cfg: TaskConfig, root: Path, split: str) -> list[dict]:
         return _json_lines(text, path, cfg.name)
     if local.format in ("csv", "tsv"):
         delimiter = "\t" if local.format == "tsv" else ","
-        # the csv module splits records itself: a quoted field may hold line breaks
+        # the csv module splits records itself: a quoted field may hold line breaks. A field may be as
+        # long as the file (training truncates at max_length): csv's own 128 KB limit is lifted
+        csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=csv.QUOTE_MINIMAL)
+        rows, starts = [], [2]  # starts[i]: the line record i starts on
         try:
-            return list(reader)
-        except csv.Error as error:  # e.g. a field over csv's 128 KB limit: most often an unclosed quote
-            start = reader.line_num + 1  # the line its record starts on: the last one read ended before it
-            raise BenchError(f"task {cfg.name}: {path}:{start} cannot be read as {local.format} "
-                             f"({error}); a quote opened and never closed swallows the lines after it: "
-                             "close it, or fix that line") from None
+            for row in reader:
+                rows.append(row)
+                starts.append(reader.line_num + 1)
+        except csv.Error as error:
+            raise BenchError(f"task {cfg.name}: {path}:{starts[-1]} cannot be read as {local.format} "
+                             f"({error}); fix that line") from None
+        if rows and None in rows[-1].values() and any("\n" in (v or "") for v in rows[-1].values()):
+            # a quote opened and never closed: its field ran to the end of the file, leaving the record short
+            raise BenchError(f"task {cfg.name}: {path}:{starts[-2]} opens a quote that is never closed, so "
+                             f"its field swallows the {reader.line_num - starts[-2] + 1} lines to the end of "
+                             "the file: close the quote, or fix that line")
+        return rows
     # DataFormat.regex, the one format left
     if not local.pattern:
         raise BenchError(f"task {cfg.name}: local.format is regex but local.pattern is not set")

@@ -2,8 +2,10 @@
 otherwise, and recorded either way (`record.json` in its run folder). In a sweep a failing cell is
 recorded with its error and the sweep goes on; runners/sweep.py lists the failures at the end."""
 
+import contextlib
 import logging
 import platform
+import sqlite3
 import time
 import traceback
 from dataclasses import replace
@@ -15,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench import distributed
-from bench.errors import BenchError
+from bench.errors import BenchError, Interrupted
 from bench.records import CellRecord
 from bench.secrets import redact
 from bench.store import (
@@ -72,6 +74,8 @@ def run(cfg: DictConfig) -> int:
         record.provenance["finished"] = datetime.now(UTC).isoformat()
         record.write(run_dir / "record.json")
         store.add(record.to_dict())  # last: only a cell whose record is whole is ever stored as done
+    except KeyboardInterrupt:
+        raise Interrupted(kept(cfg)) from None
     except Exception as error:  # recorded first; then, outside a sweep, reported as before
         if not ranks.main:
             raise  # rank 0 records the cell; the launcher ends the ranks when one fails
@@ -88,6 +92,20 @@ def run(cfg: DictConfig) -> int:
     finally:
         ranks.release()  # the other ranks wait for rank 0's next stage until told the cell is over
     return 0
+
+
+def kept(cfg: DictConfig) -> str:
+    """What a Ctrl-C leaves: every stage trained and every teacher answer received so far is stored whole
+    (files are renamed into place, the cache commits each answer), so the same command resumes there."""
+    store_dir, cache_path = Path(cfg.store_dir), Path(cfg.cache_path)
+    stages = sum(1 for _ in (store_dir / "stages").glob("*/result.json"))
+    answers = 0
+    if cache_path.is_file():
+        with contextlib.closing(sqlite3.connect(cache_path, timeout=5)) as db, \
+                contextlib.suppress(sqlite3.Error):
+            answers = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    return (f"interrupted: nothing half-written is left; {store_dir} holds {stages} trained stages and "
+            f"{answers} teacher answers, which the same command reuses: run it again to resume")
 
 
 def stored(config, cell: str) -> tuple[CellStore, dict | None]:

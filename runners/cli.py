@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from bench.config import check_yaml_syntax, conf_dir, register_configs
-from bench.errors import BenchError
+from bench.errors import BenchError, Interrupted
 
 register_configs()
 
@@ -32,4 +32,11 @@ def main() -> None:
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt as interrupted:  # Ctrl-C: one line, not a traceback from wherever it landed
+        said = str(interrupted) if isinstance(interrupted, Interrupted) else (
+            "interrupted: nothing half-written is left; every cell, stage and teacher answer finished so "
+            "far is stored, and the same command reuses them: run it again to resume")
+        print(f"\n{said}", file=sys.stderr)
+        sys.exit(130)

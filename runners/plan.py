@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.config import BenchConfig, conf_dir, register_configs
+from bench.config import BenchConfig, check_yaml_syntax, conf_dir, register_configs
 from bench.errors import BenchError
 from bench.resources import (
     GIB,
@@ -223,6 +223,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     try:
+        check_yaml_syntax(argv, CONF)
         print(table(plan(argv)))
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -120,12 +120,14 @@ def test_the_code_keeps_to_the_lint_rules():
 
 
 def test_every_third_party_import_is_a_declared_dependency():
-    """A fresh install must bring every package the code imports (another package's dependency may go)."""
+    """A fresh install must bring every package the code and its tests import (another package's
+    dependency may go)."""
     import tomllib
     from importlib.metadata import packages_distributions
 
     imported = set()
-    for path in [*REPO.glob("bench/**/*.py"), *REPO.glob("runners/**/*.py"), REPO / "run.py"]:
+    for path in [*REPO.glob("bench/**/*.py"), *REPO.glob("runners/**/*.py"), *REPO.glob("tests/**/*.py"),
+                 REPO / "run.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 imported |= {alias.name.split(".")[0] for alias in node.names}
@@ -136,7 +138,8 @@ def test_every_third_party_import_is_a_declared_dependency():
                                                 for r in extra)]
     declared = {re.split(r"[<>=\[ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
     distributions = packages_distributions()
-    third_party = imported - set(sys.stdlib_module_names) - {"bench", "runners", "synthbench_conf"}
+    own = {"bench", "runners", "synthbench_conf", "tests"}
+    third_party = imported - set(sys.stdlib_module_names) - own
     names = {module: {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
              for module in third_party}
     missing = sorted(module for module, dists in names.items() if not dists & declared)

@@ -165,6 +165,30 @@ CASES = [
             "conf/task/intents.yaml": "name: intents\ncue: 'Intent:'\nlabels: [Is it raining?, weather]\n"
         },
     ),
+    Case(
+        "task YAML syntax error, planned",
+        ["task=intents", "hydra.searchpath=[file://{tmp}/conf]"],
+        "intents.yaml:3:23: YAML syntax error",
+        command="runners.plan",
+        files={
+            "conf/task/intents.yaml": "name: intents\ncue: 'Intent:'\nlabels: [Is it raining?, weather]\n"
+        },
+    ),
+    Case(
+        "task YAML listing a label twice",
+        ["task=twice"],
+        "task.labels=['a', 'b', 'a'] lists 'a' more than once",
+        files={"conf/task/twice.yaml": task_yaml("twice", "csv", "t.csv", "t.csv").replace("[a, b]",
+                                                                                            "[a, b, a]"),
+               "t.csv": TRAIN_CSV},
+    ),
+    Case(
+        "task YAML with an empty doc_to_text",
+        ["task=empty"],
+        "task.doc_to_text='' is empty, so every prompt would be the cue alone",
+        files={"conf/task/empty.yaml": task_yaml("empty", "csv", "t.csv", "t.csv", "doc_to_text: ''\n"),
+               "t.csv": TRAIN_CSV},
+    ),
     # -- secrets ------------------------------------------------------------------------------------------
     Case(
         "a key typed as a value",
@@ -260,12 +284,12 @@ CASES = [
         setup=lambda tmp: (tmp / "latin.csv").write_bytes(b"text,label\nhello,a\ncaf\xe9,b\n"),
     ),
     Case(
-        "a CSV field over 128 KB",
+        "a CSV quote never closed",
         ["task=csv"],
-        "{tmp}/train.csv:2 cannot be read as csv (field larger than field limit",
+        "{tmp}/train.csv:3 opens a quote that is never closed, so its field swallows the 12001 lines",
         files={
             "conf/task/csv.yaml": task_yaml("csv", "csv", "train.csv", "train.csv"),
-            "train.csv": 'text,label\n"an unclosed quote,a\n' + "more text,b\n" * 12000,
+            "train.csv": 'text,label\nfine,a\n"an unclosed quote,a\n' + "more text,b\n" * 12000,
         },
     ),
     Case(

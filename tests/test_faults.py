@@ -166,6 +166,40 @@ def test_a_multirun_killed_anywhere_resumes_to_the_uninterrupted_result_paying_n
     every_file_readable(stores, *tmp_path.glob("killed-*"), tmp_path / "resumed")
 
 
+def test_ctrl_c_anywhere_says_in_one_line_what_was_kept_and_the_same_command_resumes(tmp_path):
+    """SIGINT to the process group, as a terminal sends it: in training, while the teacher is being asked
+    and between the cells of a multirun. Exit 130, one line and no traceback, nothing half-written."""
+    stores = tmp_path / "stores"
+    points = [
+        ("during training", lambda run: (run / "0" / "iteration_0" / "trainer").exists()),
+        ("in teacher requests", lambda run: len(server.billable) >= answered_before + 2),
+        ("between cells", lambda run: (run / "0" / "record.json").exists()),
+    ]
+    with LocalChatServer(reply=teacher_reply) as server:
+        for number, (what, reached) in enumerate(points):
+            run, answered_before = tmp_path / f"interrupted-{number}", len(server.billable)
+            if what == "in teacher requests":
+                server.hold(1)  # the probe answered, the teacher's requests held in flight
+            process = subprocess.Popen(command(server, run, *GRID), cwd=tmp_path, env=environment(stores),
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                       start_new_session=True)
+            deadline = time.monotonic() + 300
+            while not reached(run) and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert process.poll() is None, f"{what}: the run ended before it was interrupted"
+            os.killpg(process.pid, signal.SIGINT)
+            stderr = process.communicate(timeout=120)[1]
+            server.hold(None)
+            assert process.returncode == 130, (what, stderr[-3000:])
+            assert "Traceback" not in stderr, (what, stderr[-3000:])
+            last = stderr.strip().splitlines()[-1]
+            assert last.startswith("interrupted: nothing half-written is left") and "run it again" in last
+            assert not list(tmp_path.rglob("*.partial")), what
+        run_sweep(server, tmp_path / "resumed", stores, *GRID)
+    assert all(r["status"] == "done" for r in find_records(tmp_path / "resumed"))
+    every_file_readable(stores, *tmp_path.glob("interrupted-*"), tmp_path / "resumed")
+
+
 def test_a_fault_soak_finishes_every_cell_within_budget_and_counts_every_fault(tmp_path):
     kinds = {"429": "429", "500": "500", "hang": "timeout", "malformed": "malformed", "length": "length"}
     grid = (

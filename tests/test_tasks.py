@@ -105,6 +105,17 @@ def test_a_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path):
     assert loaded["bom"].train[0].record == {"text": "is it raining?", "label": "a"}
 
 
+def test_a_field_of_5_mb_is_read_whole(tmp_path):
+    """csv's own limit is 128 KB a field; a long document is data, not an error (training truncates it)."""
+    (tmp_path / "train.csv").write_text("text,label\n" + "word " * 1_000_000 + ",a\nplain,b\n")
+    (tmp_path / "test.csv").write_text("text,label\nwhat time is it?,a\n")
+    task = typed_config("task=trec").task
+    task.local.format, task.local.train, task.local.test = "csv", "train.csv", "test.csv"
+    task.labels, task.target_column, task.text_column, task.doc_to_text = ["a", "b"], "label", "text", None
+    data = load_task(task, str(tmp_path))
+    assert [len(e.record["text"]) for e in data.train] == [5_000_000, 5]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv"])
 def test_a_quoted_field_keeps_its_newlines(tmp_path, fmt):
     """A quoted field spanning lines (a spreadsheet cell with a line break) keeps its line break."""

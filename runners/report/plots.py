@@ -2,14 +2,13 @@
 score. A plot whose cells were drawn before is copied from the plot cache instead of drawn again."""
 
 import math
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.store import digest
+from bench.store import digest, replaced_whole
 from runners.report.stats import spearman
 from runners.report.tables import MIN_CELLS, Z_95, budgeted_cells, diversity_scores, mean_and_stderr
 
@@ -171,7 +170,6 @@ def cached_plot(plot, df: pd.DataFrame, path: Path, cache: Path | None) -> Path 
     if made:
         cache.mkdir(parents=True, exist_ok=True)
         for suffix in (".svg", ".png"):  # the PNG last: it marks the pair complete
-            partial = stored.with_suffix(".partial")
-            shutil.copyfile(path.with_suffix(suffix), partial)
-            os.replace(partial, stored.with_suffix(suffix))
+            with replaced_whole(stored.with_suffix(suffix)) as partial:
+                shutil.copyfile(path.with_suffix(suffix), partial)
     return made
