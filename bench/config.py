@@ -212,7 +212,7 @@ class StudentConfig:
     shape: Dict[str, Any] = field(default_factory=dict)
     dtype: Dtype = Dtype.auto
     lora: LoraConfig = field(default_factory=LoraConfig)
-    save: SaveWeights = SaveWeights.none  # final: plain `lm_eval` can score the run (README: The run record)
+    save: SaveWeights = SaveWeights.none  # final: plain `lm_eval` can score the run (docs/run-record.md)
 
     def __post_init__(self):
         at_least("student.tokenizer_vocab_size", self.tokenizer_vocab_size, 16)

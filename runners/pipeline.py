@@ -152,7 +152,7 @@ def summary(inputs: Inputs, record: CellRecord, run_dir: Path, links: dict) -> s
     if config.teacher.name == "simulated":
         lines.append("  a real teacher   teacher=smollm2_135m (offline, after python -m "
                      "runners.fetch_models), teacher=openai (OPENAI_API_KEY), teacher=vllm_server or "
-                     "teacher=hf; README: Teachers")
+                     "teacher=hf; docs/teachers.md")
     lines.append("  a paper's grid   python -m runners.plan experiment=llm2llm, then python run.py -m "
                  "experiment=llm2llm")
     return "\n".join(lines)

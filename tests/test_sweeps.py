@@ -31,7 +31,9 @@ def grid(preset: str) -> list[list[str]]:
     return grid_cells(cfg.hydra.sweeper.get("params") or {}, [f"experiment={preset}", *TINY])
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+# the budget study's grid composes hundreds of cells: half a minute, so with the slow tests
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p == "budget_strategies" else p
+                                    for p in PRESETS])
 def test_every_preset_composes_cell_by_cell(preset):
     cells = grid(preset)
     for overrides in cells:

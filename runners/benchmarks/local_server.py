@@ -41,6 +41,7 @@ class LocalChatServer:
         self.authorization: list = []  # the Authorization headers seen (tests check keys travel only here)
         self._lock = threading.Lock()
         self.hold_after, self.admitted, self._loop = None, 0, None
+        self.held = 0  # requests that arrived while holding (answered 503 once released)
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({"received": self.received, "served": dict(self.served)})
@@ -69,6 +70,7 @@ class LocalChatServer:
             held = self.hold_after is not None and self.admitted >= self.hold_after
             self.admitted += not held
         if held:
+            self.held += 1
             await self._released.wait()
             return web.json_response({"error": {"message": "held, then dropped"}}, status=503)
         with self._lock:
