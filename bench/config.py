@@ -152,6 +152,13 @@ class HubDataConfig:
     columns: Dict[str, str] = field(default_factory=dict)  # rename Hub columns to the task's names
 
 
+class ReplicateSource(StrEnum):
+    """What a replicate varies (BenchConfig.replicate_over)."""
+
+    train = "train"
+    seed_set = "seed_set"
+
+
 @dataclass
 class TaskConfig:
     name: str = MISSING
@@ -573,8 +580,21 @@ class BenchConfig:
     # strict: recompute what other code computed; false: recompute every cell
     resume: str = "true"
     data_dir: Optional[str] = None  # root of the tasks' release files; unset: the Hub
+    # replicate r of a cell (sweep it: replicate=0,1,2): every source of variation named in replicate_over
+    # moves by r — `train`: the data order and dropout (train.seed) and a scratch student's initial
+    # weights (student.init_seed); `seed_set`: the seed set's draw (seed_set.seed). Replicate 0 is the
+    # cell as configured; replicates never share trained weights, while a strategy's iteration 0 still
+    # shares the fine-tuning cell of the same replicate
+    replicate: int = 0
+    replicate_over: List[ReplicateSource] = field(default_factory=lambda: [ReplicateSource.train])
 
     def __post_init__(self):
+        at_least("replicate", self.replicate, 0)
+        if ReplicateSource.train in self.replicate_over:
+            self.train.seed += self.replicate
+            self.student.init_seed += self.replicate
+        if ReplicateSource.seed_set in self.replicate_over:
+            self.seed_set.seed += self.replicate
         self.resume = str(self.resume).lower()  # YAML's true and false arrive as booleans
         check(self.resume in ("true", "strict", "false"), "resume", self.resume,
               "must be true, strict or false")
