@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -285,9 +286,12 @@ def test_report_tables_have_the_papers_shape(tmp_path):
                fake_record("answer_augmentation", 0.7, ratio=30), fake_record("new_question", 0.8, ratio=30)]
     made = report.build(records, tmp_path)
     llm2llm = made["llm2llm"].iloc[0]
-    assert llm2llm["finetune"] == "0.520 ± 0.028 (n=2)" and llm2llm["llm2llm gain"] == "+10.0 pts"
+    # the same +10 points on both seed sets: a paired difference without spread
+    assert llm2llm["finetune"] == "0.520 ± 0.028 (n=2)" and llm2llm["llm2llm gain"] == "+10.0 pts: helps"
     budget = made["budget_strategies"]
-    assert list(budget["best (z-test, 5%)"]) == ["answer_augmentation", "new_question"]
+    assert list(budget["best (paired t-test, 5%)"]) == [  # one cell each: never a winner
+        "none (can't tell (1 replicate) over new_question)",
+        "none (can't tell (1 replicate) over answer_augmentation)"]
     assert list(budget.budget_ratio) == [
         1,
         30,
@@ -331,7 +335,7 @@ def test_a_paper_value_beside_a_cell_of_another_setting_shows_no_difference(tmp_
     trec = papers.loc[papers.index.str.startswith("trec:")].iloc[0]
     # the largest gain over the seed sizes is shown, but a tiny student with the simulated teacher is not
     # the paper's Llama-2-7B with gpt-3.5-turbo: no Δ
-    assert (trec["paper"], trec["reproduced"]) == ("+52.6", "+30.0")
+    assert (trec["paper"], trec["reproduced"]) == ("+52.6", "+30.0 (can't tell (1 replicate))")
     assert trec["Δ"].startswith("not comparable: ") and "-22.6" not in trec["Δ"]
     assert "student_model tiny (paper meta-llama/Llama-2-7b-hf)" in trec["Δ"]
     assert "teacher_model simulated (paper gpt-3.5-turbo)" in trec["Δ"]
@@ -349,7 +353,7 @@ def test_a_paper_value_beside_cells_of_its_setting_shows_the_difference(tmp_path
                                                                                          "fraction": 0.01}})
     papers = report.build([cell("finetune", 0.50), cell("llm2llm", 0.80)], tmp_path)["papers"]
     trec = papers.set_index("quantity").loc[lambda t: t.index.str.startswith("trec:")].iloc[0]
-    assert (trec["reproduced"], trec["Δ"]) == ("+30.0", "-22.6")
+    assert (trec["reproduced"], trec["Δ"]) == ("+30.0 (can't tell (1 replicate))", "-22.6")
 
 
 def budget_records(crossings: dict, setting: dict | None = None) -> list[dict]:
@@ -392,11 +396,53 @@ def test_the_crossover_is_the_interval_where_the_leader_changes_for_each_reading
 
 
 def test_the_best_strategy_is_named_only_beyond_noise(tmp_path):
-    records = [fake_record("answer_augmentation", 0.70, ratio=1), fake_record("new_question", 0.68, ratio=1),
-               fake_record("answer_augmentation", 0.50, ratio=30),
-               fake_record("new_question", 0.80, ratio=30)]
-    budget = report.build(records, tmp_path)["budget_strategies"]  # each cell: stderr 0.02
-    assert list(budget["best (z-test, 5%)"]) == ["none (within noise)", "new_question"]
+    """Three replicates a side: at BR 1 the two strategies swap places from seed to seed, at BR 30 new
+    question leads on every seed set by 10 points or more."""
+    accuracies = {(1, "answer_augmentation"): (0.70, 0.62, 0.66), (1, "new_question"): (0.68, 0.66, 0.63),
+                  (30, "answer_augmentation"): (0.50, 0.55, 0.52), (30, "new_question"): (0.80, 0.72, 0.70)}
+    records = [fake_record(strategy, accuracy, seed=seed, ratio=ratio)
+               for (ratio, strategy), values in accuracies.items() for seed, accuracy in enumerate(values)]
+    budget = report.build(records, tmp_path)["budget_strategies"]
+    low, high = budget["best (paired t-test, 5%)"]
+    assert low.startswith("none (can't tell (effects under") and high == "new_question"
+
+
+def control_records(oracle_gain: float, strategy_gain: float, shuffled_gain: float, n: int = 3) -> list:
+    """Fine-tuning, and LLM2LLM with the oracle, a real teacher and shuffled labels, over n replicates
+    whose shared noise (the replicate's draw) both sides of a comparison see."""
+    rng = np.random.default_rng(5)
+    records = []
+    for replicate in range(n):
+        base = 0.55 + rng.normal(0, 0.03)
+        for teacher, gain in (("oracle", oracle_gain), ("gpt", strategy_gain),
+                              ("shuffled_labels", shuffled_gain)):
+            config = {"teacher": {"name": teacher}, "replicate": replicate}
+            records.append(fake_record("finetune", base, config=config, also=[f"replicate={replicate}"]))
+            records.append(fake_record("llm2llm", base + gain + rng.normal(0, 0.005), config=config,
+                                       also=[f"replicate={replicate}", f"teacher={teacher}"]))
+    return records
+
+
+def test_every_comparison_has_a_verdict_and_the_controls_a_gap_recovered(tmp_path):
+    made = report.build(control_records(0.10, 0.05, -0.08), tmp_path)
+    table = made["comparisons"].set_index("A")
+    assert table.loc["llm2llm (oracle)", "verdict"] == "helps"
+    assert table.loc["llm2llm (shuffled_labels)", "verdict"] == "hurts"
+    assert set(table.B) == {"finetune"} and (table.n == 3).all()  # paired by replicate, fine-tuning once
+    pgr = table.loc["llm2llm (gpt)", "PGR"]
+    point, interval = pgr.split(" ", 1)
+    assert float(point) == pytest.approx(0.5, abs=0.1) and interval.startswith("[")
+    noise = made["noise"]
+    assert set(noise.variant) == {"finetune", "llm2llm"} and (noise.cells == 3).all()
+    text = (tmp_path / "report.md").read_text()
+    assert "**3 of 3 comparisons reach a verdict**" in text and "## Every comparison" in text
+
+
+def test_a_grid_that_cannot_detect_its_positive_control_says_so_at_the_top(tmp_path):
+    build = report.build(control_records(0.002, 0.0, 0.0, n=2), tmp_path)
+    assert build["comparisons"].set_index("A").loc["llm2llm (oracle)", "verdict"].startswith("can't tell")
+    top = (tmp_path / "report.md").read_text().split("\n\n")[2]  # under the title and the cell counts
+    assert "This grid cannot detect even its positive control" in top and "below" in top
 
 
 def test_advisor_uses_the_nearest_measurements_or_the_published_rule(tmp_path, capsys):

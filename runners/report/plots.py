@@ -10,9 +10,9 @@ import pandas as pd
 
 from bench.store import digest, replaced_whole
 from runners.report.stats import spearman
-from runners.report.tables import MIN_CELLS, Z_95, budgeted_cells, diversity_scores, mean_and_stderr
+from runners.report.tables import MIN_CELLS, budgeted_cells, diversity_scores, half_interval
 
-PLOTS_VERSION = 3  # part of the plot cache's key: raise it when a plot is drawn differently
+PLOTS_VERSION = 4  # part of the plot cache's key: raise it when a plot is drawn differently
 
 
 def panels_figure(rows: int, columns: int, panel_size: tuple, sharey: bool | str = False):
@@ -49,11 +49,6 @@ def draw_baseline(axis, accuracy: float | None, label: str = "fine-tuning only")
         axis.axhline(accuracy, color="0.35", linestyle="--", linewidth=1, label=label)
 
 
-def interval_95(accuracies: pd.Series, stderrs: pd.Series) -> float:
-    """Half the 95% interval of a mean accuracy (its standard error as in tables.mean_and_stderr)."""
-    return Z_95 * mean_and_stderr(accuracies, stderrs)[1]
-
-
 def accuracy_axis(axis) -> None:
     """Accuracy on its whole range, 0 to 1: a zoomed axis makes a 2-point gain look steep."""
     axis.set_ylim(0, 1)
@@ -81,7 +76,7 @@ def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
                 points = line.groupby("budget_ratio")
                 label = strategy.replace("_", " ") + (f", {setting}" if varied else "")
                 axis.errorbar(list(points.groups), points.accuracy.mean(),
-                              yerr=[interval_95(p.accuracy, p.stderr) for _, p in points], marker="o",
+                              yerr=[half_interval(p.accuracy, p.stderr) for _, p in points], marker="o",
                               capsize=3, label=label)
             draw_baseline(axis, finetune_baseline(df, task, size))
             ratios = sorted(block.budget_ratio.unique())
@@ -109,8 +104,8 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
             longest = max(len(i) for i in block.iterations)  # a run that stopped early is shorter
             curves = pd.DataFrame([i + [np.nan] * (longest - len(i)) for i in block.iterations])
             stderrs = pd.DataFrame([e + [np.nan] * (longest - len(e)) for e in block.iteration_stderrs])
-            axis.errorbar(curves.columns, curves.mean(), marker="o", capsize=3,
-                          yerr=[interval_95(curves[i].dropna(), stderrs[i].dropna()) for i in curves.columns],
+            halves = [half_interval(curves[i].dropna(), stderrs[i].dropna()) for i in curves.columns]
+            axis.errorbar(curves.columns, curves.mean(), marker="o", capsize=3, yerr=halves,
                           label=f"{variant}, |S| = {size}")
         for size in sorted(cells[cells.task == task].seed_size.unique()):
             draw_baseline(axis, finetune_baseline(df, task, size), f"fine-tuning only, |S| = {size}")

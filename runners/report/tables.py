@@ -13,7 +13,9 @@ from bench.evaluation import doubts
 from bench.model_store import hub_id_of
 from bench.records import CellRecord, RoundRecord
 from bench.store import CELL_ID
+from runners.report.compare import HELPS
 from runners.report.stats import correlations
+from runners.report.verdicts import judged
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "variant": r.choices.get("strategy", r.strategy),
                 "seed_size": r.seed_set_size,
                 "seed": config["seed_set"]["seed"],
+                "replicate": config.get("replicate", 0),
                 "budget_ratio": round(queries / r.seed_set_size, 2) if queries else None,
                 # generation only: the cluster agent's queries (role diversity) are not the strategy's cost
                 "teacher_queries": cost.get("teacher", {}).get("requests", 0),
@@ -132,9 +135,9 @@ def flag(cells: pd.DataFrame) -> str:
     return " !" if cells.doubts.astype(bool).any() else ""
 
 
-# keys a table shows as its rows or columns; seed_set.seed is pooled (mean ± std over seeds)
+# keys a table shows as its rows or columns; seed_set.seed and replicate are pooled (mean ± std over them)
 SHOWN = ("task", "seed_set.size", "seed_set.fraction", "seed_set.seed", "budget.ratio", "budget.max_queries",
-         "strategy", "student", "teacher", "experiment")
+         "strategy", "student", "teacher", "experiment", "replicate", "replicate_over")
 
 
 def setting_of(overrides: list[str]) -> str:
@@ -175,8 +178,9 @@ def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
         for variant in variants:
             accuracy = block[block.variant == variant].accuracy
             row[variant] = mean_std(accuracy) + flag(block[block.variant == variant])
-            gain = accuracy.mean() - base.mean() if len(accuracy) and len(base) else math.nan
-            row[f"{variant} gain"] = "" if math.isnan(gain) else f"{100 * gain:+.1f} pts"
+            if len(accuracy) and len(base):
+                verdict = judged(block[block.variant == variant], block[block.family == "finetune"])
+                row[f"{variant} gain"] = f"{100 * verdict.diff:+.1f} pts: {verdict.verdict}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -185,27 +189,29 @@ def budgeted_cells(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df.family == "budgeted") & df.budget_ratio.notna()]
 
 
-Z_95 = 1.96  # two-sided 5%, normal approximation
+Z_95 = 1.96  # a single cell's 95% binomial interval over its test items
 
 
-def mean_and_stderr(accuracies: pd.Series, stderrs: pd.Series) -> tuple[float, float]:
-    """A mean accuracy and its standard error: over seeds (std / √n) when there are several, else the
-    single cell's binomial standard error over its test examples."""
+def half_interval(accuracies: pd.Series, stderrs: pd.Series) -> float:
+    """Half the 95% interval of a mean accuracy: Student's t over seeds and replicates when there are
+    several (with 2-3 of them 1.96 would be far too narrow), else the single cell's binomial interval."""
+    from scipy import stats
+
     if len(accuracies) > 1:
-        return float(accuracies.mean()), float(accuracies.std(ddof=1) / math.sqrt(len(accuracies)))
-    return float(accuracies.iloc[0]), float(stderrs.iloc[0])
+        n = len(accuracies)
+        return float(stats.t.ppf(0.975, n - 1) * accuracies.std(ddof=1) / math.sqrt(n))
+    return Z_95 * float(stderrs.iloc[0])
 
 
 def best_of(block: pd.DataFrame, strategies: list[str]) -> str:
-    """The strategy with the highest mean, where it beats the runner-up beyond noise: a two-sided z-test
-    at 5% on the difference of means (standard errors as in mean_and_stderr); else 'none (within noise)'."""
-    stats = {s: mean_and_stderr(block[block.strategy == s].accuracy, block[block.strategy == s].stderr)
-             for s in strategies if (block.strategy == s).any()}
-    if len(stats) < 2:
+    """The strategy with the highest mean, where it beats the runner-up in a paired t-test over the
+    replicates at 5% (runners/report/compare.py); else why not."""
+    means = {s: block[block.strategy == s].accuracy.mean() for s in strategies if (block.strategy == s).any()}
+    if len(means) < 2:
         return ""
-    (first, (m1, e1)), (_, (m2, e2)) = sorted(stats.items(), key=lambda kv: -kv[1][0])[:2]
-    spread = math.hypot(e1, e2)
-    return first if spread > 0 and (m1 - m2) / spread > Z_95 else "none (within noise)"
+    first, second = sorted(means, key=lambda s: -means[s])[:2]
+    verdict = judged(block[block.strategy == first], block[block.strategy == second]).verdict
+    return first if verdict == HELPS else f"none ({verdict} over {second})"
 
 
 def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
@@ -220,7 +226,7 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
         for strategy in strategies:
             accuracy = block[block.strategy == strategy].accuracy
             row[strategy] = mean_std(accuracy) + flag(block[block.strategy == strategy])
-        row["best (z-test, 5%)"] = best_of(block, strategies)
+        row["best (paired t-test, 5%)"] = best_of(block, strategies)
         if block.budget_capped.fillna(False).astype(bool).any():  # several nominal BRs, one Q
             row["budget_ratio"] = f"{row['budget_ratio']:g} (capped: budget.cap)"
         same = (df.task == row["task"]) & (df.seed_size == row["seed_size"])

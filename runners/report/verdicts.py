@@ -1,0 +1,142 @@
+"""Every comparison a sweep allows, each with its verdict (runners/report/compare.py), the controls'
+Performance Gap Recovered, and the noise they are judged against:
+
+- each LLM2LLM variant and each budgeted strategy against fine-tuning at the same task, student, |S|
+  and setting (fine-tuning trains no teacher data, so any teacher's cells share it);
+- the budgeted strategies against each other at the same budget ratio and teacher;
+- PGR = (strategy - fine-tuning) / (oracle - fine-tuning) where the same strategy also ran with the
+  perfect teacher (`teacher=oracle`): how much of what real data would add the strategy's teacher adds.
+
+Replicates pair up by (seed_set.seed, replicate): the same seed set and training replicate on both
+sides."""
+
+import pandas as pd
+
+from runners.report.compare import CANT_TELL, compare, gap_recovered
+
+ORACLE = "oracle"  # the positive control: conf/teacher/oracle.yaml
+SHUFFLED = "shuffled_labels"  # the negative control: conf/teacher/shuffled_labels.yaml
+REPLICATE = ["seed", "replicate"]  # what pairs two cells' replicates
+
+
+def pairs(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[int, int]]:
+    """Positions (in a, in b) of the replicates both sides ran."""
+    where = {key: j for j, key in enumerate(zip(*(b[k] for k in REPLICATE), strict=True))}
+    return [(i, where[key]) for i, key in enumerate(zip(*(a[k] for k in REPLICATE), strict=True))
+            if key in where]
+
+
+def judged(a: pd.DataFrame, b: pd.DataFrame):
+    """A's cells against B's cells: paired by replicate where they pair, else unpaired."""
+    return compare(a.accuracy.to_numpy(), b.accuracy.to_numpy(), pairs(a, b) or None)
+
+
+def arm(block: pd.DataFrame, teachers: bool) -> str:
+    """How a side of a comparison is named: the variant, and its teacher where teachers vary."""
+    variant, teacher = block.variant.iloc[0], block.teacher.iloc[0]
+    return f"{variant} ({teacher})" if teachers and block.family.iloc[0] != "finetune" else variant
+
+
+GROUP = ["task", "student", "seed_size", "setting"]
+
+
+def comparisons(df: pd.DataFrame) -> pd.DataFrame | None:
+    """One row per comparison: who against whom, where, and the verdict's columns."""
+    if df.empty:
+        return None
+    teachers = df[df.family != "finetune"].teacher.nunique() > 1
+    rows = []
+    for group, cells in df.groupby(GROUP, sort=True, dropna=False):
+        where = dict(zip(GROUP, group, strict=True))
+        # fine-tuning asks no teacher: a grid over teachers runs it once per teacher, the same cell
+        baseline = cells[cells.family == "finetune"].drop_duplicates(subset=REPLICATE)
+        generating = cells[cells.family.isin(["llm2llm", "budgeted"])]
+        for (ratio, teacher, variant), arm_cells in generating.groupby(
+                [generating.budget_ratio.fillna(-1), "teacher", "variant"], sort=True):
+            br = None if ratio == -1 else ratio
+            if len(baseline):
+                row = {**where, "budget_ratio": br, "A": arm(arm_cells, teachers), "B": "finetune",
+                       **judged(arm_cells, baseline).row()}
+                oracle = generating[(generating.variant == variant) & (generating.teacher == ORACLE)
+                                    & (generating.budget_ratio.fillna(-1) == ratio)]
+                if teacher != ORACLE and len(oracle):
+                    row["PGR"] = recovered(arm_cells, baseline, oracle)
+                rows.append(row)
+        budgeted = generating[generating.family == "budgeted"]
+        for (ratio, teacher), at_ratio in budgeted.groupby(["budget_ratio", "teacher"], sort=True):
+            strategies = sorted(at_ratio.variant.unique())
+            for i, first in enumerate(strategies):
+                for second in strategies[i + 1:]:
+                    a, b = at_ratio[at_ratio.variant == first], at_ratio[at_ratio.variant == second]
+                    rows.append({**where, "budget_ratio": ratio, "A": arm(a, teachers), "B": arm(b, teachers),
+                                 **judged(a, b).row()})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    if "PGR" in table:
+        table["PGR"] = table.PGR.fillna("")
+    keep = [c for c in table.columns if not (c in ("setting", "budget_ratio", "student")
+                                             and table[c].nunique(dropna=True) <= 1)]
+    return table[keep]
+
+
+def recovered(strategy: pd.DataFrame, baseline: pd.DataFrame, oracle: pd.DataFrame) -> str:
+    point, low, high = gap_recovered(strategy.accuracy, baseline.accuracy, oracle.accuracy)
+    if point is None:
+        return "n/a (the oracle adds nothing)"
+    return f"{point:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else " (too few replicates)")
+
+
+def headline(table: pd.DataFrame | None) -> str | None:
+    """The line at the top of a report: what the grid can detect, from its positive control where it
+    has one (teacher=oracle against fine-tuning), else from its comparisons' minimum detectable effects."""
+    if table is None or table.empty:
+        return None
+    mde = pd.to_numeric(table["MDE (pts)"], errors="coerce")
+    control = table[table.A.str.contains(f"({ORACLE})", regex=False) & (table.B == "finetune")]
+    undecided = table.verdict.str.startswith(CANT_TELL)
+    said = (f"**{int((~undecided).sum())} of {len(table)} comparisons reach a verdict** (helps or hurts at "
+            f"p < 0.05 over paired replicates)")
+    if len(control) and control.verdict.str.startswith(CANT_TELL).all():
+        below = pd.to_numeric(control["MDE (pts)"], errors="coerce").max()
+        said += (". **This grid cannot detect even its positive control** (the same strategy with a "
+                 "perfect teacher): " + (f"it cannot tell a strategy's effect below {below:.1f} points"
+                                         if pd.notna(below) else "one replicate tells nothing")
+                 + "; add replicates (replicate=0,1,2,...) or lower the noise (docs/reports.md)")
+    elif mde.notna().any():
+        said += f"; with these replicates, effects below {mde.min():.1f}-{mde.max():.1f} points are invisible"
+    elif (table.n <= 1).all():
+        said += "; every cell ran once, so none can (sweep replicate=0,1,2)"
+    return said + "."
+
+
+NOISE_KEYS = ["task", "student", "variant", "teacher", "seed_size", "budget_ratio", "setting"]
+
+
+def noise_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Per recipe (task x student x strategy x teacher x |S| x BR): the spread of the test accuracy across
+    training replicates (same seed set), across seed-set draws, and the binomial error of one cell's
+    test items; only where a recipe ran more than once."""
+    df = df.assign(teacher=df.teacher.where(df.family != "finetune", "-"))  # fine-tuning asks none
+    df = df.drop_duplicates(subset=[*NOISE_KEYS, *REPLICATE])
+    rows = []
+    for group, cells in df.groupby(NOISE_KEYS, sort=True, dropna=False):
+        if len(cells) < 2:
+            continue
+        row = dict(zip(NOISE_KEYS, group, strict=True))
+        within = [c.accuracy.std(ddof=1) for _, c in cells.groupby("seed") if len(c) > 1]
+        per_draw = cells.groupby("seed").accuracy.mean()
+        row.update({
+            "cells": len(cells), "mean": f"{cells.accuracy.mean():.3f}",
+            "sd across training replicates": f"{pd.Series(within).mean():.3f}" if within else "",
+            "sd across seed sets": f"{per_draw.std(ddof=1):.3f}" if len(per_draw) > 1 else "",
+            "sd of all runs": f"{cells.accuracy.std(ddof=1):.3f}",
+            "binomial error (test items)": f"{cells.stderr.mean():.3f}",
+        })
+        rows.append(row)
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    keep = [c for c in table.columns if not (c in ("setting", "budget_ratio", "student", "teacher")
+                                             and table[c].nunique(dropna=True) <= 1)]
+    return table[keep]
