@@ -131,6 +131,23 @@ def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
     assert "so far 0 done, 0 skipped, 0 failed" in third.stdout + third.stderr
 
 
+@pytest.mark.slow
+def test_replicates_never_share_weights_and_llm2llm_shares_its_replicates_fine_tuning(tmp_path):
+    result = run_cli("-m", *QUICK, "strategy=finetune,llm2llm_quick", "replicate=0,1",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+                     BENCH_CACHE_DIR=str(tmp_path / "stores"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells = {(r["strategy"], r["config"]["replicate"]): r for r in find_records(tmp_path / "sweep")}
+    assert len(cells) == 4
+    tuned = [cells["finetune", r]["stages"] for r in (0, 1)]
+    assert [s["trained"] for s in tuned] == [1, 1] and tuned[0]["keys"] != tuned[1]["keys"]  # own weights
+    for replicate in (0, 1):  # LLM2LLM's iteration 0 is its own replicate's fine-tuning stage
+        llm2llm = cells["llm2llm", replicate]["stages"]
+        assert llm2llm["reused"] == 1 and llm2llm["keys"][0] == tuned[replicate]["keys"][0]
+    report = (tmp_path / "sweep" / "report" / "report.md").read_text()
+    assert "## Every comparison" in report and "| 2 |" in report  # the two replicates, paired
+
+
 def cache_rows(stores: Path) -> int:
     with sqlite3.connect(stores / "generations.sqlite") as db:
         return db.execute("select count(*) from generations").fetchone()[0]

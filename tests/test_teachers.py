@@ -86,6 +86,24 @@ def test_error_rate_makes_wrong_answers_deterministically(trec, tmp_path):
     assert wrong[0] == wrong[1] and 25 < sum(wrong[0]) < 75
 
 
+def test_the_negative_control_pairs_real_text_with_another_labels_example(trec, tmp_path):
+    """teacher=shuffled_labels: each new example is real training text of another label, given the label
+    asked for; every answer is wrong. The oracle (teacher=oracle) gives the example of the right label."""
+    _, data, seed = trec
+    by_question = {question_of(e, data): e for e in data.train}
+    requests = [ask("new_example", e, data, reply_format="{{ question }} => {{ label }}",
+                    extra={"target_label": e.label}) for e in seed[:30]]
+    for name, matches in (("oracle", True), ("shuffled_labels", False)):
+        teacher, _ = simulated(trec, tmp_path / name, f"teacher={name}")
+        for request, response in zip(requests, teacher.generate(requests)):
+            question, label = response.text.split(" => ")
+            assert label == request.source["label"]  # the label asked for, always
+            assert (by_question[question].label == label) is matches
+    teacher, _ = simulated(trec, tmp_path / "answers", "teacher=shuffled_labels")
+    answers = teacher.generate([ask("answer", e, data) for e in seed[:20]])
+    assert all(a.text != e.target for a, e in zip(answers, seed))
+
+
 def test_gsm8k_simulated_answers_parse(data_dir, tmp_path):
     from bench.task_kinds import extract_number
 
