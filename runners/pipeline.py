@@ -71,9 +71,12 @@ def start(inputs: Inputs, run_dir: Path, record: CellRecord) -> Tracker:
              f"({data.source}); {strategy.name} with the {config.student.name} student")
     tracker = Tracker(run_dir, config.logger, {**OmegaConf.to_container(cfg, resolve=True),
                                                "choices": record.choices, "cell_id": record.cell_id},
-                      name=f"{config.task.name}-{strategy.name}-{config.student.name}-s{len(seed_set)}",
-                      group=(record.sweep or {}).get("group"),
-                      tags=(config.task.name, strategy.name, config.student.name))
+                      name=f"{config.task.name}-{strategy.name}-{config.student.name}-s{len(seed_set)}"
+                           + (f"-r{config.replicate}" if config.replicate else ""),
+                      # replicates of a sweep share its group; a job type per strategy groups them in the UI
+                      group=(record.sweep or {}).get("group"), job_type=strategy.name,
+                      tags=(config.task.name, strategy.name, config.student.name, config.teacher.name,
+                            f"replicate-{config.replicate}"))
     tracker.summarize({"data/source": data.source, "data/train_pool": len(data.train),
                        "data/seed_set": len(seed_set), "data/dropped_test_overlap": data.dropped_test_overlap,
                        "test/majority_rate": data.majority_rate})

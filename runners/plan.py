@@ -9,9 +9,11 @@ compute.mfu, teacher queries, tokens and dollars from the teacher's prices; then
 The arithmetic and its assumptions are in bench/resources.py. Task data comes from BENCH_DATA_DIR or
 the Hub (the seed set is a fraction of the training pool)."""
 
+import math
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -31,6 +33,7 @@ from bench.resources import (
     training_memory,
 )
 from bench.seed_set import seed_set_size
+from bench.store import find_records
 from bench.tasks import load_task
 from bench.teachers import query_budget
 from bench.training import batch_split
@@ -157,7 +160,10 @@ def plan_cell(overrides: list[str]) -> dict:
         tokens_in * prices.get("input_per_mtok", 0) + tokens_out * prices.get("output_per_mtok", 0)
     ) / 1e6
     return {
+        "task": config.task.name,
         "student": config.student.name,
+        "draw": (config.seed_set.seed, config.replicate),  # which replicate of its comparison
+        "store_dir": config.store_dir,
         "parameters": shape.parameters,
         "seed_set": size,
         "train_tokens": train_tokens,
@@ -217,6 +223,54 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+EFFECTS = (0.05, 0.10)  # differences (accuracy) the power lines report replicates for
+
+
+def stored_noise(task: str, student: str, stores: list[Path]) -> tuple[float, int] | None:
+    """The run-to-run sd of one cell's test accuracy for this task and student, pooled over every recipe
+    the stores ran more than once (replicates or seed sets), and how many runs it rests on."""
+    from runners.report.tables import frame, well_formed
+    from runners.report.verdicts import NOISE_KEYS
+
+    found = [r for store in stores if store.exists() for r in find_records(store) if well_formed(r)]
+    df = frame(list({r["cell_id"]: r for r in found}.values()))
+    if df.empty:
+        return None
+    df = df[(df.task == task) & (df.student == student)]
+    groups = [g.accuracy for _, g in df.groupby(NOISE_KEYS, dropna=False) if len(g) > 1]
+    dof = sum(len(g) - 1 for g in groups)
+    if not dof:
+        return None
+    return math.sqrt(sum((len(g) - 1) * g.var(ddof=1) for g in groups) / dof), sum(len(g) for g in groups)
+
+
+def power_lines(rows: list[dict], stores: list[Path] | None = None) -> list[str]:
+    """Per task and student of the grid: what its replicates can detect, and how many replicates the
+    EFFECTS would need, from the noise the stores measured (a paired difference's sd taken as √2 times
+    one run's: no credit for pairing, so the counts err on the safe side)."""
+    from runners.report.compare import minimum_detectable, replicates_needed
+
+    lines = []
+    for task, student in dict.fromkeys((r["task"], r["student"]) for r in rows):
+        draws = len({r["draw"] for r in rows if (r["task"], r["student"]) == (task, student)})
+        where = stores or [conf_dir().parent / "results", Path(rows[0]["store_dir"])]
+        noise = stored_noise(task, student, where)
+        if noise is None:
+            searched = ", ".join(map(str, where))
+            lines.append(f"power: {task} / {student}: no recipe of it ran twice in {searched}; run a pilot "
+                         "with replicate=0,1,2 to measure the noise first")
+            continue
+        sd, runs = noise
+        mde = minimum_detectable(math.sqrt(2) * sd, draws)
+        needs = ", ".join(f"{100 * e:g} pts needs {replicates_needed(e, math.sqrt(2) * sd) or '> 1000'}"
+                          for e in EFFECTS)
+        can = (f"its {draws} replicates detect differences of {100 * mde:.1f} pts or more" if mde
+               else "one replicate per comparison detects nothing (sweep replicate=0,1,2)")
+        lines.append(f"power (80%, 5% two-sided): {task} / {student}: run-to-run sd {sd:.3f} ({runs} stored "
+                     f"runs); {can}; {needs}")
+    return lines
+
+
 def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
         print("usage: python -m runners.plan [config overrides and sweeps, e.g. experiment=llm2llm]\n")
@@ -224,7 +278,9 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         check_yaml_syntax(argv, CONF)
-        print(table(plan(argv)))
+        rows = plan(argv)
+        print(table(rows))
+        print("\n".join(power_lines(rows)))
     except BenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

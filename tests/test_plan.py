@@ -114,3 +114,24 @@ def test_a_student_the_planner_cannot_size_is_one_line(tmp_path):
     student = typed_config(f"student.pretrained={tmp_path / 'no-model'}", "student.name=mine").student
     with pytest.raises(BenchError, match=r"^student mine: cannot read .*give its sizes in student.shape"):
         student_shape(student)
+
+
+def test_the_power_line_says_what_a_grid_detects_from_the_stored_noise(tmp_path):
+    import json
+
+    from runners.plan import power_lines
+    from tests.test_sweeps import fake_record
+
+    store = tmp_path / "store" / "cells"
+    store.mkdir(parents=True)
+    for seed, accuracy in enumerate((0.50, 0.55, 0.60)):  # sd 0.05 over three seed sets
+        record = fake_record("finetune", accuracy, seed=seed)
+        (store / f"{record['cell_id']}.json").write_text(json.dumps(record))
+    rows = [{"task": "trec", "student": "tiny", "draw": (0, r), "store_dir": str(tmp_path)} for r in range(3)]
+    [line] = power_lines(rows, [tmp_path / "store"])
+    # a paired difference's sd taken as 0.05 * √2; t at 2 degrees of freedom: 4.30 + 1.06
+    assert "run-to-run sd 0.050 (3 stored runs)" in line
+    assert "its 3 replicates detect differences of 21.9 pts or more" in line
+    assert "5 pts needs 18" in line  # (t(17) 2.11 + 0.86) x 0.0707 / √18 = 0.0495
+    [none] = power_lines(rows[:1], [tmp_path / "nothing"])
+    assert "no recipe of it ran twice" in none and "replicate=0,1,2" in none

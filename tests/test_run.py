@@ -88,7 +88,7 @@ def test_the_default_job_as_a_user_sees_it(tmp_path):
     assert story.count("step 26/256: loss") == len([r for r in rounds if not r["reused"]])
 
     wandb_run = read_run(next((run / "wandb").glob("offline-run-*/run-*.wandb")))
-    assert wandb_run["job_type"] == "cell"
+    assert wandb_run["job_type"] == "llm2llm"  # a job type per strategy: replicates group by it
     assert wandb_run["config"]["choices.strategy"] == "llm2llm_quick" and "cell_id" in wandb_run["config"]
     assert "per_device_train_batch_size" not in wandb_run["config"]  # no Trainer arguments
     # per-iteration metrics on the `iteration` axis; each training run's curve on its own step axis

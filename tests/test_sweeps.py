@@ -108,6 +108,8 @@ def test_parallel_sweep_shares_stages_and_a_rerun_skips_everything(tmp_path):
     cells = json.loads(next(summary.glob("files/media/table/tables/cells_*.table.json")).read_text())
     accuracy = [row[cells["columns"].index("accuracy")] for row in cells["data"]]
     assert all(isinstance(a, float) for a in accuracy)  # a real table: numbers, not their printed text
+    verdicts = json.loads(next(summary.glob("files/media/table/tables/comparisons_*.table.json")).read_text())
+    assert "verdict" in verdicts["columns"] and len(verdicts["data"]) >= 3  # each strategy vs fine-tuning
     assert (
         "llm2llm_quick gain"
         in next(summary.glob("files/media/table/tables/llm2llm_*.table.json")).read_text()
