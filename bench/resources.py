@@ -16,7 +16,7 @@ and dollars. Estimates, stated with their assumptions:
 import math
 from dataclasses import dataclass, field
 
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 
 GIB = 2**30
 CHARS_PER_TOKEN = 4
@@ -52,7 +52,7 @@ def student_shape(student) -> Shape:
             config = AutoConfig.from_pretrained(student.pretrained)
         except (OSError, ValueError) as error:
             raise BenchError(f"student {student.name}: cannot read {student.pretrained}'s config "
-                             f"({str(error).splitlines()[0]}); give its sizes in student.shape "
+                             f"({first_line(error)}); give its sizes in student.shape "
                              "(conf/student/7b.yaml shows how), or allow Hub access") from None
     else:
         config = LlamaConfig(vocab_size=student.tokenizer_vocab_size, **student.architecture)

@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from bench.config import StudentConfig
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
@@ -51,10 +51,9 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
 def cannot_load(cfg: StudentConfig, error: Exception) -> BenchError:
     """Not on the Hub, no network, gated without HF_TOKEN (OSError), or a folder without a model
     (ValueError): one line."""
-    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return BenchError(f"student {cfg.name}: cannot load {cfg.pretrained} ({first_line}); check the id or "
-                      "path (a folder needs config.json, the weights and the tokenizer), the network, and "
-                      "HF_TOKEN for gated models")
+    return BenchError(f"student {cfg.name}: cannot load {cfg.pretrained} ({first_line(error)}); check the id "
+                      "or path (a folder needs config.json, the weights and the tokenizer), the network, "
+                      "and HF_TOKEN for gated models")
 
 
 class Student:
@@ -108,7 +107,7 @@ class Student:
             linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                              if isinstance(module, torch.nn.Linear)})
             raise BenchError(f"student.lora.target_modules={lora.target_modules} does not fit the "
-                             f"{self.cfg.name} student ({str(error).splitlines()[0][:120]}); its linear "
+                             f"{self.cfg.name} student ({first_line(error, 120)}); its linear "
                              f"layers are {', '.join(linear)}: name some, or use all-linear") from None
 
     def check(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from bench.config import TaskConfig
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.store import digest
 from bench.task_kinds import TaskKind, task_kind
 
@@ -227,7 +227,7 @@ def _read_hub(cfg: TaskConfig, split: str) -> list[dict]:
     except (OSError, ValueError) as error:  # no network, no such dataset/config/split
         raise BenchError(
             f"task {cfg.name}: could not load {hub.path} from the Hub ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); "
+            f"{first_line(error)}); "
             "set BENCH_DATA_DIR to use local release files"
         ) from None
     return hub_records(dataset, dict(hub.columns))

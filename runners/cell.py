@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench import distributed
-from bench.errors import BenchError, Interrupted
+from bench.errors import BenchError, Interrupted, first_line
 from bench.records import CellRecord
 from bench.secrets import redact
 from bench.store import (
@@ -79,8 +79,8 @@ def run(cfg: DictConfig) -> int:
     except Exception as error:  # recorded first; then, outside a sweep, reported as before
         if not ranks.main:
             raise  # rank 0 records the cell; the launcher ends the ranks when one fails
-        first_line = (str(error).splitlines() or [""])[0]
-        message = first_line if isinstance(error, BenchError) else f"{type(error).__name__}: {first_line}"
+        said = first_line(error)
+        message = said if isinstance(error, BenchError) else f"{type(error).__name__}: {said}"
         record.status, record.error, record.seconds = "failed", message, time.perf_counter() - started
         record_failure(run_dir, record)
         if isinstance(error, BenchError):

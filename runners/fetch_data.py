@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.errors import first_line
+
 SOURCES = Path(__file__).with_name("data_sources.yaml")
 
 
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sources = checked_sources(yaml.safe_load(args.sources.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:
-        said = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        said = first_line(error)
         print(f"error: --sources {args.sources}: {said}; it maps each task to hub_only or files: {{path: "
               "{url, sha256}} (runners/data_sources.yaml shows the shape)", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from filelock import FileLock
 
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.model_store import local_copy, models_dir
 from runners.fetch_data import sha256_of
 
@@ -75,7 +75,7 @@ def convert(hub_id: str, gguf_path: Path, model_max_length: int, into: Path) -> 
     except ImportError as error:
         raise BenchError(f"{hub_id}: {error} (pip install gguf)") from None
     except (OSError, ValueError, KeyError, RuntimeError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        first = first_line(error)
         raise BenchError(f"{hub_id}: transformers cannot read {gguf_path.name} ({first}); use the Hub id "
                          f"{hub_id} or a transformers version that reads this GGUF architecture") from None
     settings = loaded.config.to_dict()

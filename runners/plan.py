@@ -22,7 +22,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import BenchConfig, check_yaml_syntax, conf_dir, register_configs
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.resources import (
     GIB,
     generation_flops,
@@ -285,7 +285,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (HydraException, OmegaConfBaseException) as error:  # an unknown option, a mistyped value
-        said = "; ".join(next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        said = "; ".join(first_line(e)
                          for e in (error, error.__cause__) if e is not None)
         print(f"error: {said} (python run.py --help lists the groups and options)", file=sys.stderr)
         return 2

@@ -205,3 +205,15 @@ def test_the_budget_study_scores_gsm8k_without_cutting_a_long_solution(data_dir)
     assert not any(stop in long for stop in scoring["until"])  # no stop string cuts it before its '####'
     llm2llm = typed_config("experiment=llm2llm", "task=gsm8k", "student=tiny", "teacher=simulated")
     assert generation_kwargs(llm2llm.task, llm2llm.eval)["max_gen_toks"] == 100  # the authors' eval.py
+
+
+def test_an_error_quoted_in_a_one_line_error_never_breaks_it():
+    from bench.errors import first_line, last_line
+    from bench.students import cannot_load
+
+    assert first_line(OSError()) == "OSError" and last_line(KeyError()) == "KeyError"  # empty messages
+    assert first_line(ValueError("\n  the cause\nmore")) == "the cause"
+    assert last_line(ValueError("a\nb\n")) == "b"
+    assert first_line(ValueError("x" * 300), 120) == "x" * 120
+    student = typed_config("student=smollm2_135m").student
+    assert "(OSError); check the id" in str(cannot_load(student, OSError()))  # was: IndexError

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from bench.embeddings import embed
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.text import rouge_l, words
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def reference_lm(name: str):
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForCausalLM.from_pretrained(name).eval()
     except (OSError, ValueError) as error:
-        raise BenchError(f"diversity.reference_lm={name}: cannot load it ({str(error).splitlines()[0]}); "
+        raise BenchError(f"diversity.reference_lm={name}: cannot load it ({first_line(error)}); "
                          "name a causal LM on the Hub or a local folder, or null") from None
     return model, tokenizer
 

@@ -6,7 +6,7 @@ stages are scored on the task's test split and on lm-eval's zero-shot tasks, whe
 from dataclasses import fields, replace
 
 from bench.config import TrainConfig
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.steps import CORPUS
 from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, Workload, writer
 from bench.tasks import Example, question_of
@@ -62,7 +62,7 @@ class SyntheticPretraining(Strategy):
             rows = datasets.load_dataset(cfg["path"], cfg.get("name"), split=cfg.get("split", "train"),
                                          data_files=cfg.get("data_files"))
         except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
-            raise BenchError(f"strategy.sft: cannot load {cfg['path']} ({str(error).splitlines()[0]}); "
+            raise BenchError(f"strategy.sft: cannot load {cfg['path']} ({first_line(error)}); "
                              "check the dataset id or data_files, and Hub access") from None
         prompt, target = env.from_string(cfg["prompt"]), env.from_string(cfg["target"])
         limit = cfg.get("limit") or len(rows)

@@ -7,7 +7,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 
 from bench.config import BenchConfig, BudgetConfig, TeacherConfig
-from bench.errors import BenchError
+from bench.errors import BenchError, last_line
 from bench.tasks import TaskData
 from bench.teachers.base import Budget, Request, Response, Teacher, TeacherFailed
 from bench.teachers.cache import GenerationCache
@@ -36,7 +36,7 @@ def build_backend(cfg: TeacherConfig, task: TaskData, exclude_ids: set):
     try:  # partial, then called: instantiate would turn the task's data into a config node, slowly
         make = instantiate(settings, _partial_=True)
     except InstantiationException as error:
-        raise BenchError(f"teacher {cfg.name}: {str(error).splitlines()[-1]}") from None
+        raise BenchError(f"teacher {cfg.name}: {last_line(error)}") from None
     return make(task=task, exclude_ids=exclude_ids) if needs_task else make()
 
 
