@@ -574,7 +574,10 @@ class BenchConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
-    cache_path: str = MISSING  # the generation cache (SQLite); share it across a sweep or a cluster
+    cache_path: str = MISSING  # the generation cache (SQLite) of one machine, shared by its cells
+    # a PostgreSQL server a grid across nodes shares (postgresql://user@host:port/db; the password in
+    # PGPASSWORD): the generation cache and the claims on stages and cells; unset: cache_path
+    cache_url: Optional[str] = None
     store_dir: str = MISSING  # finished cells and trained stages (bench/store.py); share it likewise
     # true: skip a cell (and reuse a stage) the store holds, warning when other code computed it;
     # strict: recompute what other code computed; false: recompute every cell
@@ -590,6 +593,10 @@ class BenchConfig:
 
     def __post_init__(self):
         at_least("replicate", self.replicate, 0)
+        if self.cache_url:
+            from bench.database import check_url
+
+            check_url(self.cache_url)
         if ReplicateSource.train in self.replicate_over:
             self.train.seed += self.replicate
             self.student.init_seed += self.replicate

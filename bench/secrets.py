@@ -19,7 +19,7 @@ SECRET_FIELDS = re.compile(r"(?i)^(api_?key|token|secret|password|auth(orization
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REDACTED = "[redacted]"
 # a variable whose value is a secret by its name: ..._API_KEY, ..._KEY, ..._TOKEN, ..._SECRET, ...
-SECRET_VARIABLE = re.compile(r"(?i)(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD)$")
+SECRET_VARIABLE = re.compile(r"(?i)((^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD)|^PGPASSWORD)$")
 MIN_SECRET = 8  # shorter values would scrub ordinary words; no real key is this short
 _held: set = set()
 

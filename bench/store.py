@@ -27,9 +27,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
+from bench.database import ClaimLocks
 from bench.errors import BenchError
 from bench.secrets import held_keys, redact
 
@@ -39,7 +39,7 @@ ORPHAN_AGE_S = 3600  # a .partial file this old has no writer left: no write tak
 
 # Config keys that say where things live or how they are logged, not what is computed.
 # where and how a cell runs, not what it computes (N GPUs train the same recipe as one)
-NOT_THE_EXPERIMENT = ("data_dir", "cache_path", "store_dir", "logger", "resume", "compute")
+NOT_THE_EXPERIMENT = ("data_dir", "cache_path", "cache_url", "store_dir", "logger", "resume", "compute")
 # bump when what a stage computes changes meaning: old stages are then not reused (2: each scored record
 # says whether its generation is an answer at all)
 STAGE_FORMAT = 2
@@ -164,17 +164,16 @@ class CellStore:
 
 class StageStore:
     """Trained-and-scored stages by key. `claim` serialises cells that need the same stage at the same
-    time (joblib workers, SLURM array tasks on a shared disk): the second waits, then reuses."""
+    time (joblib workers; SLURM array tasks, through the PostgreSQL server of `cache_url`): the second
+    waits, then reuses."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, cache_url: str | None = None):
         self.root = Path(root) / "stages"
+        self.locks = ClaimLocks(self.root, cache_url)
         remove_orphans(self.root)
 
-    @contextmanager
     def claim(self, key: str):
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(self.root / f"{key}.lock"):
-            yield
+        return self.locks.hold("stage", key)
 
     def load(self, key: str, need_weights: bool = False) -> dict | None:
         """The stage's result, or None when it was never computed (or its weights are needed and were

@@ -10,10 +10,10 @@ from bench.config import BenchConfig, BudgetConfig, TeacherConfig
 from bench.errors import BenchError, last_line
 from bench.tasks import TaskData
 from bench.teachers.base import Budget, Request, Response, Teacher, TeacherFailed
-from bench.teachers.cache import GenerationCache
+from bench.teachers.cache import GenerationCache, open_cache
 
 __all__ = ["Budget", "GenerationCache", "Request", "Response", "Teacher", "TeacherFailed", "build_backend",
-           "build_teachers", "make_teacher", "query_budget"]
+           "build_teachers", "make_teacher", "open_cache", "query_budget"]
 
 
 def query_budget(cfg: BudgetConfig, seed_size: int) -> int | None:
@@ -43,7 +43,7 @@ def build_backend(cfg: TeacherConfig, task: TaskData, exclude_ids: set):
 def build_teachers(cfg: BenchConfig, task: TaskData, seed_ids: list) -> tuple:
     """(teacher, augmenter) over one cache. Both draw on one budget of Q queries unless
     budget.count_augmenter is false; without an augmenter config the teacher's model plays both roles."""
-    cache = GenerationCache(cfg.cache_path)
+    cache = open_cache(cfg)
     budget = Budget(query_budget(cfg.budget, len(seed_ids)), cfg.budget.count_timeouts)
     # the test split is never in task.train; the seed set is what the simulator must not hand out
     exclude = set(seed_ids)
@@ -60,7 +60,7 @@ def build_teachers(cfg: BenchConfig, task: TaskData, seed_ids: list) -> tuple:
     return teacher, augmenter
 
 
-def make_teacher(cfg: TeacherConfig, backend, cache: GenerationCache, budget: Budget) -> Teacher:
+def make_teacher(cfg: TeacherConfig, backend, cache, budget: Budget) -> Teacher:
     return Teacher(backend, cache, budget, max_concurrency=cfg.max_concurrency, max_attempts=cfg.max_attempts,
                    backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s, prices=dict(cfg.prices),
                    max_failure_share=cfg.max_failure_share, name=cfg.name)

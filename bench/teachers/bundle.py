@@ -7,7 +7,7 @@ from functools import cached_property
 
 from bench.config import BenchConfig
 from bench.tasks import Example, TaskData
-from bench.teachers import Budget, GenerationCache, Teacher, build_backend, build_teachers, make_teacher
+from bench.teachers import Budget, Teacher, build_backend, build_teachers, make_teacher, open_cache
 
 
 class TeacherBundle:
@@ -46,7 +46,7 @@ class TeacherBundle:
         cfg = agent.teacher or self.config.teacher
         backend = (self.teacher.backend if agent.teacher is None
                    else build_backend(cfg, self.task, {e.id for e in self.seed_set}))
-        return make_teacher(cfg, backend, GenerationCache(self.config.cache_path), Budget(agent.max_queries))
+        return make_teacher(cfg, backend, open_cache(self.config), Budget(agent.max_queries))
 
     def used(self) -> tuple:
         """The teachers the cell asked for (each is built on first use)."""

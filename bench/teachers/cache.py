@@ -1,7 +1,7 @@
 """The generation cache: one SQLite file keyed on everything that determines a response — backend,
 endpoint (a remote server's URL), model, rendered messages, sampling parameters and sample index — and
 nothing else, so k samples of one prompt stay distinct and a changed parameter invalidates only what it
-touches. WAL mode lets several processes (joblib workers, array jobs, cells on a cluster) share it; a row
+touches. WAL mode lets several processes (joblib workers, array jobs, cells of one machine) share it; a row
 is committed before its response is used, so a run killed at any point resumes without paying twice.
 
 Exactly once across processes: before asking, a process *claims* the keys it is about to ask (a row in
@@ -199,3 +199,49 @@ class GenerationCache:
 
     def __len__(self) -> int:
         return self._connection().execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+
+# filesystems where SQLite's WAL (its index in one host's shared memory) and file locks are not safe
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs",
+                       "fuse.glusterfs", "ceph", "fuse.ceph", "fuse.sshfs", "9p", "afs", "fuse.s3fs",
+                       "fuse.gcsfuse", "panfs", "orangefs", "wekafs", "fuse.juicefs")
+
+
+def mount_type(path: Path, mounts: str | None = None) -> str:
+    """The filesystem type of the mount holding `path`: the longest mount point above it in /proc/mounts
+    (or in `mounts`, that file's text, for tests)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return "unknown"
+    target, best, kind = Path(os.path.abspath(path)), -1, "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(fields[1].replace("\\040", " "))
+        if (target == point or point in target.parents) and len(point.parts) > best:
+            best, kind = len(point.parts), fields[2]
+    return kind
+
+
+def refuse_network_filesystem(path: Path, mounts: str | None = None) -> None:
+    kind = mount_type(Path(path).parent, mounts)
+    if kind in NETWORK_FILESYSTEMS or kind.startswith("nfs"):
+        raise BenchError(f"the generation cache {path} is on a network filesystem ({kind}), where SQLite's "
+                         "locking is not safe: nodes could pay for one request twice or corrupt the file. "
+                         "Share a PostgreSQL server instead (cache_url=postgresql://user@host/db; "
+                         "docs/sweeps.md), or give each node a local cache_path")
+
+
+def open_cache(cfg):
+    """The generation cache a config names: PostgreSQL at cache_url (a grid across nodes), else the
+    SQLite file at cache_path, refused on a network filesystem."""
+    if cfg.cache_url:
+        from bench.teachers.postgres_cache import PostgresCache
+
+        return PostgresCache(cfg.cache_url)
+    refuse_network_filesystem(Path(cfg.cache_path))
+    return GenerationCache(cfg.cache_path)
+

@@ -1,0 +1,90 @@
+"""The generation cache on a PostgreSQL server, for a grid across nodes (`cache_url=postgresql://...`): the
+same keys and the same guarantees as the SQLite cache of one machine (bench/teachers/cache.py) — an
+answer is committed before it is used, each request is paid once across every process and host, a dead
+claimant's requests are asked again — with claims that need no lease: a claim is a session-level
+advisory lock (bench/database.py), which the server releases the moment the claimant's session ends."""
+
+import json
+import threading
+import time
+
+from bench.database import NAMESPACES, connect, lock_id
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL
+)
+"""
+NAMESPACE = NAMESPACES["generation"]
+
+
+class PostgresCache:
+    def __init__(self, url: str):
+        self.url = url
+        self._local = threading.local()  # a connection per thread, as with SQLite
+        self._claims = connect(url)  # the session that holds this process's claims
+        self._claims_lock = threading.Lock()
+        self._held: set = set()
+        with self._claims.transaction():  # two first runs at once: one creates the table
+            self._claims.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))
+            self._claims.execute(_SCHEMA)
+
+    def _connection(self):
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = connect(self.url)
+        return db
+
+    def get(self, key: str) -> dict | None:
+        row = self._connection().execute("SELECT response FROM generations WHERE key = %s", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, key: str, request: dict, response: dict) -> None:
+        """Store an answer (committed), then end this process's claim on it."""
+        self._connection().execute(
+            "INSERT INTO generations (key, request, response, created) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET request = EXCLUDED.request, response = EXCLUDED.response, "
+            "created = EXCLUDED.created",
+            (key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False),
+             time.time()))
+        self.release([key])
+
+    def delete(self, key: str) -> None:
+        self._connection().execute("DELETE FROM generations WHERE key = %s", (key,))
+
+    def claim(self, keys: list) -> tuple[set, set]:
+        """(keys now claimed by this process, keys another live session is asking). A key already
+        answered is in neither; read it with `get`."""
+        mine, theirs = set(), set()
+        with self._claims_lock:
+            db = self._claims
+            for key in dict.fromkeys(keys):
+                if key in self._held:
+                    mine.add(key)
+                    continue
+                if db.execute("SELECT 1 FROM generations WHERE key = %s", (key,)).fetchone():
+                    continue
+                locked = db.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, lock_id(key)))
+                if not locked.fetchone()[0]:
+                    theirs.add(key)
+                    continue
+                # answered between the look and the lock (its claimant stores, then unlocks): not ours to ask
+                if db.execute("SELECT 1 FROM generations WHERE key = %s", (key,)).fetchone():
+                    db.execute("SELECT pg_advisory_unlock(%s, %s)", (NAMESPACE, lock_id(key)))
+                    continue
+                self._held.add(key)
+                mine.add(key)
+        return mine, theirs
+
+    def release(self, keys) -> None:
+        """Give up claims without an answer (it failed, or the budget refused it): another may ask."""
+        with self._claims_lock:
+            for key in [k for k in keys if k in self._held]:
+                self._claims.execute("SELECT pg_advisory_unlock(%s, %s)", (NAMESPACE, lock_id(key)))
+                self._held.discard(key)
+
+    def __len__(self) -> int:
+        return self._connection().execute("SELECT COUNT(*) FROM generations").fetchone()[0]

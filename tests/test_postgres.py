@@ -1,0 +1,153 @@
+"""A grid across nodes through a real PostgreSQL server (started by the tests: tests/conftest.py): the
+generation cache pays each request once across processes posing as hosts, a killed claimant's requests
+are asked again once, two processes racing for one stage train it once; SQLite is refused on a network
+filesystem; the server's password never reaches a file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.errors import BenchError
+from bench.store import find_records
+from bench.teachers.cache import mount_type, refuse_network_filesystem
+from runners.benchmarks.local_server import LocalChatServer
+from tests.conftest import QUICK, REPO, run_cli
+
+CLIENT = """
+import sys
+from bench.teachers.base import Budget, Request, Teacher
+from bench.teachers.openai import OpenAIBackend
+from bench.teachers.postgres_cache import PostgresCache
+url, cache_url, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+backend = OpenAIBackend(model="m", base_url=url, api_key_env=None)
+teacher = Teacher(backend, PostgresCache(cache_url), Budget(None), max_concurrency=4)
+answers = teacher.generate([Request(messages=({"role": "user", "content": f"q{i}"},), temperature=0.0)
+                            for i in range(first, last)])
+usage = teacher.usage["teacher"]
+print(sum(a is not None for a in answers), usage.requests, usage.waited)
+"""
+
+
+def client(server: LocalChatServer, cache_url: str, first: int, last: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CLIENT, server.base_url, cache_url, str(first), str(last)],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+
+
+def claims_held(cache_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(cache_url) as db:
+        return db.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
+                          "AND classid = 1 AND granted").fetchone()[0]
+
+
+def test_two_hosts_asking_overlapping_requests_pay_for_each_once(postgres_url):
+    """40 + 40 requests sharing 20, asked at once by two processes, each its own database session (as
+    two hosts): 60 reach the server, each once."""
+    with LocalChatServer(latency_s=0.05) as server:
+        a, b = client(server, postgres_url, 0, 40), client(server, postgres_url, 20, 60)
+        outputs = [p.communicate(timeout=300)[0].split() for p in (a, b)]
+        paid = list(server.billable)
+    assert sorted(paid) == sorted(f"q{i}" for i in range(60)), f"{len(paid)} paid, {len(set(paid))} distinct"
+    answered, asked, _ = zip(*[map(int, out) for out in outputs], strict=True)
+    assert answered == (40, 40) and sum(asked) == 60
+
+
+def test_a_killed_claimants_requests_are_asked_again_once(postgres_url):
+    with LocalChatServer() as server:
+        server.hold(0)  # every request hangs: the first process dies holding its claims
+        first = client(server, postgres_url, 0, 10)
+        deadline = time.monotonic() + 120
+        while claims_held(postgres_url) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert claims_held(postgres_url) == 10
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        server.hold(None)
+        # no lease to wait out: the server ended the dead session, and its locks with it
+        second = client(server, postgres_url, 0, 10)
+        assert second.communicate(timeout=300)[0].split()[:2] == ["10", "10"]
+        assert sorted(server.billable) == sorted(f"q{i}" for i in range(10))  # each asked again, once
+    assert claims_held(postgres_url) == 0
+
+
+@pytest.mark.slow
+def test_two_processes_racing_for_one_stage_train_it_once(postgres_url, tmp_path):
+    args = [*QUICK, "strategy=finetune", f"cache_url={postgres_url}"]
+    env = {**os.environ, "BENCH_CACHE_DIR": str(tmp_path / "shared"), "WANDB_MODE": "offline"}
+    racing = [subprocess.Popen([sys.executable, str(REPO / "run.py"), *args,
+                                f"hydra.run.dir={tmp_path / run}"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+              for run in ("run0", "run1")]
+    for process in racing:
+        assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
+    records = [json.loads((tmp_path / f"run{n}" / "record.json").read_text()) for n in (0, 1)]
+    trained = sum(r.get("stages", {}).get("trained", 0) for r in records if not r.get("skipped"))
+    assert trained == 1  # one trained, the other waited for its claim and reused (or skipped the cell)
+
+
+@pytest.mark.slow
+def test_a_fault_soak_through_the_postgres_cache_pays_exactly_the_budget(postgres_url, tmp_path):
+    from tests.test_faults import command, environment, paid, teacher_reply
+
+    grid = ("strategy=answer_augmentation", "budget=ratio", "budget.ratio=2", "seed_set.seed=0,1,2",
+            "train.epochs=0.5", "teacher.backend.timeout_s=3", "teacher.max_attempts=6",
+            f"cache_url={postgres_url}")
+    with LocalChatServer(reply=teacher_reply, fault_rate=0.3, seed=7) as server:
+        result = subprocess.run(command(server, tmp_path / "soak", *grid), cwd=tmp_path, timeout=900,
+                                env=environment(tmp_path / "stores"), capture_output=True, text=True,
+                                check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        billed = paid(server)
+    records = find_records(tmp_path / "soak")
+    assert len(records) == 3 and all(r["status"] == "done" for r in records)
+    assert all(b["paid"] <= 2 * 48 for r in records for b in r["cost"]["budget"])
+    assert billed <= 3 * 2 * 48 and not (tmp_path / "stores" / "generations.sqlite").exists()
+
+
+MOUNTS = """\
+sysfs /sys sysfs rw,nosuid 0 0
+/dev/vda / ext4 rw,relatime 0 0
+server:/export/home /home nfs4 rw,relatime,vers=4.2 0 0
+lustre@tcp:/scratch /scratch lustre rw 0 0
+/dev/nvme0n1 /scratch/local xfs rw 0 0
+tmpfs /tmp tmpfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize("path, kind", [("/home/me/cache/generations.sqlite", "nfs4"),
+                                        ("/scratch/me/generations.sqlite", "lustre"),
+                                        ("/scratch/local/generations.sqlite", "xfs"),
+                                        ("/work/generations.sqlite", "ext4")])
+def test_the_cache_folders_filesystem_is_read_from_the_mount_table(path, kind):
+    from pathlib import Path
+
+    assert mount_type(Path(path).parent, MOUNTS) == kind
+    if kind in ("nfs4", "lustre"):
+        with pytest.raises(BenchError, match=rf"is on a network filesystem \({kind}\).*cache_url=postgresql"):
+            refuse_network_filesystem(Path(path), MOUNTS)
+    else:
+        refuse_network_filesystem(Path(path), MOUNTS)
+
+
+def test_a_password_in_the_url_is_refused_and_pgpassword_is_scrubbed(tmp_path, monkeypatch):
+    result = run_cli(*QUICK, "cache_url=postgresql://me:hunter2secret@db:5432/grid", cwd=tmp_path)
+    assert result.returncode == 2 and "cache_url holds a password" in result.stderr
+    assert "hunter2secret" not in result.stdout + result.stderr
+    from bench.secrets import redact
+
+    monkeypatch.setenv("PGPASSWORD", "correct-horse-battery")
+    assert redact("login failed for correct-horse-battery") == "login failed for [redacted]"
+
+
+def test_an_unreachable_server_is_one_line(tmp_path):
+    result = run_cli(*QUICK, "strategy=finetune", "cache_url=postgresql://bench@127.0.0.1:9/none",
+                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "cannot connect to the PostgreSQL server at 127.0.0.1:9" in errors[0]
