@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench import distributed
+from bench.database import ClaimLocks
 from bench.errors import BenchError, Interrupted, first_line
 from bench.records import CellRecord
 from bench.secrets import redact
@@ -64,16 +65,22 @@ def run(cfg: DictConfig) -> int:
         if finished is not None:
             skip(record, finished, store, multirun)
             return 0
-        record.config = cell_config(cfg)
-        record.provenance = {**code_version(), "host": platform.node(),
-                             "started": datetime.now(UTC).isoformat(), "cpu_threads": f"{threads} ({why})"}
-        from runners import pipeline  # heavy imports only for cells that run
+        # two processes or nodes given one cell: the second waits for the first, then skips it
+        with ClaimLocks(Path(config.store_dir) / "cells", config.cache_url).hold("cell", record.cell_id):
+            store, finished = stored(config, record.cell_id)
+            if finished is not None:
+                skip(record, finished, store, multirun)
+                return 0
+            record.config = cell_config(cfg)
+            record.provenance = {**code_version(), "host": platform.node(), "started": datetime.now(UTC)
+                                 .isoformat(), "cpu_threads": f"{threads} ({why})"}
+            from runners import pipeline  # heavy imports only for cells that run
 
-        pipeline.run(inputs, run_dir, record, ranks)
-        record.status, record.skipped, record.seconds = "done", False, time.perf_counter() - started
-        record.provenance["finished"] = datetime.now(UTC).isoformat()
-        record.write(run_dir / "record.json")
-        store.add(record.to_dict())  # last: only a cell whose record is whole is ever stored as done
+            pipeline.run(inputs, run_dir, record, ranks)
+            record.status, record.skipped, record.seconds = "done", False, time.perf_counter() - started
+            record.provenance["finished"] = datetime.now(UTC).isoformat()
+            record.write(run_dir / "record.json")
+            store.add(record.to_dict())  # last: only a cell whose record is whole is ever stored as done
     except KeyboardInterrupt:
         raise Interrupted(kept(cfg)) from None
     except Exception as error:  # recorded first; then, outside a sweep, reported as before

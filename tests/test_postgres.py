@@ -77,7 +77,7 @@ def test_a_killed_claimants_requests_are_asked_again_once(postgres_url):
 
 
 @pytest.mark.slow
-def test_two_processes_racing_for_one_stage_train_it_once(postgres_url, tmp_path):
+def test_two_processes_racing_for_one_cell_run_it_once(postgres_url, tmp_path):
     args = [*QUICK, "strategy=finetune", f"cache_url={postgres_url}"]
     env = {**os.environ, "BENCH_CACHE_DIR": str(tmp_path / "shared"), "WANDB_MODE": "offline"}
     racing = [subprocess.Popen([sys.executable, str(REPO / "run.py"), *args,
@@ -87,8 +87,27 @@ def test_two_processes_racing_for_one_stage_train_it_once(postgres_url, tmp_path
     for process in racing:
         assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
     records = [json.loads((tmp_path / f"run{n}" / "record.json").read_text()) for n in (0, 1)]
-    trained = sum(r.get("stages", {}).get("trained", 0) for r in records if not r.get("skipped"))
-    assert trained == 1  # one trained, the other waited for its claim and reused (or skipped the cell)
+    # one ran the cell; the other waited for its claim on the cell, then skipped it
+    assert sorted(bool(r["skipped"]) for r in records) == [False, True]
+    assert sum(r["stages"]["trained"] for r in records if not r["skipped"]) == 1
+
+
+@pytest.mark.slow
+def test_two_cells_on_two_nodes_sharing_a_stage_train_it_once(postgres_url, tmp_path):
+    """Fine-tuning and LLM2LLM at once: LLM2LLM's iteration 0 is the fine-tuning stage, claimed through
+    the server, so one trains it and the other waits and reuses it."""
+    env = {**os.environ, "BENCH_CACHE_DIR": str(tmp_path / "shared"), "WANDB_MODE": "offline"}
+    racing = [subprocess.Popen([sys.executable, str(REPO / "run.py"), *QUICK, f"strategy={strategy}",
+                                f"cache_url={postgres_url}", f"hydra.run.dir={tmp_path / strategy}"],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+              for strategy in ("finetune", "llm2llm_quick")]
+    for process in racing:
+        assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
+    finetune, llm2llm = (json.loads((tmp_path / s / "record.json").read_text())["stages"]
+                         for s in ("finetune", "llm2llm_quick"))
+    assert finetune["keys"][0] == llm2llm["keys"][0]
+    assert finetune["trained"] + llm2llm["trained"] == len(set(finetune["keys"] + llm2llm["keys"]))
 
 
 @pytest.mark.slow
