@@ -3,7 +3,10 @@ process) with a fixed latency, at several concurrency limits, against the ideal
 N x latency / concurrency; then the same requests again, served from the generation cache.
 
     python -m runners.benchmarks.teacher_throughput [--requests 2000] [--latency 0.05] [--concurrency 1 8 64]
-"""
+        [--cache-url postgresql://user@host:port/db]
+
+--cache-url runs it through the PostgreSQL cache of a grid across nodes instead of the SQLite file of
+one machine (each concurrency's requests are its own, so no run is served by an earlier one)."""
 
 import argparse
 import asyncio
@@ -20,6 +23,7 @@ import aiohttp
 from bench.teachers.base import Budget, Request, Teacher
 from bench.teachers.cache import GenerationCache
 from bench.teachers.openai import OpenAIBackend
+from bench.teachers.postgres_cache import PostgresCache
 
 
 def received(base_url: str) -> int:
@@ -27,7 +31,7 @@ def received(base_url: str) -> int:
         return json.load(reply)["received"]
 
 
-def timed_run(base_url: str, cache: GenerationCache, requests: list, concurrency: int) -> float:
+def timed_run(base_url: str, cache, requests: list, concurrency: int) -> float:
     teacher = Teacher(OpenAIBackend(model="local", base_url=base_url), cache, Budget(None),
                       max_concurrency=concurrency)
     started = time.perf_counter()
@@ -56,13 +60,16 @@ def raw_client_seconds(base_url: str, n: int, concurrency: int) -> float:
 
 
 def measure(base_url: str, args, scratch: Path) -> None:
-    print(f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms\n")
+    tag = f"{time.time():.0f}"  # a PostgreSQL cache outlives the run: this run's requests are new to it
+    print(f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms, cache: "
+          f"{'PostgreSQL' if args.cache_url else 'SQLite'}\n")
     print("| concurrency | wall s | ideal s | share of ideal | requests reaching the server "
           "| cache-served req/s |")
     print("|---|---|---|---|---|---|")
     for concurrency in args.concurrency:
-        cache = GenerationCache(scratch / f"c{concurrency}.sqlite")
-        requests = [Request(messages=({"role": "user", "content": f"c{concurrency} question {i}"},))
+        cache = (PostgresCache(args.cache_url) if args.cache_url
+                 else GenerationCache(scratch / f"c{concurrency}.sqlite"))
+        requests = [Request(messages=({"role": "user", "content": f"{tag} c{concurrency} question {i}"},))
                     for i in range(args.requests)]
         before = received(base_url)
         wall = timed_run(base_url, cache, requests, concurrency)
@@ -87,6 +94,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--cache-url", default=None, help="a PostgreSQL cache instead of SQLite")
     args = parser.parse_args()
     # the server runs in its own process, as a real one would: its work is not the client's
     server = subprocess.Popen(
