@@ -73,14 +73,17 @@ def test_an_old_cache_with_server_answers_is_refused_in_one_line_and_a_local_one
     assert len(cache) == 1 and GenerationCache(tmp_path / "local.sqlite")  # upgraded in place, still read
 
 
+# a process asking q<first>..q<last-1> through the cache at a path (SQLite) or a URL (PostgreSQL)
 CLIENT = """
 import sys
 from bench.teachers.base import Budget, Request, Teacher
 from bench.teachers.cache import GenerationCache
 from bench.teachers.openai import OpenAIBackend
-url, path, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+from bench.teachers.postgres_cache import PostgresCache
+url, where, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 backend = OpenAIBackend(model="m", base_url=url, api_key_env=None)
-teacher = Teacher(backend, GenerationCache(path), Budget(None), max_concurrency=4)
+cache = PostgresCache(where) if where.startswith("postgresql://") else GenerationCache(where)
+teacher = Teacher(backend, cache, Budget(None), max_concurrency=4)
 answers = teacher.generate([Request(messages=({"role": "user", "content": f"q{i}"},), temperature=0.0)
                             for i in range(first, last)])
 usage = teacher.usage["teacher"]
@@ -88,9 +91,10 @@ print(sum(a is not None for a in answers), usage.requests, usage.waited)
 """
 
 
-def client(server: LocalChatServer, path, first: int, last: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLIENT, server.base_url, str(path), str(first), str(last)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+def client(server: LocalChatServer, where, first: int, last: int) -> subprocess.Popen:
+    arguments = [server.base_url, str(where), str(first), str(last)]
+    return subprocess.Popen([sys.executable, "-c", CLIENT, *arguments], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True)
 
 
 def test_two_processes_asking_overlapping_requests_pay_for_each_once(tmp_path):

@@ -17,25 +17,7 @@ from bench.store import find_records
 from bench.teachers.cache import mount_type, refuse_network_filesystem
 from runners.benchmarks.local_server import LocalChatServer
 from tests.conftest import QUICK, REPO, run_cli
-
-CLIENT = """
-import sys
-from bench.teachers.base import Budget, Request, Teacher
-from bench.teachers.openai import OpenAIBackend
-from bench.teachers.postgres_cache import PostgresCache
-url, cache_url, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-backend = OpenAIBackend(model="m", base_url=url, api_key_env=None)
-teacher = Teacher(backend, PostgresCache(cache_url), Budget(None), max_concurrency=4)
-answers = teacher.generate([Request(messages=({"role": "user", "content": f"q{i}"},), temperature=0.0)
-                            for i in range(first, last)])
-usage = teacher.usage["teacher"]
-print(sum(a is not None for a in answers), usage.requests, usage.waited)
-"""
-
-
-def client(server: LocalChatServer, cache_url: str, first: int, last: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLIENT, server.base_url, cache_url, str(first), str(last)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+from tests.test_cache import client
 
 
 def claims_held(cache_url: str) -> int:
