@@ -214,7 +214,7 @@ def test_a_fault_soak_finishes_every_cell_within_budget_and_counts_every_fault(t
     with LocalChatServer(reply=teacher_reply, fault_rate=0.3, seed=7) as server:
         run_sweep(server, tmp_path / "soak", tmp_path / "stores", *grid)
         served = {kind: n for kind, n in server.served.items() if kind != "ok"}
-        billed, hung_up = paid(server), server.hung_up
+        billed, hung_up = paid(server), server.hangs_ended(served.get("hang", 0))
     records = find_records(tmp_path / "soak")
     assert len(records) == 3 and all(r["status"] == "done" for r in records)
     q = 2 * 48

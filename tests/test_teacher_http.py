@@ -35,7 +35,7 @@ def test_faults_are_survived_counted_and_the_second_run_is_free(tmp_path):
         # 20 requests + 4 retries reached the server: 5 were faults, 19 were answered normally
         assert server.served == {"ok": 19, "429": 1, "500": 1, "hang": 1, "malformed": 1, "length": 1}
         assert usage.faults == {"429": 1, "500": 1, "timeout": 1, "malformed": 1, "length": 1}
-        assert server.hung_up == 1  # the hang was the client giving up, as the server saw it
+        assert server.hangs_ended(1) == 1  # the hang was the client giving up, as the server saw it
         assert usage.retries == 4  # each transient fault was retried once and then answered
         # 'length' is paid for but unusable: 19 good answers, 1 None, 20 queries used
         assert sum(r is not None for r in responses) == 19 and usage.failed == 1

@@ -17,6 +17,7 @@ and 'echo_auth' (a 400 whose error body repeats the request's Authorization head
 import asyncio
 import random
 import threading
+import time
 from collections import Counter
 from typing import Self
 
@@ -52,6 +53,14 @@ class LocalChatServer:
         self.hold_after = None if after is None else self.admitted + after
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._released.set if after is None else self._released.clear)
+
+    def hangs_ended(self, count: int, within_s: float = 120.0) -> int:
+        """`hung_up` once it reaches `count` (the server notices a closed connection on its next poll,
+        which a loaded machine can delay), or what it is after `within_s`."""
+        deadline = time.monotonic() + within_s
+        while self.hung_up < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.hung_up
 
     async def _hang(self, request: web.Request) -> None:
         """No answer until the client closes the connection (its timeout: however slow the machine, a
@@ -161,7 +170,6 @@ if (
     __name__ == "__main__"
 ):  # a server in its own process: python -m runners.benchmarks.local_server PORT LATENCY_S
     import argparse
-    import time
 
     parser = argparse.ArgumentParser(prog="python -m runners.benchmarks.local_server",
                                      description="A local OpenAI-compatible chat server for tests and "
