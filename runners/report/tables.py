@@ -15,7 +15,7 @@ from bench.records import CellRecord, RoundRecord
 from bench.store import CELL_ID
 from runners.report.compare import HELPS
 from runners.report.stats import correlations
-from runners.report.verdicts import judged
+from runners.report.verdicts import REPLICATE, judged
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
         if block.budget_capped.fillna(False).astype(bool).any():  # several nominal BRs, one Q
             row["budget_ratio"] = f"{row['budget_ratio']:g} (capped: budget.cap)"
         same = (df.task == row["task"]) & (df.seed_size == row["seed_size"])
-        baseline = df[(df.family == "finetune") & same]
+        # fine-tuning asks no teacher: a grid over teachers runs each replicate once per teacher
+        baseline = df[(df.family == "finetune") & same].drop_duplicates(subset=REPLICATE)
         if len(baseline):  # the sweep's fine-tuning cells: what no teacher gives at this |S|
             row["finetune"] = mean_std(baseline.accuracy) + flag(baseline)
         rows.append(row)

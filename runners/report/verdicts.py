@@ -59,7 +59,7 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame | None:
                        **judged(arm_cells, baseline).row()}
                 oracle = generating[(generating.variant == variant) & (generating.teacher == ORACLE)
                                     & (generating.budget_ratio.fillna(-1) == ratio)]
-                if teacher != ORACLE and len(oracle):
+                if teacher not in (ORACLE, SHUFFLED) and len(oracle):  # a real teacher's share of the gap
                     row["PGR"] = recovered(arm_cells, baseline, oracle)
                 rows.append(row)
         budgeted = generating[generating.family == "budgeted"]
