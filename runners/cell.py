@@ -61,10 +61,8 @@ def run(cfg: DictConfig) -> int:
             pipeline.follow(inputs, run_dir, ranks)
             return 0
         record.cell_id = cell_id(cfg, data.digest)
-        store, finished = stored(config, record.cell_id)
-        if finished is not None:
-            skip(record, finished, store, multirun)
-            return 0
+        for folder in ("cells", "stages"):  # a file in the way is found now, not after training
+            writable_folder(Path(config.store_dir) / folder, "store_dir")
         # two processes or nodes given one cell: the second waits for the first, then skips it
         with ClaimLocks(Path(config.store_dir) / "cells", config.cache_url).hold("cell", record.cell_id):
             store, finished = stored(config, record.cell_id)
@@ -117,8 +115,6 @@ def kept(cfg: DictConfig) -> str:
 
 def stored(config, cell: str) -> tuple[CellStore, dict | None]:
     """The results store, and the cell's finished record where the resume policy lets it be reused."""
-    for folder in ("cells", "stages"):  # a file in the way is found now, not after training
-        writable_folder(Path(config.store_dir) / folder, "store_dir")
     store = CellStore(Path(config.store_dir))
     finished = store.finished(cell) if config.resume != "false" else None
     if finished is not None and not reusable(f"cell {cell}", finished.get("provenance"), config.resume):

@@ -151,6 +151,7 @@ def test_run_py_help_is_the_applications_own():
                             timeout=120, check=False)
     assert result.returncode == 0
     assert result.stdout.startswith("synthbench: which way of generating synthetic training data")
-    for line in ("experiment: budget_strategies, diversity, diversity_pretrain", "task: casehold, gsm8k",
-                 "python run.py -m experiment=smoke", "python -m runners.plan experiment=llm2llm"):
+    for line in ("experiment: budget_strategies, controls, diversity, diversity_pretrain",
+                 "task: casehold, gsm8k", "python run.py -m experiment=smoke",
+                 "python -m runners.plan experiment=llm2llm"):
         assert line in result.stdout
