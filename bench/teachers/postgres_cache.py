@@ -57,27 +57,28 @@ class PostgresCache:
 
     def claim(self, keys: list) -> tuple[set, set]:
         """(keys now claimed by this process, keys another live session is asking). A key already
-        answered is in neither; read it with `get`."""
-        mine, theirs = set(), set()
+        answered is in neither; read it with `get`. Three round trips for the whole batch."""
         with self._claims_lock:
-            db = self._claims
-            for key in dict.fromkeys(keys):
-                if key in self._held:
-                    mine.add(key)
-                    continue
-                if db.execute("SELECT 1 FROM generations WHERE key = %s", (key,)).fetchone():
-                    continue
-                locked = db.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, lock_id(key)))
-                if not locked.fetchone()[0]:
-                    theirs.add(key)
-                    continue
-                # answered between the look and the lock (its claimant stores, then unlocks): not ours to ask
-                if db.execute("SELECT 1 FROM generations WHERE key = %s", (key,)).fetchone():
-                    db.execute("SELECT pg_advisory_unlock(%s, %s)", (NAMESPACE, lock_id(key)))
-                    continue
-                self._held.add(key)
-                mine.add(key)
-        return mine, theirs
+            db, wanted = self._claims, list(dict.fromkeys(keys))
+            mine = {k for k in wanted if k in self._held}
+            answered = self._answered(db, [k for k in wanted if k not in mine])
+            asked = [k for k in wanted if k not in mine and k not in answered]
+            got = {row[0] for row in db.execute(
+                "SELECT key FROM unnest(%s::text[], %s::int[]) AS t(key, id) "
+                "WHERE pg_try_advisory_lock(%s, id)",
+                (asked, [lock_id(k) for k in asked], NAMESPACE))} if asked else set()
+            # answered between the look and the lock (its claimant stores, then unlocks): not ours to ask
+            late = self._answered(db, list(got))
+            for key in late:
+                db.execute("SELECT pg_advisory_unlock(%s, %s)", (NAMESPACE, lock_id(key)))
+            self._held |= got - late
+            return mine | (got - late), set(asked) - got
+
+    @staticmethod
+    def _answered(db, keys: list) -> set:
+        if not keys:
+            return set()
+        return {row[0] for row in db.execute("SELECT key FROM generations WHERE key = ANY(%s)", (keys,))}
 
     def release(self, keys) -> None:
         """Give up claims without an answer (it failed, or the budget refused it): another may ask."""

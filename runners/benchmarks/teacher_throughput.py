@@ -32,7 +32,7 @@ def received(base_url: str) -> int:
 
 
 def timed_run(base_url: str, cache, requests: list, concurrency: int) -> float:
-    teacher = Teacher(OpenAIBackend(model="local", base_url=base_url), cache, Budget(None),
+    teacher = Teacher(OpenAIBackend(model="local", base_url=base_url, api_key_env=None), cache, Budget(None),
                       max_concurrency=concurrency)
     started = time.perf_counter()
     answers = teacher.generate(requests, description=f"concurrency {concurrency}")
