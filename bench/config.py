@@ -286,6 +286,8 @@ class EvalConfig:
     decoding: Decoding = Decoding.greedy  # a task's scoring_decoding, when set, takes its place
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     greedy_column: bool = True  # a sampled scoring also scores the test split greedily (test/acc_greedy)
+    # also score the test split by log-likelihood (bench/evaluation.py): a low-noise metric beside the papers'
+    likelihood: bool = False
 
     def __post_init__(self):
         at_least("eval.batch_size", self.batch_size, 1)

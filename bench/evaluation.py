@@ -1,9 +1,16 @@
 """Scoring a student through lm-evaluation-harness: each (task, split) becomes an lm-eval task YAML
 over a JSONL of the suite's own prompts (absolute paths), evaluated with `simple_evaluate` on the
-in-memory model. Per-example results come back so LLM2LLM can find the seed examples it gets wrong."""
+in-memory model. Per-example results come back so LLM2LLM can find the seed examples it gets wrong.
+
+Beside the papers' generation accuracy, `eval.likelihood` scores the test split by log-likelihood, which
+is far less noisy at small scale (Heineman et al. 2025, "Signal and Noise"): every item adds a continuous
+score and none is "no answer". Classification: lm-eval's `multiple_choice` over the label set (its `acc`,
+and the gold label's log-probability normalised over the labels); math: the gold solution's per-token
+log-likelihood."""
 
 import functools
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +40,27 @@ class EvalResult:
     def invalid_share(self) -> float:
         """The share of generations that are no answer at all (no number; no label of the set)."""
         return sum(not record["valid"] for record in self.records) / max(1, len(self.records))
+
+
+@dataclass
+class LikelihoodResult:
+    metric: str  # LABEL_LOGPROB or SOLUTION_LOGPROB
+    value: float  # the mean of per_item: higher is better
+    choice_acc: float | None  # classification: lm-eval multiple_choice's acc (the likeliest label is gold)
+    per_item: list[float]
+
+
+def likelihood_metrics(prefix: str, result: LikelihoodResult | None) -> dict:
+    """A stage's likelihood scores as tracker metrics: <prefix>/label_logprob (or solution_logprob),
+    <prefix>/choice_acc."""
+    if result is None:
+        return {}
+    choice = {} if result.choice_acc is None else {f"{prefix}/choice_acc": result.choice_acc}
+    return {f"{prefix}/{result.metric}": result.value, **choice}
+
+
+LABEL_LOGPROB = "label_logprob"  # log p(gold label | prompt), normalised over the task's labels
+SOLUTION_LOGPROB = "solution_logprob"  # the gold solution's log-likelihood per token
 
 
 FEW_STEPS = 10  # fewer optimizer steps than this leave a pretrained student about where it started
@@ -65,11 +93,12 @@ def generation_kwargs(task: TaskConfig, cfg: EvalConfig, decoding: str | None = 
 
 
 def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
-                       directory: Path, decoding: str | None = None) -> str:
+                       directory: Path, decoding: str | None = None, likelihood: bool = False) -> str:
     """Write <directory>/<name>.yaml, its data and its scoring (a copy of bench/task_kinds.py, which lm-eval
-    loads by file): a folder plain `lm_eval --include_path` runs. Return the lm-eval task name."""
+    loads by file): a folder plain `lm_eval --include_path` runs. Return the lm-eval task name.
+    `likelihood`: the log-likelihood scoring of the same prompts instead of generation."""
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"synthbench_{task.name}_{split}"
+    name = f"synthbench_{task.name}_{split}" + ("_likelihood" if likelihood else "")
     data = directory / f"{name}.jsonl"
     with data.open("w") as out:
         for example in examples:
@@ -77,38 +106,48 @@ def write_lm_eval_task(task: TaskConfig, split: str, examples: list[Example], cf
                 student_prompt(task, question_in(example.prompt, task), task.scoring_instruction)
             doc = {"id": example.id, "prompt": prompt, "target": example.target,
                    "label": example.label, "kind": task.kind, "labels": list(task.labels)}
+            if likelihood and task.labels:
+                doc["gold"] = list(task.labels).index(example.label)
             out.write(json.dumps(doc) + "\n")
-    shutil.copyfile(task_kinds.__file__, directory / "synthbench_scoring.py")
     spec = {
         "task": name,
         "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
         "test_split": "test",
-        "output_type": "generate_until",
         "doc_to_text": "{{prompt}}",
         "doc_to_target": "{{target}}",
-        "target_delimiter": " ",
+        "target_delimiter": " ",  # the student trains on prompt + " " + target
         "num_fewshot": 0,
-        "generation_kwargs": generation_kwargs(task, cfg, decoding),
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
         "metadata": {"version": 1},
     }
+    accuracy = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
+    if likelihood and task.labels:
+        spec.update({"output_type": "multiple_choice", "doc_to_choice": "{{labels}}",
+                     "doc_to_target": "{{gold}}", "metric_list": accuracy})
+    elif likelihood:
+        # lm-eval's acc here: the solution is the greedy continuation (its perplexity overflows on
+        # a whole solution); the per-token log-likelihood is read from the samples
+        spec.update({"output_type": "loglikelihood", "metric_list": accuracy})
+    else:
+        spec.update({"output_type": "generate_until", "metric_list": accuracy,
+                     "generation_kwargs": generation_kwargs(task, cfg, decoding)})
     text = yaml.safe_dump(spec, sort_keys=False, width=1000)
-    # a YAML tag that safe_dump cannot write: lm-eval resolves it to the shim's function
-    text += "process_results: !function synthbench_scoring.process_results\n"
+    if not likelihood:
+        shutil.copyfile(task_kinds.__file__, directory / "synthbench_scoring.py")
+        # a YAML tag that safe_dump cannot write: lm-eval resolves it to the shim's function
+        text += "process_results: !function synthbench_scoring.process_results\n"
     (directory / f"{name}.yaml").write_text(text)
     return name
 
 
-def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
-             work_dir: Path, ranks: Ranks | None = None, decoding: str | None = None) -> EvalResult | None:
-    """Generate and score; over several ranks (`ranks`) lm-eval's data-parallel path shards the examples and
-    gathers the scores: the result is on rank 0, None on the others."""
+def run_lm_eval(model, tokenizer, cfg: EvalConfig, name: str, folder: Path, work_dir: Path,
+                ranks: Ranks | None) -> tuple[dict, list] | None:
+    """lm-eval's metrics and samples of the task `name` in `folder`; over several ranks lm-eval's
+    data-parallel path shards the examples and gathers the scores: None on the ranks other than 0."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    name = write_lm_eval_task(task, split, examples, cfg, work_dir / "lm_eval" / split, decoding)
     if hasattr(model, "merge_and_unload"):  # a LoRA student is scored with its adapters merged
         model = model.merge_and_unload()
     model.eval()
@@ -127,15 +166,26 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
     output = lm_eval.simple_evaluate(
         model=without_bars(lm),
         tasks=[name],
-        task_manager=TaskManager(include_path=str(work_dir / "lm_eval" / split), include_defaults=False),
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
         log_samples=True,
         bootstrap_iters=1,  # accuracy's stderr is closed-form; > 0 only switches it on
     )
     if output is None:  # a rank other than 0: its share is in rank 0's result
         return None
-    metrics = output["results"][name]
+    return output["results"][name], sorted(output["samples"][name], key=lambda s: s["doc_id"])
+
+
+def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Example], cfg: EvalConfig,
+             work_dir: Path, ranks: Ranks | None = None, decoding: str | None = None) -> EvalResult | None:
+    """Generate and score: the result on rank 0, None on the others."""
+    folder = work_dir / "lm_eval" / split
+    name = write_lm_eval_task(task, split, examples, cfg, folder, decoding)
+    scored = run_lm_eval(model, tokenizer, cfg, name, folder, work_dir, ranks)
+    if scored is None:
+        return None
+    metrics, samples = scored
     records, kind = [], task_kind(task.kind)
-    for sample in sorted(output["samples"][name], key=lambda s: s["doc_id"]):
+    for sample in samples:
         doc, generation = sample["doc"], sample["resps"][0][0]
         prediction = kind.prediction(generation, task.labels)
         records.append({
@@ -147,6 +197,31 @@ def evaluate(model, tokenizer, task: TaskConfig, split: str, examples: list[Exam
             "correct": bool(sample["acc"]),
         })
     return EvalResult(split, metrics["acc,none"], metrics["acc_stderr,none"], records)
+
+
+def likelihood(model, tokenizer, task: TaskConfig, examples: list[Example], cfg: EvalConfig, work_dir: Path,
+               ranks: Ranks | None = None) -> LikelihoodResult | None:
+    """The test split scored by log-likelihood (the module's docstring): on rank 0, None on the others."""
+    folder = work_dir / "lm_eval" / "test_likelihood"
+    name = write_lm_eval_task(task, "test", examples, cfg, folder, likelihood=True)
+    scored = run_lm_eval(model, tokenizer, cfg, name, folder, work_dir, ranks)
+    if scored is None:
+        return None
+    metrics, samples = scored
+    if task.labels:  # resps: one [(log-likelihood, is greedy)] per label
+        per_item = [gold_share(sample["resps"], sample["doc"]["gold"]) for sample in samples]
+        return LikelihoodResult(LABEL_LOGPROB, sum(per_item) / len(per_item), metrics["acc,none"], per_item)
+    lengths = [len(tokenizer(" " + sample["doc"]["target"], add_special_tokens=False)["input_ids"])
+               for sample in samples]
+    per_item = [sample["resps"][0][0][0] / max(1, n) for sample, n in zip(samples, lengths, strict=True)]
+    return LikelihoodResult(SOLUTION_LOGPROB, sum(per_item) / len(per_item), None, per_item)
+
+
+def gold_share(resps: list, gold: int) -> float:
+    """log p(gold) among the choices: the gold choice's log-likelihood minus the log-sum-exp of all."""
+    lls = [resp[0][0] for resp in resps]
+    top = max(lls)
+    return lls[gold] - (top + math.log(sum(math.exp(ll - top) for ll in lls)))
 
 
 def vllm_model(model, tokenizer, cfg: EvalConfig, folder: Path):

@@ -29,6 +29,9 @@ class RoundRecord:
     scored_acc: float | None = None  # the training examples the strategy asked to score (LLM2LLM: S)
     test_acc_greedy: float | None = None  # the test split scored greedily too, when the scoring samples
     test_invalid_share: float | None = None  # older records: not counted
+    test_likelihood: float | None = None  # eval.likelihood: the mean per-item log-likelihood score
+    likelihood_metric: str | None = None  # its name: label_logprob or solution_logprob
+    test_choice_acc: float | None = None  # eval.likelihood on classification: the likeliest label is gold
     train_steps: int | None = None
     train_seconds: float | None = None
     stage: str | None = None  # the stage's content address in the stage store
@@ -43,7 +46,9 @@ class RoundRecord:
                    train_examples=stage.stats.examples,
                    scored_acc=stage.scored.accuracy if stage.scored else None,
                    test_acc_greedy=stage.greedy.accuracy if stage.greedy else None,
-                   test_invalid_share=stage.test.invalid_share, train_steps=stage.stats.steps,
+                   test_invalid_share=stage.test.invalid_share,
+                   **(likelihood_fields(stage.likelihood) if stage.likelihood else {}),
+                   train_steps=stage.stats.steps,
                    train_seconds=stage.stats.seconds, stage=stage.key, reused=stage.reused,
                    generation=generation, zero_shot=zero_shot)
 
@@ -59,6 +64,11 @@ class RoundRecord:
     @classmethod
     def from_dict(cls, data: dict) -> "RoundRecord":
         return _from_dict(cls, data)
+
+
+def likelihood_fields(result) -> dict:
+    return {"test_likelihood": result.value, "likelihood_metric": result.metric,
+            "test_choice_acc": result.choice_acc}
 
 
 @dataclass

@@ -5,6 +5,7 @@ rewritten at once, so a job that fails later keeps what it did."""
 import logging
 from pathlib import Path
 
+from bench.evaluation import likelihood_metrics
 from bench.records import RoundRecord
 from bench.store import write_json, write_jsonl
 from bench.tracking import Tracker
@@ -32,7 +33,8 @@ class RoundLog:
             "train/steps": stats.steps, "test/invalid_share": test.invalid_share,
             "train/padding_share": stats.padding_share, "stage/reused": int(stage.reused),
             **({"train/scored_acc": scored.accuracy} if scored else {}),
-            **({"test/acc_greedy": stage.greedy.accuracy} if stage.greedy else {})})
+            **({"test/acc_greedy": stage.greedy.accuracy} if stage.greedy else {}),
+            **likelihood_metrics("test", stage.likelihood)})
         for earlier in self.rounds:  # trained on in place by a later stage, or reloadable from the store
             earlier.model = None
         self.rounds.append(stage)

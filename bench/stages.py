@@ -14,8 +14,10 @@ from bench.evaluation import (
     FEW_STEPS,
     MOSTLY_INVALID,
     EvalResult,
+    LikelihoodResult,
     decoding_of,
     evaluate,
+    likelihood,
     save_for_scoring,
     write_lm_eval_task,
 )
@@ -39,6 +41,7 @@ class Round:
     reused: bool  # computed by an earlier job, not trained here
     model: object = None  # in memory when trained here; else loaded from the stage store on demand
     greedy: EvalResult | None = None  # the test split scored greedily too, when the scoring samples
+    likelihood: LikelihoodResult | None = None  # the test split by log-likelihood (eval.likelihood)
 
     @property
     def wrong_ids(self) -> set:
@@ -48,13 +51,15 @@ class Round:
         return {"stats": vars(self.stats), "test": vars(self.test),
                 "scored": vars(self.scored) if self.scored else None,
                 "greedy": vars(self.greedy) if self.greedy else None,
+                "likelihood": vars(self.likelihood) if self.likelihood else None,
                 "parameters": self.parameters, "code": code_version()}
 
     @classmethod
     def of_stored(cls, iteration: int, key: str, done: dict) -> "Round":
         return cls(iteration, key, TrainStats(**done["stats"]), EvalResult(**done["test"]),
                    EvalResult(**done["scored"]) if done["scored"] else None, done["parameters"], reused=True,
-                   greedy=EvalResult(**done["greedy"]) if done.get("greedy") else None)
+                   greedy=EvalResult(**done["greedy"]) if done.get("greedy") else None,
+                   likelihood=LikelihoodResult(**done["likelihood"]) if done.get("likelihood") else None)
 
 
 def examples_digest(examples) -> str:
@@ -144,13 +149,15 @@ class StageRunner:
         sampled = decoding_of(self.config.task, self.config.eval) != "greedy"
         greedy = self.score(model, "test_greedy", tests, where, label, "greedy") \
             if sampled and self.config.eval.greedy_column else None
+        by_likelihood = likelihood(model, self.student.tokenizer, self.config.task, tests, self.config.eval,
+                                   where, self.ranks) if self.config.eval.likelihood else None
         if self.ranks.main and not test.records:
             raise BenchError(
                 f"scoring {self.config.task.name}'s test split covered 0 examples; check the "
                 "test split and eval.limit"
             )
         return Round(iteration, key, stats, test, scored, parameter_count(model), reused=False, model=model,
-                     greedy=greedy)
+                     greedy=greedy, likelihood=by_likelihood)
 
     def score(self, model, split: str, examples: list, where: Path, label: str, decoding: str | None = None
               ) -> EvalResult | None:

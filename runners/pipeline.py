@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from bench.config import LoggerConfig
 from bench.console import quiet_libraries
 from bench.distributed import Ranks
-from bench.evaluation import doubts
+from bench.evaluation import doubts, likelihood_metrics
 from bench.job import Job
 from bench.records import CellRecord
 from bench.secrets import redact
@@ -87,6 +87,7 @@ def final_metrics(final: Round, stages: dict, seconds: float) -> dict:
     return {"student/parameters": final.parameters, "final/test_acc": final.test.accuracy,
             "final/test_acc_stderr": final.test.stderr, "final/test_invalid_share": final.test.invalid_share,
             **({"final/test_acc_greedy": final.greedy.accuracy} if final.greedy else {}),
+            **likelihood_metrics("final/test", final.likelihood),
             "stages/trained": stages["trained"], "stages/reused": stages["reused"], "job/seconds": seconds}
 
 
@@ -133,6 +134,8 @@ def summary(inputs: Inputs, record: CellRecord, run_dir: Path, links: dict) -> s
                      f"{r.test_acc:.3f} ± {r.test_acc_stderr:.3f}  {r.test_invalid_share:>9.1%}  "
                      f"{r.train_seconds:>7.0f}"
                      + (f"  greedy {r.test_acc_greedy:.3f}" if r.test_acc_greedy is not None else "")
+                     + (f"  {r.likelihood_metric} {r.test_likelihood:.3f}" if r.likelihood_metric else "")
+                     + (f" (top label {r.test_choice_acc:.3f})" if r.test_choice_acc is not None else "")
                      + ("  (reused: trained by an earlier job)" if r.reused else ""))
     for r in record.iterations:
         if why := doubts(r.train_steps, r.test_invalid_share):

@@ -509,3 +509,33 @@ def test_continued_training_resumes_from_stored_weights(tmp_path):
     assert two["iterations"][1]["test_acc"] == one["iterations"][1]["test_acc"]
     stages = tmp_path / "stores" / "stages"
     assert (stages / two["stages"]["keys"][1] / "model.safetensors").is_file()
+
+
+def test_a_low_noise_metric_reaches_the_verdict_generation_accuracy_cannot(tmp_path):
+    """The same +3 points of accuracy and +0.2 nats of label log-probability over 3 replicates: accuracy's
+    replicate noise (sd 0.05) hides it, the log-likelihood's (sd 0.01) does not."""
+    rng = np.random.default_rng(2)
+    records = []
+    for replicate in range(3):
+        config = {"replicate": replicate}
+        for strategy, gain in (("finetune", 0.0), ("llm2llm", 1.0)):
+            accuracy = 0.55 + 0.03 * gain + rng.normal(0, 0.05)
+            record = fake_record(strategy, accuracy, config=config, also=[f"replicate={replicate}"])
+            record["iterations"] = [{"test_acc": accuracy, "likelihood_metric": "label_logprob",
+                                     "test_likelihood": -1.5 + 0.2 * gain + rng.normal(0, 0.01),
+                                     "test_choice_acc": accuracy + rng.normal(0, 0.01)}]
+            records.append(record)
+    made = report.build(records, tmp_path)
+    verdicts = made["metrics"].set_index("metric")
+    assert verdicts.loc["label_logprob", "verdict"] == "helps"
+    assert verdicts.loc["generation accuracy (the papers')", "verdict"].startswith("can't tell")
+    assert float(verdicts.loc["label_logprob", "Δ"]) == pytest.approx(0.2, abs=0.03)  # in nats, not points
+    assert float(verdicts.loc["label_logprob", "SNR"]) > float(
+        verdicts.loc["generation accuracy (the papers')", "SNR"])
+    noise = made["metrics_noise"]
+    assert set(noise.metric) == {"generation accuracy (the papers')", "likeliest-label accuracy",
+                                 "label_logprob"}
+    assert "## Low-noise metrics" in (tmp_path / "report.md").read_text()
+    # cells without the likelihood scoring: no such section
+    plain = report.build(control_records(0.1, 0.05, -0.08), tmp_path / "plain")
+    assert "metrics" not in plain and "Low-noise" not in (tmp_path / "plain" / "report.md").read_text()

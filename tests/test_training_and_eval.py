@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from bench.errors import BenchError
-from bench.evaluation import evaluate, generation_kwargs, save_for_scoring, write_lm_eval_task
+from bench.evaluation import evaluate, generation_kwargs, likelihood, save_for_scoring, write_lm_eval_task
 from bench.seed_set import sample_seed_set
 from bench.students import Student
 from bench.task_kinds import KINDS
@@ -319,3 +319,44 @@ def test_padding_free_training_matches_padded_training(trained, tmp_path):
     assert padded.padded_tokens > 0 and flat.padded_tokens == 0 and flat.real_tokens == padded.real_tokens
     assert flat.steps == padded.steps and flat.train_loss == pytest.approx(padded.train_loss, rel=1e-4)
     assert (flat_weights - padded_weights).abs().max() < 1e-4
+
+
+def test_likelihood_scoring_is_the_students_own_label_probabilities(trained, tmp_path):
+    """eval.likelihood's label_logprob and choice_acc against the log-probabilities computed here by hand:
+    each label's summed token log-probability after prompt + ' ', normalised over the label set."""
+    cfg, data, _, student, model, _ = trained
+    tests = data.test[:12]
+    result = likelihood(model, student.tokenizer, cfg.task, tests, cfg.eval, tmp_path)
+    tokenizer, labels = student.tokenizer, list(cfg.task.labels)
+    model.eval()
+    by_hand, top = [], []
+    for example in tests:
+        context = tokenizer(example.prompt)["input_ids"]
+        scores = []
+        for label in labels:
+            whole = tokenizer(f"{example.prompt} {label}")["input_ids"]
+            with torch.no_grad():
+                logits = model(torch.tensor([whole])).logits[0].log_softmax(-1)
+            scores.append(sum(float(logits[i - 1, whole[i]]) for i in range(len(context), len(whole))))
+        gold = labels.index(example.label)
+        by_hand.append(scores[gold] - float(torch.tensor(scores).logsumexp(0)))
+        top.append(max(range(len(labels)), key=scores.__getitem__) == gold)
+    assert result.metric == "label_logprob"
+    assert result.per_item == pytest.approx(by_hand, abs=1e-3)
+    assert result.value == pytest.approx(sum(by_hand) / len(by_hand), abs=1e-3) and result.value < 0
+    assert result.choice_acc == pytest.approx(sum(top) / len(top))
+
+
+def test_gsm8k_likelihood_is_the_gold_solutions_per_token_log_likelihood(data_dir, tmp_path):
+    cfg = typed_config("task=gsm8k", "eval.likelihood=true")
+    data = load_task(cfg.task, str(data_dir))
+    student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train[:200]))
+    model, tokenizer, example = student.base_model().eval(), student.tokenizer, data.test[0]
+    result = likelihood(model, tokenizer, cfg.task, [example], cfg.eval, tmp_path)
+    context = tokenizer(example.prompt)["input_ids"]
+    whole = tokenizer(f"{example.prompt} {example.target}")["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([whole])).logits[0].log_softmax(-1)
+    total = sum(float(logits[i - 1, whole[i]]) for i in range(len(context), len(whole)))
+    assert result.metric == "solution_logprob" and result.choice_acc is None
+    assert result.value == pytest.approx(total / (len(whole) - len(context)), rel=0.02)

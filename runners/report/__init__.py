@@ -29,7 +29,7 @@ from runners.report.tables import (
     markdown,
     well_formed,
 )
-from runners.report.verdicts import comparisons, headline, noise_table
+from runners.report.verdicts import by_metric, comparisons, headline, noise_table
 
 
 def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dict:
@@ -45,6 +45,7 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
         parts[0] += (f" Trainings performed {trained}; stages reused from earlier cells or runs {reused}; "
                      f"teacher queries paid {int(df.queries_paid.sum())}; ${df.cost_usd.sum():.4f}.")
         comparisons_table = comparisons(df)
+        metric_verdicts, metric_noise = by_metric(df)
         said = headline(comparisons_table)
         if said:
             parts.append(said)
@@ -87,6 +88,14 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                  "sets, and the binomial error of its test items"),
                 noise_table(df),
             ),
+            (
+                "metrics",
+                ("Low-noise metrics (eval.likelihood): each comparison judged by the papers' generation "
+                 "accuracy and by log-likelihood scoring of the same test items; a metric with a higher "
+                 "SNR reaches a verdict with fewer replicates"),
+                metric_verdicts,
+            ),
+            ("metrics_noise", "Each metric's noise, per recipe", metric_noise),
             ("papers", ("The papers' numbers beside this sweep's (a Δ only where the setting matches the "
                        "paper's; n/a: not measured here)"), paper_table(df)),
             ("cells", "Every cell", cells_table(df)),

@@ -35,25 +35,30 @@ class Comparison:
     mde: float | None  # minimum detectable effect at 80% power, two-sided 5%
     noise: float | None  # the run-to-run sd of one score (pooled over A and B)
     paired: bool
+    scale: float = 100.0  # how the row and the verdict print a difference: points of accuracy by default
+    unit: str = "pts"
 
     @property
     def snr(self) -> float | None:
         return abs(self.diff) / self.noise if self.noise else None
 
-    def row(self, scale: float = 100.0, unit: str = "pts") -> dict:
-        """The report's columns, in points of accuracy by default."""
-        def number(value, fmt="{:+.1f}"):
+    def row(self) -> dict:
+        """The report's columns, in the comparison's unit."""
+        scale, unit = self.scale, self.unit
+        places = 1 if scale >= 10 else 3  # points of accuracy to a tenth; a log-likelihood to a thousandth
+
+        def number(value, fmt=f"{{:+.{places}f}}"):
             return "" if value is None or (isinstance(value, float) and math.isnan(value)) else \
                 fmt.format(value * scale if fmt.startswith("{:+") else value)
         return {
             "n": self.n,
             f"Δ ({unit})": number(self.diff),
             "95% interval": "" if self.low is None else
-            f"[{self.low * scale:+.1f}, {self.high * scale:+.1f}]",
+            f"[{self.low * scale:+.{places}f}, {self.high * scale:+.{places}f}]",
             "P(A>B)": number(self.p_a_gt_b, "{:.2f}"),
             "p": number(self.p_value, "{:.3f}"),
             "verdict": self.verdict,
-            f"MDE ({unit})": "" if self.mde is None else f"{self.mde * scale:.1f}",
+            f"MDE ({unit})": "" if self.mde is None else f"{self.mde * scale:.{places}f}",
             "SNR": number(self.snr, "{:.2f}"),
         }
 
@@ -81,16 +86,22 @@ def replicates_needed(effect: float, sd: float, alpha: float = ALPHA, power: flo
     return None
 
 
-def _verdict(diff: float, p_value: float | None, mde: float | None, alpha: float) -> str:
+def _verdict(diff: float, p_value: float | None, mde: float | None, alpha: float, scale: float, unit: str
+             ) -> str:
     if p_value is not None and p_value < alpha and diff != 0:
         return HELPS if diff > 0 else HURTS
-    return CANT_TELL + (f" (effects under {100 * mde:.1f} pts undetectable)" if mde else "")
+    return CANT_TELL + (f" (effects under {scale * mde:.{1 if scale >= 10 else 3}f} {unit} undetectable)"
+                        if mde else "")
 
 
-def compare(a, b, pairs: list | None = None, alpha: float = ALPHA) -> Comparison:
+def compare(a, b, pairs: list | None = None, alpha: float = ALPHA, scale: float = 100.0, unit: str = "pts"
+            ) -> Comparison:
     """A against B. `pairs`: (i, j) index pairs of A's and B's replicates that match (same replicate and
-    seed set); None or empty: unpaired (Welch), when both sides have 2 or more replicates."""
+    seed set); None or empty: unpaired (Welch), when both sides have 2 or more replicates. `scale` and
+    `unit`: how a difference prints (accuracy in points; a log-likelihood as it is, in nats)."""
     from scipy import stats
+
+    units = {"scale": scale, "unit": unit}
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     noise = _pooled_sd(a, b)
@@ -99,7 +110,7 @@ def compare(a, b, pairs: list | None = None, alpha: float = ALPHA) -> Comparison
         n, diff = len(d), float(d.mean())
         if n < 2:
             return Comparison(n, diff, None, None, None, None, f"{CANT_TELL} (1 replicate)", None, noise,
-                              True)
+                              True, **units)
         sd = float(d.std(ddof=1))
         if sd == 0:  # the same difference every time: no spread to test against
             p_value = 0.0 if diff != 0 else 1.0
@@ -110,10 +121,11 @@ def compare(a, b, pairs: list | None = None, alpha: float = ALPHA) -> Comparison
         mde = minimum_detectable(sd, n, alpha)
         p_a_gt_b = float(np.mean(d > 0) + 0.5 * np.mean(d == 0))
         return Comparison(n, diff, diff - half, diff + half, p_a_gt_b, p_value,
-                          _verdict(diff, p_value, mde, alpha), mde, noise, True)
+                          _verdict(diff, p_value, mde, alpha, scale, unit), mde, noise, True, **units)
     n, diff = min(len(a), len(b)), float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
     if n < 2:
-        return Comparison(n, diff, None, None, None, None, f"{CANT_TELL} (1 replicate)", None, noise, False)
+        return Comparison(n, diff, None, None, None, None, f"{CANT_TELL} (1 replicate)", None, noise, False,
+                          **units)
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:
@@ -125,7 +137,7 @@ def compare(a, b, pairs: list | None = None, alpha: float = ALPHA) -> Comparison
     mde = float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(POWER, df)) * se)
     p_a_gt_b = float(np.mean(a[:, None] > b[None, :]) + 0.5 * np.mean(a[:, None] == b[None, :]))
     return Comparison(n, diff, diff - half, diff + half, p_a_gt_b, p_value,
-                      _verdict(diff, p_value, mde, alpha), mde, noise, False)
+                      _verdict(diff, p_value, mde, alpha, scale, unit), mde, noise, False, **units)
 
 
 def _pooled_sd(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -68,6 +68,10 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "accuracy": metrics["final/test_acc"],
                 "stderr": metrics["final/test_acc_stderr"],
                 "iterations": [i.test_acc for i in iterations],
+                # eval.likelihood's low-noise metrics of the final stage (NaN where not scored)
+                "choice_acc": iterations[-1].test_choice_acc if iterations else None,
+                "likelihood": iterations[-1].test_likelihood if iterations else None,
+                "likelihood_metric": iterations[-1].likelihood_metric if iterations else None,
                 "iteration_stderrs": [i.test_acc_stderr or 0.0 for i in iterations],
                 # the diversity paper's target: the mean zero-shot accuracy over lm-eval's tasks, after
                 # pre-training (iteration 0) and after SFT (iteration 1)

@@ -26,9 +26,16 @@ def pairs(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[int, int]]:
             if key in where]
 
 
-def judged(a: pd.DataFrame, b: pd.DataFrame):
+# what a comparison can be judged by: the papers' generation accuracy, and eval.likelihood's low-noise
+# metrics (the likeliest label's accuracy; the gold's log-likelihood), each with how its differences print
+METRICS = {"accuracy": (100.0, "pts"), "choice_acc": (100.0, "pts"), "likelihood": (1.0, "nats")}
+
+
+def judged(a: pd.DataFrame, b: pd.DataFrame, metric: str = "accuracy"):
     """A's cells against B's cells: paired by replicate where they pair, else unpaired."""
-    return compare(a.accuracy.to_numpy(), b.accuracy.to_numpy(), pairs(a, b) or None)
+    scale, unit = METRICS[metric]
+    return compare(a[metric].to_numpy(dtype=float), b[metric].to_numpy(dtype=float), pairs(a, b) or None,
+                   scale=scale, unit=unit)
 
 
 def arm(block: pd.DataFrame, teachers: bool) -> str:
@@ -40,8 +47,8 @@ def arm(block: pd.DataFrame, teachers: bool) -> str:
 GROUP = ["task", "student", "seed_size", "setting"]
 
 
-def comparisons(df: pd.DataFrame) -> pd.DataFrame | None:
-    """One row per comparison: who against whom, where, and the verdict's columns."""
+def comparisons(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | None:
+    """One row per comparison: who against whom, where, and the verdict's columns, by `metric`."""
     if df.empty:
         return None
     teachers = df[df.family != "finetune"].teacher.nunique() > 1
@@ -56,11 +63,11 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame | None:
             br = None if ratio == -1 else ratio
             if len(baseline):
                 row = {**where, "budget_ratio": br, "A": arm(arm_cells, teachers), "B": "finetune",
-                       **judged(arm_cells, baseline).row()}
+                       **judged(arm_cells, baseline, metric).row()}
                 oracle = generating[(generating.variant == variant) & (generating.teacher == ORACLE)
                                     & (generating.budget_ratio.fillna(-1) == ratio)]
                 if teacher not in (ORACLE, SHUFFLED) and len(oracle):  # a real teacher's share of the gap
-                    row["PGR"] = recovered(arm_cells, baseline, oracle)
+                    row["PGR"] = recovered(arm_cells[metric], baseline[metric], oracle[metric])
                 rows.append(row)
         budgeted = generating[generating.family == "budgeted"]
         for (ratio, teacher), at_ratio in budgeted.groupby(["budget_ratio", "teacher"], sort=True):
@@ -69,7 +76,7 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame | None:
                 for second in strategies[i + 1:]:
                     a, b = at_ratio[at_ratio.variant == first], at_ratio[at_ratio.variant == second]
                     rows.append({**where, "budget_ratio": ratio, "A": arm(a, teachers), "B": arm(b, teachers),
-                                 **judged(a, b).row()})
+                                 **judged(a, b, metric).row()})
     if not rows:
         return None
     table = pd.DataFrame(rows)
@@ -80,8 +87,8 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame | None:
     return table[keep]
 
 
-def recovered(strategy: pd.DataFrame, baseline: pd.DataFrame, oracle: pd.DataFrame) -> str:
-    point, low, high = gap_recovered(strategy.accuracy, baseline.accuracy, oracle.accuracy)
+def recovered(strategy: pd.Series, baseline: pd.Series, oracle: pd.Series) -> str:
+    point, low, high = gap_recovered(strategy, baseline, oracle)
     if point is None:
         return "n/a (the oracle adds nothing)"
     return f"{point:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else " (too few replicates)")
@@ -113,10 +120,11 @@ def headline(table: pd.DataFrame | None) -> str | None:
 NOISE_KEYS = ["task", "student", "variant", "teacher", "seed_size", "budget_ratio", "setting"]
 
 
-def noise_table(df: pd.DataFrame) -> pd.DataFrame | None:
-    """Per recipe (task x student x strategy x teacher x |S| x BR): the spread of the test accuracy across
-    training replicates (same seed set), across seed-set draws, and the binomial error of one cell's
-    test items; only where a recipe ran more than once."""
+def noise_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | None:
+    """Per recipe (task x student x strategy x teacher x |S| x BR): the spread of `metric` across
+    training replicates (same seed set), across seed-set draws, and (accuracy) the binomial error of one
+    cell's test items; only where a recipe ran more than once."""
+    df = df[df[metric].notna()].assign(accuracy=df[metric])
     df = df.assign(teacher=df.teacher.where(df.family != "finetune", "-"))  # fine-tuning asks none
     df = df.drop_duplicates(subset=[*NOISE_KEYS, *REPLICATE])
     rows = []
@@ -131,7 +139,7 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame | None:
             "sd across training replicates": f"{pd.Series(within).mean():.3f}" if within else "",
             "sd across seed sets": f"{per_draw.std(ddof=1):.3f}" if len(per_draw) > 1 else "",
             "sd of all runs": f"{cells.accuracy.std(ddof=1):.3f}",
-            "binomial error (test items)": f"{cells.stderr.mean():.3f}",
+            "binomial error (test items)": f"{cells.stderr.mean():.3f}" if metric == "accuracy" else "",
         })
         rows.append(row)
     if not rows:
@@ -140,3 +148,31 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame | None:
     keep = [c for c in table.columns if not (c in ("setting", "budget_ratio", "student", "teacher")
                                              and table[c].nunique(dropna=True) <= 1)]
     return table[keep]
+
+
+def metric_name(df: pd.DataFrame, metric: str) -> str:
+    if metric == "likelihood":
+        return str(df.likelihood_metric.dropna().iloc[0])
+    return {"accuracy": "generation accuracy (the papers')", "choice_acc": "likeliest-label accuracy"}[metric]
+
+
+def by_metric(df: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Where cells were also scored by log-likelihood (eval.likelihood): every comparison judged by each
+    metric side by side, and each metric's noise, so a reader sees which metric reaches a verdict."""
+    scored = df[df.likelihood.notna()] if "likelihood" in df else df.iloc[0:0]
+    if scored.empty:
+        return None, None
+    verdicts, noise = [], []
+    for metric in METRICS:
+        if scored[metric].isna().all():
+            continue
+        name = metric_name(scored, metric)
+        table = comparisons(scored, metric)
+        if table is not None:
+            table = table.rename(columns=lambda c: c.split(" (")[0] if c.startswith(("Δ", "MDE")) else c)
+            verdicts.append(table.drop(columns=["PGR"], errors="ignore").assign(metric=name))
+        spread = noise_table(scored, metric)
+        if spread is not None:
+            noise.append(spread.drop(columns=["binomial error (test items)"]).assign(metric=name))
+    return (pd.concat(verdicts, ignore_index=True) if verdicts else None,
+            pd.concat(noise, ignore_index=True) if noise else None)
