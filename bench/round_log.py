@@ -44,6 +44,9 @@ class RoundLog:
         """A round's generated examples (JSONL, loadable with `datasets`) and what was dropped."""
         where = self.run_dir / "generated" / f"iteration_{iteration}.jsonl"
         write_jsonl(where, (g.record() for g in generated))
+        # every dropped reply with its reason, beside the kept ones (runners/export.py, the report's browser)
+        write_jsonl(where.with_name(f"dropped_{iteration}.jsonl"),
+                    ({"iteration": iteration, **drop} for drop in tally.drops))
         self.generated[iteration] = dict(tally.counts)
         self.generated_examples[iteration] = [g.example for g in generated]
         log.info(f"{label}teacher: " + ", ".join(f"{n:,} {name.replace('_', ' ')}"

@@ -15,7 +15,7 @@ from bench.job import Job
 from bench.records import CellRecord
 from bench.secrets import redact
 from bench.stages import Round
-from bench.store import write_json
+from bench.store import write_json, write_jsonl
 from bench.teachers import query_budget
 from bench.tracking import Tracker
 from runners.inputs import Inputs
@@ -67,6 +67,10 @@ def start(inputs: Inputs, run_dir: Path, record: CellRecord) -> Tracker:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     write_json(run_dir / "seed_ids.json", [example.id for example in seed_set])
+    # the seed examples themselves: what an export and the report's data browser set beside each
+    # generated example
+    write_jsonl(run_dir / "seed_set.jsonl", ({"id": e.id, "prompt": e.prompt, "target": e.target,
+                                              "label": e.label} for e in seed_set))
     log.info(f"{config.task.name}: seed set of {len(seed_set):,} from {len(data.train):,} training examples "
              f"({data.source}); {strategy.name} with the {config.student.name} student")
     tracker = Tracker(run_dir, config.logger, {**OmegaConf.to_container(cfg, resolve=True),

@@ -43,9 +43,34 @@ class Tally:
     counts: Counter = field(default_factory=Counter)
     replies: Counter = field(default_factory=Counter)  # step -> replies read
     parsed: Counter = field(default_factory=Counter)  # step -> replies that parsed
+    drops: list = field(default_factory=list)  # one record per dropped reply: generated/dropped_<i>.jsonl
 
     def add(self, what: str, n: int = 1) -> None:
         self.counts[what] += n
+
+    def drop(self, reason: str, about: "Reply | None" = None, detail: str | None = None, **more) -> None:
+        """Count a drop and keep what was dropped and why: the reply, its source example, its cache key."""
+        self.counts[reason] += 1
+        self.drops.append({"reason": reason, **(about.fields() if about else {}), "detail": detail, **more})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Which reply a drop is about: the step that asked, the seed example it is about, the raw text."""
+
+    step: str
+    source_id: str | None
+    text: str | None
+    cache_key: str | None
+
+    def fields(self) -> dict:
+        return {"step": self.step, "source_id": self.source_id, "reply": self.text,
+                "cache_key": self.cache_key}
+
+    @classmethod
+    def of(cls, step, request, response) -> "Reply":
+        return cls(step.name, (request.source or {}).get("id"), response.text if response else None,
+                   response.key if response else None)
 
 
 @dataclass
@@ -183,7 +208,8 @@ class Strategy(ABC):
                 self.worked_example = tuple(by_label[example.label])
                 return
 
-    def parse(self, step: Step, task: TaskData, text: str, tally: Tally) -> dict | None:
+    def parse(self, step: Step, task: TaskData, text: str, tally: Tally, about: Reply | None = None
+              ) -> dict | None:
         """The reply's fields, validated for the task (a number after '####', a label in the label
         set); None, counted, when the reply does not parse. A template's `parse` is a pattern, or a list
         of them tried in order (the format asked for first, then what a weaker model writes instead)."""
@@ -192,17 +218,18 @@ class Strategy(ABC):
         match = next((m for m in (re.search(p, text) for p in patterns) if m), None)
         tally.replies[step.name] += 1
         if match is None:  # the augmenter's replies counted apart from the teacher's
-            tally.add("unparseable" if step.role == "teacher" else f"unparseable_{step.name}")
+            tally.drop("unparseable" if step.role == "teacher" else f"unparseable_{step.name}", about,
+                       "not in the reply format the prompt asks for")
             return None
         fields = {k: v.strip() for k, v in match.groupdict().items() if v is not None}
         if not self.keep_after_answer:
             fields = task.kind.cut_after_answer(fields)
-        fields, dropped = task.kind.read_reply(fields, task.config.labels)
-        if dropped:
-            tally.add(dropped)
+        read, dropped = task.kind.read_reply(fields, task.config.labels)
+        if dropped:  # what the reply said, field by field
+            tally.drop(dropped, about, "; ".join(f"{k}: {v[:120]!r}" for k, v in fields.items()))
         else:
             tally.parsed[step.name] += 1
-        return fields
+        return read
 
     def refuse_if_nothing_parsed(self, tally: Tally) -> None:
         """Stop the cell when every reply to a prompt step failed to parse (unless allow_unparseable)."""
@@ -222,11 +249,12 @@ class Strategy(ABC):
         requests without an answer (as `missing`, when given) and the replies that do not parse are
         counted in `tally`."""
         for index, response in enumerate(teacher.generate(requests, description)):
+            about = Reply.of(step, requests[index], response)
             if response is None:
                 if missing:
-                    tally.add(missing)
+                    tally.drop(missing, about, "no answer: the request failed or the budget refused it")
                 continue
-            fields = self.parse(step, task, response.text, tally)
+            fields = self.parse(step, task, response.text, tally, about)
             if fields is not None:
                 yield index, fields, response
 

@@ -20,6 +20,7 @@ from bench.errors import BenchError
 from bench.steps import ANSWER, CHECK, NEW_QUESTION, REPHRASE, Step
 from bench.strategies.base import (
     Generated,
+    Reply,
     Strategy,
     StrategyJob,
     Tally,
@@ -127,12 +128,15 @@ class BudgetedStrategy(Strategy):
                 votes = Counter(fields["label"] for fields, _ in answers)
                 label, count = votes.most_common(1)[0]
                 if count * 2 <= k:
-                    tally.add("no_agreement")
+                    tally.drop("no_agreement", Reply.of(ANSWER, requests[a * k], answers[0][1]),
+                               f"the {k} sampled answers: {dict(votes)}", question=question)
                     continue
                 answers = [(f, r) for f, r in answers if f["label"] == label]
             fields, response = answers[0]
             if self.verify == "gold" and self.gold_known and fields["label"] != example.label:
-                tally.add("failed_verification")
+                tally.drop("failed_verification", Reply.of(ANSWER, requests[a * k], response),
+                           f"answered {fields['label']}, the gold answer is {example.label}",
+                           question=question)
                 continue
             new = make_example(
                 task, f"gen-1-{len(added)}", question, task.kind.target(fields), fields["label"]
@@ -153,7 +157,7 @@ class BudgetedStrategy(Strategy):
         replies = self.parsed_replies(augmenter, step, task, requests, f"{self.name}: augmenter", tally,
                                       missing="no_question")
         for i, fields, response in replies:
-            if filters.admit(fields["question"], tally):
+            if filters.admit(fields["question"], tally, Reply.of(step, requests[i], response)):
                 kept.append((sources[i][0], fields["question"], {"question_by": writer(augmenter),
                                                                  "question_cache_key": response.key}, 0))
         return kept
@@ -193,8 +197,14 @@ class NewQuestion(BudgetedStrategy):
         task = job.task
         requests = [self.request(CHECK, task, {"id": example.id, "question": question})
                     for example, question, _, _ in questions]
-        passed = {i for i, fields, _ in self.parsed_replies(job.augmenter, CHECK, task, requests,
-                                                            "new_question: self-check", tally, missing=None)
-                  if fields["verdict"].lower() == "yes"}
-        tally.add("failed_self_check", len(questions) - len(passed))  # no answer, unparseable or a no
+        verdicts = {i: (fields["verdict"], response) for i, fields, response in self.parsed_replies(
+            job.augmenter, CHECK, task, requests, "new_question: self-check", tally, missing=None)}
+        passed = {i for i, (verdict, _) in verdicts.items() if verdict.lower() == "yes"}
+        for i, (example, question, origin, _) in enumerate(questions):  # no answer, unparseable or a no
+            if i not in passed:
+                verdict, response = verdicts.get(i, (None, None))
+                tally.drop("failed_self_check", detail=f"the self-check said {verdict!r}" if verdict else
+                           "the self-check's reply was missing or unparseable", question=question,
+                           source_id=example.id, step=CHECK.name, reply=response.text if response else None,
+                           cache_key=origin.get("question_cache_key"))
         return [item for i, item in enumerate(questions) if i in passed]

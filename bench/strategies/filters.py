@@ -33,9 +33,10 @@ class Filters:
         # the fixed order of the prefix filter: rarest first in the training questions (unseen: rarest)
         self.frequency = Counter(token for tokens in questions for token in tokens)
         self.known: list = []  # (tokens, bag of tokens) of the known questions; admitted ones join them
+        self.texts: list = []  # the known questions as written, for a drop's record
         self.index: dict = {}  # (token, k-th occurrence) of a known prefix -> ids of the known questions
-        for tokens in questions:
-            self.remember(tokens)
+        for tokens, example in zip(questions, training, strict=True):
+            self.remember(tokens, question_of(example, task))
         test = [words(question_of(e, task)) for e in task.test]
         self.test_texts = {" ".join(t) for t in test}
         self.test_ngrams = {" ".join(t[i:i + self.n]) for t in test for i in range(len(t) - self.n + 1)} \
@@ -61,28 +62,33 @@ class Filters:
         elements.sort(key=lambda e: (self.frequency[e[0]], e))
         return elements[: m - shared_at_least + 1]
 
-    def remember(self, tokens: list) -> None:
+    def remember(self, tokens: list, text: str) -> None:
         if self.threshold is not None and tokens:
             for element in self.prefix(tokens):
                 self.index.setdefault(element, []).append(len(self.known))
         self.known.append((tokens, Counter(tokens)))
+        self.texts.append(text)
 
-    def near_duplicate(self, tokens: list) -> bool:
+    def near_duplicate(self, tokens: list) -> str | None:
+        """The first known question this one is a near duplicate of, or None."""
         if not tokens:
-            return False
+            return None
         t, bag = self.threshold, Counter(tokens)
         candidates = {i for element in self.prefix(tokens) for i in self.index.get(element, ())}
-        return any(near_duplicate_pair(tokens, bag, *self.known[i], t) for i in sorted(candidates))
+        return next((self.texts[i] for i in sorted(candidates)
+                     if near_duplicate_pair(tokens, bag, *self.known[i], t)), None)
 
-    def admit(self, question: str, tally) -> bool:
+    def admit(self, question: str, tally, about=None) -> bool:
         """Whether a generated question may join the training data; a kept one is remembered, so later
-        near-copies of it are caught too."""
+        near-copies of it are caught too. `about`: the reply, for the drop's record."""
         tokens = words(question)
         if self.n and self.contaminated(tokens):
-            tally.add("contaminated")
+            tally.drop("contaminated", about, f"shares {self.n} words in a row with a test question",
+                       question=question)
             return False
-        if self.threshold is not None and self.near_duplicate(tokens):
-            tally.add("near_duplicate")
+        if self.threshold is not None and (twin := self.near_duplicate(tokens)) is not None:
+            tally.drop("near_duplicate", about, f"ROUGE-L > {self.threshold:g} with: {twin}",
+                       question=question)
             return False
-        self.remember(tokens)
+        self.remember(tokens, question)
         return True

@@ -12,6 +12,7 @@ import logging
 from bench.steps import NEW_EXAMPLE
 from bench.strategies.base import (
     Generated,
+    Reply,
     Strategy,
     StrategyJob,
     Tally,
@@ -130,13 +131,15 @@ class LLM2LLM(Strategy):
                     fields = {**fields, "label": asked}
                     tally.add("label_from_request")
                 elif asked is not None and fields["label"] != asked:  # a label of the set, not the one asked
-                    tally.add("other_label")
+                    tally.drop("other_label", Reply.of(NEW_EXAMPLE, requests[j], response),
+                               f"asked for {asked}, wrote {fields['label']}", question=fields["question"])
                     continue
-                if filters.admit(fields["question"], tally):
+                if filters.admit(fields["question"], tally, Reply.of(NEW_EXAMPLE, requests[j], response)):
                     kept[pending[j]] = (fields, response)
             pending = [i for i in pending if i not in kept]
-        if pending:
-            tally.add("unanswered_after_retries", len(pending))
+        for i in pending:
+            tally.drop("unanswered_after_retries", source_id=sources[i][0].id, step=NEW_EXAMPLE.name,
+                       detail=f"no kept reply after {1 + self.retries} attempt(s)")
         added = []
         for i in sorted(kept):  # in the sources' order, whatever attempt answered
             (example, _), (fields, response) = sources[i], kept[i]
