@@ -28,9 +28,9 @@ from bench.store import code_version, writable_folder
 # a kept row's columns, in order: what it is, where it came from, who wrote it
 KEPT = ["id", "prompt", "target", "label", "iteration", "strategy", "source_id", "source_prompt",
         "source_target", "source_label", "teacher", "teacher_backend", "teacher_model", "sample_index",
-        "cache_key", "teacher_reply", "question_by", "question_cache_key", "cell"]
+        "cache_key", "teacher_reply", "question_by", "question_cache_key", "cell", "cell_id"]
 DROPPED = ["iteration", "reason", "detail", "step", "source_id", "source_prompt", "source_label", "question",
-           "reply", "cache_key", "cell"]
+           "reply", "cache_key", "cell", "cell_id"]
 TASK_CATEGORY = {"classification": "text-classification", "math": "text-generation"}
 # the teacher's terms where its provider sets them on generated data: the card names them
 TERMS = {"openai": "OpenAI's terms of use apply to outputs of its models (https://openai.com/policies/terms-of-use)",
@@ -70,7 +70,7 @@ def version_text(version: dict) -> str:
             if commit else "") + f"code digest {version.get('code_digest')}"
 
 
-def cell_rows(run_dir: Path, name: str = "") -> tuple[list[dict], list[dict]]:
+def cell_rows(run_dir: Path, name: str = "", cell_id: str | None = None) -> tuple[list[dict], list[dict]]:
     """(kept rows, dropped rows) of one run folder, each beside its seed example and the raw reply."""
     seeds = {s["id"]: s for s in read_jsonl(run_dir / "seed_set.jsonl")}
     answers = {a["key"]: a for a in read_jsonl(run_dir / "generations.jsonl")}
@@ -89,13 +89,14 @@ def cell_rows(run_dir: Path, name: str = "") -> tuple[list[dict], list[dict]]:
                          "teacher_model": hub_id_of((answer.get("identity") or {}).get("model")
                                                     or backend.get("model") or "") or None,
                          "sample_index": (answer.get("identity") or {}).get("sample_index"),
-                         "teacher_reply": (answer.get("response") or {}).get("text"), "cell": name})
+                         "teacher_reply": (answer.get("response") or {}).get("text"), "cell": name,
+                         "cell_id": cell_id})
     for path in sorted((run_dir / "generated").glob("dropped_*.jsonl")):
         for row in read_jsonl(path):
             seed = seeds.get(row.get("source_id"), {})
             dropped.append({**dict.fromkeys(DROPPED), **{k: v for k, v in row.items() if k in DROPPED},
                             "source_prompt": seed.get("prompt"), "source_label": seed.get("label"),
-                            "cell": name})
+                            "cell": name, "cell_id": cell_id})
     return kept, dropped
 
 
@@ -120,7 +121,7 @@ def cells_of(folder: Path) -> list[tuple[str, CellRecord, Path, list, list]]:
         name = cell_name(record, varying)
         if name in names:  # two cells the overrides do not tell apart
             name = f"{name}-{record.cell_id[:8]}"
-        kept, dropped = cell_rows(source, name)
+        kept, dropped = cell_rows(source, name, record.cell_id)
         if kept or dropped:
             names.add(name)
             found.append((name, record, source, kept, dropped))

@@ -12,11 +12,15 @@ Cells go to a table by their strategy's family (recorded in each cell record).
   accuracy (Spearman and Pearson with bootstrap intervals, per task and pooled, a scatter per score);
 - every cell: its overrides, accuracy, time, trainings and teacher cost.
 Several seeds (seed_set.seed) of one cell are shown as mean ± std. Writes report.md, one CSV per
-table and PNG plots into DIR (default <sweep dir>/report)."""
+table, PNG and SVG plots, and report.html (the same as one page, with a data browser over the generated
+data: runners/report/html.py) into DIR (default <sweep dir>/report)."""
 
 from pathlib import Path
 
+import pandas as pd
+
 from bench.evaluation import FEW_STEPS, MOSTLY_INVALID
+from runners.report.html import browser_rows, write_html
 from runners.report.paper import paper_table
 from runners.report.plots import cached_plot, plot_budget, plot_diversity, plot_iterations
 from runners.report.tables import (
@@ -31,87 +35,64 @@ from runners.report.tables import (
 )
 from runners.report.verdicts import by_metric, comparisons, headline, noise_table
 
+TITLES = {
+    "llm2llm": "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)",
+    "budget_strategies": "Budgeted strategies: test accuracy per strategy over BR = Q / |S|",
+    "diversity": ("Diversity of the generated data vs what it did for the student (the mean zero-shot "
+                  "accuracy where scored, the task's test accuracy): correlation across cells (95% "
+                  "bootstrap intervals), per task, ranked by |Spearman|"),
+    "cluster_agent": "The LLM cluster agent on each cell's generated data: score and valid rounds",
+    "comparisons": ("Every comparison, with its verdict: Δ = A - B over replicates paired by seed set "
+                    "and replicate, its 95% t interval, P(A>B), the paired t-test's p, helps / hurts "
+                    "/ can't tell (with the minimum detectable effect at 80% power), the "
+                    "signal-to-noise ratio, and the Performance Gap Recovered where the oracle "
+                    "teacher ran"),
+    "noise": ("Noise: the spread of one recipe's test accuracy across training replicates, across "
+              "seed sets, and the binomial error of its test items"),
+    "metrics": ("Low-noise metrics (eval.likelihood): each comparison judged by the papers' "
+                "generation accuracy and by log-likelihood scoring of the same test items; a metric "
+                "with a higher SNR reaches a verdict with fewer replicates"),
+    "metrics_noise": "Each metric's noise, per recipe",
+    "papers": ("The papers' numbers beside this sweep's (a Δ only where the setting matches the "
+               "paper's; n/a: not measured here)"),
+    "cells": "Every cell",
+}
+
 
 def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dict:
-    """Write report.md, the CSVs and the plots into `out`; return {name: table or plot path}.
+    """Write report.md, report.html, the CSVs and the plots into `out`; return {name: table or plot path}.
     `plot_cache`: a folder of plots drawn before, by content."""
     out.mkdir(parents=True, exist_ok=True)
     records = [r for r in records if well_formed(r)]
     df = frame(records)
     failed = [r for r in records if r.get("status") == "failed"]
-    parts, made = [f"# Sweep report\n\n{len(df)} finished cells, {len(failed)} failed."], {}
+    intro, sections, plots, made = [f"{len(df)} finished cells, {len(failed)} failed."], [], [], {}
     if not df.empty:
         trained, reused = int(df.trainings.sum()), int(df.reused.sum())
-        parts[0] += (f" Trainings performed {trained}; stages reused from earlier cells or runs {reused}; "
+        intro[0] += (f" Trainings performed {trained}; stages reused from earlier cells or runs {reused}; "
                      f"teacher queries paid {int(df.queries_paid.sum())}; ${df.cost_usd.sum():.4f}.")
         comparisons_table = comparisons(df)
         metric_verdicts, metric_noise = by_metric(df)
         said = headline(comparisons_table)
         if said:
-            parts.append(said)
-        sections = [
-            (
-                "llm2llm",
-                "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)",
-                llm2llm_table(df),
-            ),
-            (
-                "budget_strategies",
-                "Budgeted strategies: test accuracy per strategy over BR = Q / |S|",
-                budget_table(df),
-            ),
-            (
-                "diversity",
-                (
-                    "Diversity of the generated data vs what it did for the student (the mean zero-shot "
-                    "accuracy where scored, the task's test accuracy): correlation across cells (95% "
-                    "bootstrap intervals), per task, ranked by |Spearman|"
-                ),
-                diversity_table(df),
-            ),
-            (
-                "cluster_agent",
-                "The LLM cluster agent on each cell's generated data: score and valid rounds",
-                cluster_agent_table(df),
-            ),
-            (
-                "comparisons",
-                ("Every comparison, with its verdict: Δ = A - B over replicates paired by seed set and "
-                 "replicate, its 95% t interval, P(A>B), the paired t-test's p, helps / hurts / can't tell "
-                 "(with the minimum detectable effect at 80% power), the signal-to-noise ratio, and the "
-                 "Performance Gap Recovered where the oracle teacher ran"),
-                comparisons_table,
-            ),
-            (
-                "noise",
-                ("Noise: the spread of one recipe's test accuracy across training replicates, across seed "
-                 "sets, and the binomial error of its test items"),
-                noise_table(df),
-            ),
-            (
-                "metrics",
-                ("Low-noise metrics (eval.likelihood): each comparison judged by the papers' generation "
-                 "accuracy and by log-likelihood scoring of the same test items; a metric with a higher "
-                 "SNR reaches a verdict with fewer replicates"),
-                metric_verdicts,
-            ),
-            ("metrics_noise", "Each metric's noise, per recipe", metric_noise),
-            ("papers", ("The papers' numbers beside this sweep's (a Δ only where the setting matches the "
-                       "paper's; n/a: not measured here)"), paper_table(df)),
-            ("cells", "Every cell", cells_table(df)),
-        ]
-        for name, title, table in sections:
-            if table is not None:
-                table.to_csv(out / f"{name}.csv", index=False)
-                parts.append(f"## {title}\n\n{markdown(table)}")
-                made[name] = table
+            intro.append(said)
         doubted = int(df.doubts.astype(bool).sum())
         if doubted:
-            parts.insert(1, f"**{doubted} of {len(df)} cells are doubted** (marked ! in the tables; the "
+            intro.insert(1, f"**{doubted} of {len(df)} cells are doubted** (marked ! in the tables; the "
                             "cells table's `doubts` column says why): a stage that took under "
                             f"{FEW_STEPS} optimizer steps barely moved its student, and a test split where "
                             f"over {MOSTLY_INVALID:.0%} of generations are no answer at all measures the "
                             "output format, not what the data taught.")
+        tables = {"llm2llm": llm2llm_table(df), "budget_strategies": budget_table(df),
+                  "diversity": diversity_table(df), "cluster_agent": cluster_agent_table(df),
+                  "comparisons": comparisons_table, "noise": noise_table(df), "metrics": metric_verdicts,
+                  "metrics_noise": metric_noise, "papers": paper_table(df), "cells": cells_table(df)}
+        for name, table in tables.items():
+            title = TITLES[name]
+            if table is not None:
+                table.to_csv(out / f"{name}.csv", index=False)
+                sections.append((name, title, table))
+                made[name] = table
         for name, plot in (
             ("accuracy_vs_budget_ratio", plot_budget),
             ("accuracy_per_iteration", plot_iterations),
@@ -119,11 +100,18 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
         ):
             path = cached_plot(plot, df, out / f"{name}.png", plot_cache)
             if path:
-                parts.append(f"![{name}]({path.name})")
+                plots.append((name, path))
                 made[name] = path
+    parts = ["# Sweep report\n\n" + intro[0], *intro[1:],
+             *(f"## {title}\n\n{markdown(table)}" for _, title, table in sections),
+             *(f"![{name}]({path.name})" for name, path in plots)]
     if failed:
-        parts.append("## Failed cells\n\n" + "\n".join(f"- `{' '.join(r['overrides'])}`: {r['error']} "
-                                                       f"({r['run_dir']})" for r in failed))
+        failures = "\n".join(f"- `{' '.join(r['overrides'])}`: {r['error']} ({r['run_dir']})" for r in failed)
+        parts.append(f"## Failed cells\n\n{failures}")
+        failures_table = pd.DataFrame([{"cell": " ".join(r["overrides"]), "error": r["error"],
+                                        "run folder": r["run_dir"]} for r in failed])
+        sections.append(("failed", "Failed cells", failures_table))
     (out / "report.md").write_text("\n\n".join(parts) + "\n")
     made["report"] = out / "report.md"
+    made["html"] = write_html(out, "Sweep report", intro, sections, plots, browser_rows(records, out))
     return made
