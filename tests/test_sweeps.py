@@ -539,3 +539,29 @@ def test_a_low_noise_metric_reaches_the_verdict_generation_accuracy_cannot(tmp_p
     # cells without the likelihood scoring: no such section
     plain = report.build(control_records(0.1, 0.05, -0.08), tmp_path / "plain")
     assert "metrics" not in plain and "Low-noise" not in (tmp_path / "plain" / "report.md").read_text()
+
+
+def test_the_diversity_papers_tables_stand_beside_a_pretraining_sweep(tmp_path):
+    """Table 7's averages, with a Δ where student, template and zero-shot tasks match the paper's, and
+    'not comparable' with the difference where they do not; Table 10's rows beside the cluster scores."""
+    tasks = ["arc_challenge", "arc_easy", "boolq", "social_iqa", "winogrande", "piqa", "copa", "hellaswag"]
+    records = []
+    for student, personas, accuracy in (("350m_scratch", 3, 0.50), ("tiny", 0, 0.40)):
+        config = {"student": {"name": student}, "strategy": {"styles": ["news article"], "personas": personas,
+                                                              "real_share": 0.0, "zero_shot_tasks": tasks}}
+        record = fake_record("finetune", 0.5, config=config, also=[f"student={student}"])
+        record.update(strategy="synthetic_pretraining", family="pretraining",
+                      choices={"strategy": "synthetic_pretraining"})
+        record["iterations"] = [{"test_acc": 0.5, "zero_shot": {t: {"acc": accuracy} for t in tasks}},
+                                {"test_acc": 0.5, "zero_shot": {t: {"acc": accuracy + 0.02} for t in tasks}}]
+        records.append(record)
+    papers = report.build(records, tmp_path)["papers"].set_index("quantity")
+    table7 = papers[papers.study == "diversity (Table 7)"]
+    assert len(table7) == 28  # 2 students x pre-trained / SFT x 7 data
+    matched = table7.loc[table7.index.str.startswith("350M pre-trained, Topic Styles Persona:")].iloc[0]
+    assert matched.paper == "51.92" and matched.reproduced == "50.00 (1 cells)" and matched["Δ"] == "-1.92"
+    other = table7.loc[table7.index.str.startswith("350M after SFT, Topic Styles:")].iloc[0]
+    assert other.reproduced == "42.00 (1 cells)" and other["Δ"] == "not comparable: student_model tiny " \
+        "(paper 350m_scratch)"
+    table10 = papers[papers.study == "diversity (Table 10)"]
+    assert len(table10) == 15 and set(table10["paper"]) >= {"5.12 ± 0.14", "3.99 ± 0.05"}

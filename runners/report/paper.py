@@ -125,6 +125,62 @@ def diversity_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
                 f"Spearman {rho:+.2f}", verdict("same sign" if agrees else "opposite sign", notes))]
 
 
+TEMPLATE_NAMES = {"real_only": "real data only", "cosmopedia_v0.1": "Cosmopedia v0.1",
+                  "cosmopedia_v0.2": "Cosmopedia v0.2", "topic": "Topic", "topic_styles": "Topic Styles",
+                  "topic_styles_persona": "Topic Styles Persona",
+                  "multi_topic_styles_persona": "Multi-Topic Styles Persona"}
+
+
+def zero_shot_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
+    """Table 7: per student, stage and data template, the paper's average zero-shot accuracy beside the
+    sweep's pre-training cells of the same template (any student: the Δ only where every setting
+    matches)."""
+    rows = []
+    corpora = df[df.family == "pretraining"]
+    for student, stages in paper["accuracy"].items():
+        for stage, column in (("pretrained", "zero_shot_pretrained"), ("sft", "zero_shot_sft")):
+            for template, value in stages[stage].items():
+                cells = corpora[(corpora.data_template == template) & corpora[column].notna()]
+                ours = 100 * cells[column].mean() if len(cells) else None
+                setting = {**paper["setting"], "student_model": student, "data_template": template}
+                when = "after SFT" if stage == "sft" else "pre-trained"
+                label = f"{student.split('_')[0].upper()} {when}, {TEMPLATE_NAMES[template]}"
+                rows.append(row("diversity (Table 7)", f"{label}: {paper['quantity']}", paper["source"],
+                                f"{value:.2f}", None if ours is None else f"{ours:.2f} ({len(cells)} cells)",
+                                verdict(None if ours is None else f"{ours - value:+.2f}",
+                                        differences(cells, setting))))
+    return rows
+
+
+def sensitivity_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
+    """Table 10: the cluster-agent score as K, N, the pipeline's steps or the judge vary, beside the
+    sweep's scores at the same value. Never a Δ: D depends on the data scored, and the paper scored its
+    own pre-training corpora."""
+    rows, scored = [], df[df.cluster_score.notna()] if "cluster_score" in df else df.iloc[0:0]
+    for varied, values in paper["rows"].items():
+        for value, (mean, sd) in values.items():
+            cells = scored
+            if varied in ("cluster_K", "cluster_N"):
+                cells = scored[scored[varied] == value]
+            elif varied == "judge_model":
+                cells = scored[scored.judge_model.astype(str).str.contains(str(value), regex=False)]
+            elif varied == "pipeline":
+                cells = scored.iloc[0:0] if value == "clustering only" else \
+                    scored[scored.cluster_verify == (value == "whole pipeline")]
+            ours = cells.cluster_score
+            reproduced = None if ours.empty else (f"{ours.mean():.2f}" + (
+                f" ± {ours.std(ddof=1):.2f}" if len(ours) > 1 else "") + f" ({len(ours)} cells)")
+            base = paper["base"]
+            others = (f"K = {base['cluster_K']}, N = {base['cluster_N']}, verification "
+                      f"{'on' if base['cluster_verify'] else 'off'}, {base['judge_model']} judging")
+            rows.append(row("diversity (Table 10)", f"{varied.replace('cluster_', '')} = {value}: "
+                            f"{paper['quantity']}; the others at {others}", paper["source"],
+                            f"{mean:.2f} ± {sd:.2f}", reproduced,
+                            None if reproduced is None else "not comparable: D depends on the data scored "
+                            "(the paper's: its own pre-training corpora)"))
+    return rows
+
+
 def row(study, quantity, source, paper, reproduced, delta) -> dict:
     return {"study": study, "quantity": quantity, "paper": paper, "reproduced": reproduced or "n/a",
             "Δ": delta or "n/a", "source": source}
@@ -132,5 +188,10 @@ def row(study, quantity, source, paper, reproduced, delta) -> dict:
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     paper = paper_values()
-    return pd.DataFrame(llm2llm_rows(df, paper["llm2llm"]) + budget_rows(df, paper["budget"])
-                        + diversity_rows(df, paper["diversity"]))
+    rows = llm2llm_rows(df, paper["llm2llm"]) + budget_rows(df, paper["budget"]) \
+        + diversity_rows(df, paper["diversity"])
+    # the diversity study's own tables, in a report of its cells (pre-training corpora, cluster-agent scores)
+    if (df.family == "pretraining").any() or ("cluster_score" in df and df.cluster_score.notna().any()):
+        rows += zero_shot_rows(df, paper["diversity_zero_shot"]) + \
+            sensitivity_rows(df, paper["diversity_sensitivity"])
+    return pd.DataFrame(rows)

@@ -83,6 +83,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "reused": r.stages["reused"],
                 "cost_usd": sum(line.get("cost_usd", 0) for role, line in cost.items() if role != "budget"),
                 "diversity": r.diversity or {},
+                "cluster_score": ((r.diversity or {}).get(DIVERSITY_DATASET) or {}).get("cluster_agent"),
                 "skipped": bool(r.skipped),
                 "cell": " ".join(r.overrides) or "(defaults)",
                 "setting": setting_of(r.overrides),
@@ -96,6 +97,7 @@ def setting_columns(config: dict, queries: int | None, seed_size: int) -> dict:
     """What a paper value's setting is checked against (runners/report/paper.py): the models, the seed
     set's form, the recipe, the scoring, the budget's reading and whether its cap bound, the judge."""
     task, train, evaluation = config["task"], config.get("train") or {}, config.get("eval") or {}
+    strategy = config.get("strategy") or {}
     student, budget = config["student"], config.get("budget") or {}
     decoding = task.get("scoring_decoding") or evaluation.get("decoding")
     if decoding == "sampled":
@@ -120,7 +122,25 @@ def setting_columns(config: dict, queries: int | None, seed_size: int) -> dict:
         "budget_capped": bool(queries and nominal and queries < nominal) if queries else None,
         "judge_model": hub_id_of((judge.get("backend") or {}).get("model") or judge.get("name"))
         if judge else None,
+        # the diversity paper's settings (runners/report/paper_values.yaml, Tables 7 and 10)
+        "cluster_K": agent.get("clustering_samples") if judge else None,
+        "cluster_N": agent.get("clustering_rounds") if judge else None,
+        "cluster_verify": agent.get("verify") if judge else None,
+        "zero_shot_tasks": ",".join(sorted(strategy.get("zero_shot_tasks") or [])) or None,
+        "data_template": data_template(strategy),
     }
+
+
+def data_template(strategy: dict) -> str | None:
+    """A pre-training corpus's generation template in the diversity paper's names (Table 7): topics
+    alone, with styles, with styles and personas; real data only when no generated text is mixed in."""
+    if "styles" not in strategy:
+        return None  # not a pre-training corpus
+    if (strategy.get("real_share") or 0) >= 1:
+        return "real_only"
+    if not strategy.get("styles"):
+        return "topic"
+    return "topic_styles_persona" if strategy.get("personas") else "topic_styles"
 
 
 def cell_doubts(iterations: list[RoundRecord]) -> str:
