@@ -162,3 +162,21 @@ def test_the_resume_policy_for_an_entry_other_code_computed(monkeypatch, caplog)
     assert not store.reusable("cell x", other, "strict") and not store.reusable("cell x", other, "false")
     assert "cell x was computed by other code (the suite's code ffffffffffffffff" in caplog.text
     assert "torch 0.1 -> " in caplog.text
+
+
+def test_a_stored_stage_keeps_its_likelihood_scores(tmp_path, data_dir, counted, monkeypatch):
+    """eval.likelihood's scores travel with the stage: a reused stage reports what the trained one did."""
+    from bench.evaluation import LikelihoodResult
+
+    def likelihood(model, tokenizer, task, examples, cfg, work_dir, ranks=None):
+        counted["score"] += 1
+        return LikelihoodResult("label_logprob", -1.25, 0.5, [-1.0, -1.5])
+
+    monkeypatch.setattr(stages_module, "likelihood", likelihood)
+    seed = make_job(tmp_path, data_dir).seed_set
+    first = make_job(tmp_path, data_dir, "eval.likelihood=true").train_and_score(seed, 0)
+    again = make_job(tmp_path, data_dir, "eval.likelihood=true", run="again").train_and_score(seed, 0)
+    assert again.reused and again.likelihood == first.likelihood == LikelihoodResult(
+        "label_logprob", -1.25, 0.5, [-1.0, -1.5])
+    plain = make_job(tmp_path, data_dir, run="plain").train_and_score(seed, 0)
+    assert plain.key != first.key and plain.likelihood is None  # the scoring is part of the stage's key
