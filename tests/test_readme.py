@@ -40,5 +40,5 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
             if not re.match(r"[a-z]+://", target) and not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(REPO)} -> {target}")
     assert not broken
-    linked = set(re.findall(r"\]\(docs/([^)#]+)\)", README))
+    linked = set(re.findall(r"\]\(docs/([^)#]+\.md)\)", README))
     assert linked == {p.name for p in (REPO / "docs").glob("*.md")}  # every docs page is reachable

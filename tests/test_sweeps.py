@@ -565,3 +565,25 @@ def test_the_diversity_papers_tables_stand_beside_a_pretraining_sweep(tmp_path):
         "(paper 350m_scratch)"
     table10 = papers[papers.study == "diversity (Table 10)"]
     assert len(table10) == 15 and set(table10["paper"]) >= {"5.12 ± 0.14", "3.99 ± 0.05"}
+
+
+def test_llm2llm_is_judged_round_by_round_against_its_own_iteration_0(tmp_path):
+    """Iteration 1 gains (0.2 nats, accuracy +3 points under sd 0.05 noise); iteration 2 loses it again:
+    the round-by-round table finds the gain by log-likelihood, where the final iteration shows none."""
+    rng = np.random.default_rng(4)
+    records = []
+    for replicate in range(3):
+        start = 0.55 + rng.normal(0, 0.03)
+        accuracies = [start, start + 0.03 + rng.normal(0, 0.05), start + rng.normal(0, 0.05)]
+        base = -1.2 + rng.normal(0, 0.05)  # the replicate's own level, shared by its rounds
+        likelihoods = [base, base + 0.2 + rng.normal(0, 0.01), base + rng.normal(0, 0.05)]
+        record = fake_record("llm2llm", accuracies[-1], config={"replicate": replicate},
+                             also=[f"replicate={replicate}"])
+        record["iterations"] = [{"test_acc": a, "test_likelihood": ll, "likelihood_metric": "label_logprob"}
+                                for a, ll in zip(accuracies, likelihoods, strict=True)]
+        records.append(record)
+    table = report.build(records, tmp_path)["iterations"].set_index(["iteration", "metric"])
+    assert table.loc[(1, "label_logprob"), "verdict"] == "helps"
+    assert table.loc[(1, "label_logprob"), "Δ vs iteration 0"].endswith(" nats")
+    assert table.loc[(1, "accuracy"), "verdict"].startswith("can't tell")
+    assert table.loc[(2, "label_logprob"), "verdict"].startswith("can't tell") and (table.n == 3).all()

@@ -33,7 +33,7 @@ from runners.report.tables import (
     markdown,
     well_formed,
 )
-from runners.report.verdicts import by_metric, comparisons, headline, noise_table
+from runners.report.verdicts import by_metric, comparisons, headline, iteration_table, noise_table
 
 TITLES = {
     "llm2llm": "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)",
@@ -47,6 +47,8 @@ TITLES = {
                     "/ can't tell (with the minimum detectable effect at 80% power), the "
                     "signal-to-noise ratio, and the Performance Gap Recovered where the oracle "
                     "teacher ran"),
+    "iterations": ("LLM2LLM round by round: each iteration against the same cells' iteration 0 (their "
+                   "fine-tuning), paired within each replicate, by accuracy and the log-likelihood metric"),
     "noise": ("Noise: the spread of one recipe's test accuracy across training replicates, across "
               "seed sets, and the binomial error of its test items"),
     "metrics": ("Low-noise metrics (eval.likelihood): each comparison judged by the papers' "
@@ -85,7 +87,8 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                             "output format, not what the data taught.")
         tables = {"llm2llm": llm2llm_table(df), "budget_strategies": budget_table(df),
                   "diversity": diversity_table(df), "cluster_agent": cluster_agent_table(df),
-                  "comparisons": comparisons_table, "noise": noise_table(df), "metrics": metric_verdicts,
+                  "comparisons": comparisons_table, "iterations": iteration_table(df),
+                  "noise": noise_table(df), "metrics": metric_verdicts,
                   "metrics_noise": metric_noise, "papers": paper_table(df), "cells": cells_table(df)}
         for name, table in tables.items():
             title = TITLES[name]

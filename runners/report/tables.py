@@ -72,6 +72,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "choice_acc": iterations[-1].test_choice_acc if iterations else None,
                 "likelihood": iterations[-1].test_likelihood if iterations else None,
                 "likelihood_metric": iterations[-1].likelihood_metric if iterations else None,
+                "iteration_likelihoods": [i.test_likelihood for i in iterations],
                 "iteration_stderrs": [i.test_acc_stderr or 0.0 for i in iterations],
                 # the diversity paper's target: the mean zero-shot accuracy over lm-eval's tasks, after
                 # pre-training (iteration 0) and after SFT (iteration 1)

@@ -176,3 +176,32 @@ def by_metric(df: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | Non
             noise.append(spread.drop(columns=["binomial error (test items)"]).assign(metric=name))
     return (pd.concat(verdicts, ignore_index=True) if verdicts else None,
             pd.concat(noise, ignore_index=True) if noise else None)
+
+
+def iteration_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """LLM2LLM round by round: each iteration against the same cells' iteration 0 (their fine-tuning
+    stage), paired within each replicate, by accuracy and (where scored) the log-likelihood metric. The
+    final iteration is what the papers compare; an earlier one can gain where the last has lost it."""
+    cells = df[(df.family == "llm2llm") & (df.iterations.str.len() > 1)]
+    rows = []
+    for group, block in cells.groupby(["task", "student", "seed_size", "teacher", "variant"], sort=True):
+        where = dict(zip(["task", "student", "seed_size", "teacher", "variant"], group, strict=True))
+        for k in range(1, int(block.iterations.str.len().max())):
+            reached = block[block.iterations.str.len() > k]
+            for metric, column in (("accuracy", "iterations"), ("likelihood", "iteration_likelihoods")):
+                values = reached[column].tolist()
+                if any(v[k] is None or v[0] is None for v in values):
+                    continue
+                scale, unit = METRICS[metric]
+                judged_k = compare([v[k] for v in values], [v[0] for v in values],
+                                   [(i, i) for i in range(len(values))], scale=scale, unit=unit)
+                name = metric_name(reached, metric) if metric == "likelihood" else "accuracy"
+                row = judged_k.row()
+                rows.append({**where, "iteration": k, "metric": name, "n": row["n"],
+                             "Δ vs iteration 0": row[f"Δ ({unit})"] + f" {unit}",
+                             **{c: row[c] for c in ("95% interval", "p", "verdict", "SNR")}})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    keep = [c for c in table.columns if not (c == "student" and table[c].nunique() <= 1)]
+    return table[keep]
