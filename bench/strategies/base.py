@@ -252,7 +252,8 @@ class Strategy(ABC):
             about = Reply.of(step, requests[index], response)
             if response is None:
                 if missing:
-                    tally.drop(missing, about, "no answer: the request failed or the budget refused it")
+                    tally.drop(missing, about, "no usable answer: the request failed, the reply was cut at "
+                               "max_tokens (generations.jsonl keeps it), or the budget refused it")
                 continue
             fields = self.parse(step, task, response.text, tally, about)
             if fields is not None:
