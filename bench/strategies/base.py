@@ -253,7 +253,7 @@ class Strategy(ABC):
             if response is None:
                 if missing:
                     tally.drop(missing, about, "no usable answer: the request failed, the reply was cut at "
-                               "max_tokens (generations.jsonl keeps it), or the budget refused it")
+                               "max_tokens (the generation cache keeps it), or the budget refused it")
                 continue
             fields = self.parse(step, task, response.text, tally, about)
             if fields is not None:
