@@ -70,14 +70,20 @@ def version_text(version: dict) -> str:
             if commit else "") + f"code digest {version.get('code_digest')}"
 
 
-def cell_rows(run_dir: Path, name: str = "", cell_id: str | None = None) -> tuple[list[dict], list[dict]]:
-    """(kept rows, dropped rows) of one run folder, each beside its seed example and the raw reply."""
+def computed_in(record: CellRecord, run_dir: Path | None = None) -> Path:
+    """Where a cell's generated data is: its run folder, or for a skipped cell the run that computed it."""
+    if record.skipped and record.first_run_dir:
+        return Path(record.first_run_dir)
+    return run_dir or Path(record.run_dir)
+
+
+def cell_rows(record: CellRecord, run_dir: Path, name: str = "") -> tuple[list[dict], list[dict]]:
+    """(kept rows, dropped rows) of one cell's run folder, each beside its seed example and raw reply."""
     seeds = {s["id"]: s for s in read_jsonl(run_dir / "seed_set.jsonl")}
     answers = {a["key"]: a for a in read_jsonl(run_dir / "generations.jsonl")}
-    resolved = run_dir / "config.yaml"
-    config = yaml.safe_load(resolved.read_text()) if resolved.is_file() else {}
-    teacher = config.get("teacher") or {}
+    teacher = (record.config or {}).get("teacher") or {}
     backend = teacher.get("backend") or {}
+    cell_id = record.cell_id
     kept, dropped = [], []
     for path in sorted((run_dir / "generated").glob("iteration_*.jsonl")):
         for row in read_jsonl(path):
@@ -117,11 +123,11 @@ def cells_of(folder: Path) -> list[tuple[str, CellRecord, Path, list, list]]:
     varying = set().union(*every) - set.intersection(*every) if every else set()
     found, names = [], set()
     for run_dir, record in records:
-        source = Path(record.first_run_dir) if record.skipped and record.first_run_dir else run_dir
+        source = computed_in(record, run_dir)
         name = cell_name(record, varying)
         if name in names:  # two cells the overrides do not tell apart
             name = f"{name}-{record.cell_id[:8]}"
-        kept, dropped = cell_rows(source, name, record.cell_id)
+        kept, dropped = cell_rows(record, source, name)
         if kept or dropped:
             names.add(name)
             found.append((name, record, source, kept, dropped))

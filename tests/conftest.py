@@ -79,6 +79,17 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, **env_vars: str) -
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def new_question_sweep(where: Path, ratios: str) -> Path:
+    """A real tiny sweep of fine-tuning and New Question (simulated teacher) on TREC at the budget ratios
+    given, with a strict near-duplicate threshold so some generated questions are dropped with a reason:
+    what the export and the report page are tested on. Returns the sweep folder."""
+    result = run_cli("-m", *QUICK, "strategy=finetune,new_question", "budget=ratio", f"budget.ratio={ratios}",
+                     "strategy.filters.near_duplicate_rouge_l=0.5", f"hydra.sweep.dir={where / 'sweep'}",
+                     f"store_dir={where / 'store'}", f"cache_path={where / 'cache.sqlite'}", cwd=where)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return where / "sweep"
+
+
 def missing(why: str) -> None:
     """A server a test needs is not here: skipped, except in CI (BENCH_REQUIRE_SERVERS), where it fails."""
     if os.environ.get("BENCH_REQUIRE_SERVERS"):

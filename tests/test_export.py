@@ -7,19 +7,12 @@ from datasets import load_dataset, load_from_disk
 from huggingface_hub import DatasetCard
 
 from runners import export
-from tests.conftest import QUICK, run_cli
+from tests.conftest import new_question_sweep
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """A sweep of fine-tuning and New Question (simulated teacher) on TREC; a strict near-duplicate
-    threshold so some generated questions are dropped, with their reason."""
-    where = tmp_path_factory.mktemp("sweep")
-    result = run_cli("-m", *QUICK, "strategy=finetune,new_question", "budget=ratio", "budget.ratio=1",
-                     "strategy.filters.near_duplicate_rouge_l=0.5", f"hydra.sweep.dir={where / 'sweep'}",
-                     f"store_dir={where / 'store'}", f"cache_path={where / 'cache.sqlite'}", cwd=where)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return where / "sweep"
+    return new_question_sweep(tmp_path_factory.mktemp("sweep"), "1")
 
 
 def test_a_sweeps_data_loads_with_datasets_and_its_card_with_huggingface_hub(sweep, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from bench.store import find_records
 from runners import report
-from tests.conftest import QUICK, missing, run_cli
+from tests.conftest import missing, new_question_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +31,9 @@ def rendered(page, view: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    """The report of fine-tuning vs New Question (simulated teacher, BR 1 and 2, a strict near-duplicate
-    filter so some replies are dropped): over 50 browser rows, so the browser pages."""
+    """The report of fine-tuning vs New Question at BR 1 and 2: over 50 browser rows, so it pages."""
     where = tmp_path_factory.mktemp("report")
-    result = run_cli("-m", *QUICK, "strategy=finetune,new_question", "budget=ratio", "budget.ratio=1,2",
-                     "strategy.filters.near_duplicate_rouge_l=0.5", f"hydra.sweep.dir={where / 'sweep'}",
-                     f"store_dir={where / 'store'}", f"cache_path={where / 'cache.sqlite'}", cwd=where)
-    assert result.returncode == 0, result.stderr[-2000:]
-    made = report.build(find_records(where / "sweep"), where / "out")
-    return made["html"]
+    return report.build(find_records(new_question_sweep(where, "1,2")), where / "out")["html"]
 
 
 def rows_of(dom: str) -> list[str]:

@@ -13,7 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from bench.records import CellRecord
-from runners.export import cell_rows
+from runners.export import cell_rows, computed_in
 
 PAGE_SIZE = 50
 TEMPLATE = "report.html.j2"
@@ -47,8 +47,8 @@ def browser_rows(records: list[dict], out: Path) -> list[dict]:
         if not record.done:
             continue
         cell = " ".join(record.overrides) or "(defaults)"
-        run_dir = Path(record.first_run_dir if record.skipped and record.first_run_dir else record.run_dir)
-        kept, dropped = cell_rows(run_dir) if (run_dir / "generated").is_dir() else \
+        run_dir = computed_in(record)
+        kept, dropped = cell_rows(record, run_dir) if (run_dir / "generated").is_dir() else \
             exported.get(record.cell_id, ([], []))
         rows += [{"cell": cell, "iteration": k.get("iteration"), "status": "kept", "text": k.get("prompt"),
                   "label": k.get("label"), "source": k.get("source_prompt"),

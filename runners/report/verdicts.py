@@ -124,7 +124,7 @@ def noise_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
     """Per recipe (task x student x strategy x teacher x |S| x BR): the spread of `metric` across
     training replicates (same seed set), across seed-set draws, and (accuracy) the binomial error of one
     cell's test items; only where a recipe ran more than once."""
-    df = df[df[metric].notna()].assign(accuracy=df[metric])
+    df = df[df[metric].notna()].assign(accuracy=df[metric])  # the spread below is of this metric
     df = df.assign(teacher=df.teacher.where(df.family != "finetune", "-"))  # fine-tuning asks none
     df = df.drop_duplicates(subset=[*NOISE_KEYS, *REPLICATE])
     rows = []
