@@ -253,8 +253,13 @@ class TrainConfig:
     # the papers' recipe: bf16 compute (autocast) over fp32 master weights; student.dtype=bfloat16 instead
     # trains pure bf16 weights (less memory, but at lr 2e-5 most updates fall below bf16's resolution)
     mixed_precision: MixedPrecision = MixedPrecision.auto
+    # the weights kept are the mean of those after each of the last `average_weights` share of the optimizer
+    # steps (tail averaging, Signal and Noise's checkpoint averaging); 0: the last step's, as the papers
+    average_weights: float = 0.0
 
     def __post_init__(self):
+        check(0 <= self.average_weights <= 1, "train.average_weights", self.average_weights,
+              "must be a share of the optimizer steps in [0, 1] (0: keep the last step's weights)")
         check(0 < self.epochs < math.inf, "train.epochs", self.epochs,
               "must be positive and finite (fractions of an epoch are fine)")
         positive("train.learning_rate", self.learning_rate)

@@ -28,6 +28,7 @@ from bench.tracking import Tracker
 from bench.training import TrainStats, finetune
 
 log = logging.getLogger(__name__)
+NEUTRAL_ADDITIONS = {"average_weights": 0.0}
 
 
 @dataclass
@@ -78,8 +79,12 @@ class StageRunner:
         c = self.config
         # student.save says what is kept of a stage, not what it trains
         student = {k: v for k, v in asdict(c.student).items() if k != "save"}
+        # a recipe setting added since STAGE_FORMAT, at the value that trains as before, leaves the key as
+        # it was: stored stages stay valid
+        train = {k: v for k, v in asdict(recipe).items()
+                 if not (k in NEUTRAL_ADDITIONS and v == NEUTRAL_ADDITIONS[k])}
         return digest({"format": STAGE_FORMAT, "task": asdict(c.task), "data": self.task.digest,
-                       "student": student, "train": asdict(recipe), "eval": asdict(c.eval),
+                       "student": student, "train": train, "eval": asdict(c.eval),
                        "examples": examples_digest(examples),
                        "start_from": start_from.key if start_from else "base",
                        "score_on": examples_digest(score_on), "cpu_threads": cpu_threads_in_use()})

@@ -26,6 +26,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # its import prints "[INFO] Run
     )
 
 from bench.config import Batching, TrainConfig
+from bench.errors import BenchError
 from bench.tasks import Example
 
 IGNORE = -100  # label id the loss skips
@@ -95,6 +96,7 @@ class TrainStats:
     train_loss: float
     real_tokens: int
     padded_tokens: int
+    averaged_steps: int = 0  # the optimizer steps whose weights were averaged (train.average_weights)
 
     @property
     def tokens_per_second(self) -> float:
@@ -179,20 +181,58 @@ def training_arguments(
     )
 
 
+class WeightAverage(TrainerCallback):
+    """The running mean of the trainable weights after each of the last `share` of the optimizer steps,
+    copied into the model when training ends: tail (Polyak) averaging, which Signal and Noise finds lowers
+    a score's run-to-run noise. It averages the parameters this process holds: under FSDP each rank its
+    shard, elementwise as the whole would be; kept in fp32 beside them (one more copy of the trainable
+    weights in memory)."""
+
+    def __init__(self, share: float):
+        self.share, self.first, self.mean, self.steps = share, 0, None, 0
+
+    @staticmethod
+    def trained(model) -> list[torch.Tensor]:
+        return [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first = state.max_steps - max(1, round(self.share * state.max_steps)) + 1
+
+    @torch.no_grad()
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step < self.first:
+            return
+        self.steps += 1
+        if self.mean is None:
+            self.mean = [p.detach().float().clone() for p in self.trained(model)]
+        else:
+            for mean, p in zip(self.mean, self.trained(model)):
+                mean.lerp_(p.float(), 1 / self.steps)  # mean += (p - mean) / n
+
+    @torch.no_grad()
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        for mean, p in zip(self.mean or [], self.trained(model)):
+            p.copy_(mean)
+
+
 def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, output_dir: Path,
              progress: TrainerCallback | None = None, sharding: str = "none"):
     """Train `model` in place on `examples`; return it (ready to score) with the run's figures."""
     features = encode(examples, tokenizer, cfg.max_length)
     precision = autocast(cfg, next(model.parameters()).dtype)
     batches = collator(cfg, tokenizer)
+    averaging = WeightAverage(cfg.average_weights) if cfg.average_weights > 0 else None
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg, output_dir, precision, sharding, len(features)),
         train_dataset=features,
         data_collator=batches,
-        callbacks=[progress] if progress else None,
+        callbacks=[c for c in (progress, averaging) if c],
     )
     trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout
+    if averaging and trainer.is_deepspeed_enabled:  # ZeRO partitions the weights out of the module's view
+        raise BenchError("train.average_weights does not work under DeepSpeed: train with FSDP "
+                         "(compute=4gpu_fsdp) or set train.average_weights=0")
     started = time.perf_counter()
     result = trainer.train()
     model = trainer.model
@@ -207,5 +247,6 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
         train_loss=result.training_loss,
         real_tokens=batches.real_tokens,
         padded_tokens=batches.padded_tokens,
+        averaged_steps=averaging.steps if averaging else 0,
     )
     return model, stats

@@ -1,10 +1,12 @@
 """The statistics behind every verdict, on synthetic replicates whose truth is known."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from runners.report.compare import CANT_TELL, HELPS, HURTS, compare, gap_recovered, minimum_detectable
+from runners.report.verdicts import replicate_sd
 
 PAIRS3 = [(0, 0), (1, 1), (2, 2)]
 
@@ -67,3 +69,16 @@ def test_gap_recovered_is_zero_for_no_gain_and_one_for_the_oracles():
     assert none == pytest.approx(0.0) and low < 0 < high
     assert gap_recovered(oracle, base, oracle)[0] == pytest.approx(1.0)
     assert gap_recovered(base, base, base)[0] is None  # an oracle that adds nothing: nothing to recover
+
+
+def test_the_replicate_sd_interval_covers_the_true_sd_95_percent_of_the_time():
+    rng = np.random.default_rng(3)
+    covered = []
+    for _ in range(1000):  # two seed sets of 3 replicates each, sd 0.04 within a seed set
+        cells = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1],
+                              "accuracy": np.r_[0.5 + rng.normal(0, 0.04, 3), 0.6 + rng.normal(0, 0.04, 3)]})
+        sd, low, high = replicate_sd(cells)
+        covered.append(low <= 0.04 <= high)
+        assert low < sd < high
+    assert 0.93 <= np.mean(covered) <= 0.97
+    assert replicate_sd(pd.DataFrame({"seed": [0, 1], "accuracy": [0.5, 0.6]})) is None  # one run a seed set

@@ -81,6 +81,19 @@ def test_a_stage_trained_with_other_cpu_threads_is_another_stage(tmp_path, data_
     assert not two.reused and two.key != one.key and counted["train"] == 2
 
 
+def test_weight_averaging_is_another_stage_and_its_default_keeps_the_stored_stages(tmp_path, data_dir,
+                                                                                   counted):
+    seed = make_job(tmp_path, data_dir).seed_set
+    plain = make_job(tmp_path, data_dir).train_and_score(seed, 0)
+    averaged = make_job(tmp_path, data_dir, "train.average_weights=0.5", run="avg").train_and_score(seed, 0)
+    assert not averaged.reused and averaged.key != plain.key and counted["train"] == 2
+    # stages stored before the setting existed have the key of its default: the field is left out at 0
+    job = make_job(tmp_path, data_dir, run="again")
+    recipe = job.config.train
+    assert stages_module.NEUTRAL_ADDITIONS == {"average_weights": recipe.average_weights}
+    assert job.train_and_score(seed, 0).reused
+
+
 def test_resume_false_trains_a_stored_stage_again(tmp_path, data_dir, counted):
     seed = make_job(tmp_path, data_dir).seed_set
     make_job(tmp_path, data_dir).train_and_score(seed, 0)

@@ -453,6 +453,9 @@ def test_every_comparison_has_a_verdict_and_the_controls_a_gap_recovered(tmp_pat
     assert float(point) == pytest.approx(0.5, abs=0.1) and interval.startswith("[")
     noise = made["noise"]
     assert set(noise.variant) == {"finetune", "llm2llm"} and (noise.cells == 3).all()
+    for sd, interval in zip(noise["sd across training replicates"], noise["its 95% interval"]):
+        low, high = map(float, interval.strip("[]").split(", "))
+        assert low < float(sd) < high and high / low > 5  # 2 degrees of freedom: an sd known only roughly
     text = (tmp_path / "report.md").read_text()
     assert "**3 of 3 comparisons reach a verdict**" in text and "## Every comparison" in text
 

@@ -13,6 +13,8 @@ from bench.seed_set import sample_seed_set
 from bench.students import Student
 from bench.task_kinds import KINDS
 from bench.tasks import load_task
+from transformers import TrainerCallback
+
 from bench.training import IGNORE, batch_split, encode, finetune, sharding_arguments
 from tests.conftest import QUICK, typed_config
 
@@ -52,6 +54,31 @@ def test_training_runs_and_counts_tokens(trained):
     assert stats.steps == 3 * 3  # 48 examples / batch 16, 3 epochs
     assert stats.real_tokens > 0 and 0 <= stats.padding_share < 0.5
     assert stats.train_loss < math.log(len(trained[3].tokenizer))  # better than a uniform guess
+
+
+class WeightsAfterEachStep(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.steps.append([p.detach().clone() for p in model.parameters()])
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_steps_weights(trained, tmp_path):
+    cfg, _, seed, student, _, _ = trained
+    recipe = dataclasses.replace(cfg.train, epochs=3, average_weights=1 / 3)  # 9 steps: the last 3 averaged
+    after = WeightsAfterEachStep()
+    model, stats = finetune(student.base_model(), student.tokenizer, seed, recipe, tmp_path, progress=after)
+    assert stats.steps == 9 and stats.averaged_steps == 3 and len(after.steps) == 9
+    for i, p in enumerate(model.parameters()):
+        mean = torch.stack([step[i] for step in after.steps[-3:]]).mean(0)
+        assert torch.allclose(p, mean, atol=1e-6)
+    assert not torch.allclose(next(model.parameters()), after.steps[-1][0])  # not the last step's
+
+
+def test_a_weight_averaging_share_outside_0_1_is_one_line():
+    with pytest.raises(BenchError, match=r"train.average_weights=1.5 must be a share .* in \[0, 1\]"):
+        typed_config(*QUICK, "train.average_weights=1.5")
 
 
 def test_training_from_base_changes_only_the_copy(trained):

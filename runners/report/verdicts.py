@@ -10,7 +10,10 @@ Performance Gap Recovered, and the noise they are judged against:
 Replicates pair up by (seed_set.seed, replicate): the same seed set and training replicate on both
 sides."""
 
+import math
+
 import pandas as pd
+from scipy import stats
 
 from runners.report.compare import CANT_TELL, compare, gap_recovered
 
@@ -120,6 +123,18 @@ def headline(table: pd.DataFrame | None) -> str | None:
 NOISE_KEYS = ["task", "student", "variant", "teacher", "seed_size", "budget_ratio", "setting"]
 
 
+def replicate_sd(cells: pd.DataFrame) -> tuple[float, float, float] | None:
+    """The sd across training replicates of one seed set, pooled over the seed sets (df = cells − seed
+    sets), with its 95% chi-square interval: at 3 replicates an sd is known only to within a factor of
+    ~6, so two recipes' noise differ measurably only when their intervals part."""
+    groups = [c.accuracy for _, c in cells.groupby("seed") if len(c) > 1]
+    dof = sum(len(g) - 1 for g in groups)
+    if not dof:
+        return None
+    sd = math.sqrt(sum(g.var(ddof=1) * (len(g) - 1) for g in groups) / dof)
+    return sd, sd * math.sqrt(dof / stats.chi2.ppf(0.975, dof)), sd * math.sqrt(dof / stats.chi2.ppf(0.025, dof))
+
+
 def noise_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | None:
     """Per recipe (task x student x strategy x teacher x |S| x BR): the spread of `metric` across
     training replicates (same seed set), across seed-set draws, and (accuracy) the binomial error of one
@@ -132,11 +147,12 @@ def noise_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
         if len(cells) < 2:
             continue
         row = dict(zip(NOISE_KEYS, group, strict=True))
-        within = [c.accuracy.std(ddof=1) for _, c in cells.groupby("seed") if len(c) > 1]
+        within = replicate_sd(cells)
         per_draw = cells.groupby("seed").accuracy.mean()
         row.update({
             "cells": len(cells), "mean": f"{cells.accuracy.mean():.3f}",
-            "sd across training replicates": f"{pd.Series(within).mean():.3f}" if within else "",
+            "sd across training replicates": f"{within[0]:.3f}" if within else "",
+            "its 95% interval": f"[{within[1]:.3f}, {within[2]:.3f}]" if within else "",
             "sd across seed sets": f"{per_draw.std(ddof=1):.3f}" if len(per_draw) > 1 else "",
             "sd of all runs": f"{cells.accuracy.std(ddof=1):.3f}",
             "binomial error (test items)": f"{cells.stderr.mean():.3f}" if metric == "accuracy" else "",
