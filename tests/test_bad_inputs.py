@@ -424,6 +424,12 @@ CASES = [
         files={"out/report.md/.keep": ""},
     ),
     Case(
+        "report of several sweeps without --out",
+        [REAL_LM_RECORDS, REAL_LM_RECORDS],
+        "several sweeps report into one folder: name it with --out DIR",
+        command="runners.report",
+    ),
+    Case(
         "report of a folder that does not exist",
         ["{tmp}/nowhere"],
         "no cell records under {tmp}/nowhere",

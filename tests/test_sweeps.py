@@ -1,6 +1,7 @@
 """Sweeps through `python run.py -m`: presets, launchers, resuming, shared stages, the report and the
 advisor. The sweeps run the real pipeline at the QUICK size."""
 
+import csv
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from bench.config import validated
 from bench.store import digest, find_records
 from runners import advise, report
+from runners.report.__main__ import main as report_main
 from runners.sweep import count_cells, grid_cells
 from tests.conftest import DATA_DIR, QUICK, REPO, run_cli
 from tests.wandb_file import read_run
@@ -458,6 +460,38 @@ def test_every_comparison_has_a_verdict_and_the_controls_a_gap_recovered(tmp_pat
         assert low < float(sd) < high and high / low > 5  # 2 degrees of freedom: an sd known only roughly
     text = (tmp_path / "report.md").read_text()
     assert "**3 of 3 comparisons reach a verdict**" in text and "## Every comparison" in text
+
+
+def recipe_records(setting: list, mean: float, sd: float, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    return [fake_record("finetune", mean + shared + rng.normal(0, sd), config={"replicate": r},
+                        also=[f"replicate={r}", "eval.limit=null", *setting])
+            for r, shared in enumerate([0.0, -0.04, 0.03, 0.01, -0.02])]
+
+
+def test_recipes_are_judged_against_the_plainest_with_their_noise(tmp_path):
+    """Three recipes of fine-tuning in two sweeps, reported together: the plain one, one that scores
+    higher (6 epochs, +10 points) and one as good but quieter; each against the plainest, paired."""
+    sweeps = {"plain": recipe_records([], 0.55, 0.01, 1),
+              "longer": recipe_records(["train.epochs=6"], 0.65, 0.01, 2),
+              "averaged": recipe_records(["train.average_weights=0.5"], 0.55, 0.01, 3)}
+    for name, records in sweeps.items():
+        for i, record in enumerate(records):
+            (tmp_path / name / str(i)).mkdir(parents=True)
+            (tmp_path / name / str(i) / "record.json").write_text(json.dumps(record))
+    out = tmp_path / "together"
+    assert report_main([*(str(tmp_path / n) for n in sweeps), "--out", str(out)]) == 0
+    with open(out / "recipes.csv") as table:
+        recipes = {row["A"]: row for row in csv.DictReader(table) if row["metric"] == "accuracy"}
+    assert set(recipes) == {"eval.limit=null train.epochs=6", "eval.limit=null train.average_weights=0.5"}
+    longer = recipes["eval.limit=null train.epochs=6"]
+    averaged = recipes["eval.limit=null train.average_weights=0.5"]
+    assert {longer["B"], averaged["B"]} == {"eval.limit=null"} and longer["n"] == averaged["n"] == "5"
+    assert longer["verdict"] == "helps" and averaged["verdict"].startswith("can't tell")
+    sd, interval = averaged["sd A"].split(" ", 1)
+    low, high = map(float, interval.strip("[]").split(", "))
+    assert low < float(sd) < high
+    assert "## Recipes" in (out / "report.md").read_text()
 
 
 def test_a_grid_that_cannot_detect_its_positive_control_says_so_at_the_top(tmp_path):

@@ -1,11 +1,12 @@
 """Tables and plots from the cell records of a sweep, shaped like the papers' tables:
-`python -m runners.report <sweep dir> [--out DIR]` (it also runs at the end of every multirun).
+`python -m runners.report <sweep dir> [<more> ...] [--out DIR]` (it also runs at the end of every multirun).
 Cells go to a table by their strategy's family (recorded in each cell record).
 
 - LLM2LLM (Lee et al., Table 1): rows task x |S|, columns finetune, each LLM2LLM variant and its gain
   with its verdict;
 - every comparison (runners/report/verdicts.py): Δ over paired replicates, its interval, P(A>B), p,
-  helps / hurts / can't tell, and the noise it is judged against;
+  helps / hurts / can't tell, and the noise it is judged against; where a strategy ran under several
+  settings with replicates, each setting against the plainest (a recipe's mean and noise together);
 - budget strategies (Chan, Pu et al.): accuracy per strategy over the budget ratio BR, for each |S|;
 - diversity: each diversity score of the cells' generated data against the mean zero-shot accuracy
   after pre-training and after SFT (the diversity paper's quantity, where scored) and the task's test
@@ -33,7 +34,14 @@ from runners.report.tables import (
     markdown,
     well_formed,
 )
-from runners.report.verdicts import by_metric, comparisons, headline, iteration_table, noise_table
+from runners.report.verdicts import (
+    by_metric,
+    comparisons,
+    headline,
+    iteration_table,
+    noise_table,
+    recipe_table,
+)
 
 TITLES = {
     "llm2llm": "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)",
@@ -55,6 +63,9 @@ TITLES = {
                 "generation accuracy and by log-likelihood scoring of the same test items; a metric "
                 "with a higher SNR reaches a verdict with fewer replicates"),
     "metrics_noise": "Each metric's noise, per recipe",
+    "recipes": ("Recipes: each setting of a strategy against its plainest (fewest overrides), paired by "
+                "replicate, by each metric, with both sides' sd across training replicates and its 95% "
+                "interval: choose a recipe by its mean and its noise together"),
     "papers": ("The papers' numbers beside this sweep's (a Δ only where the setting matches the "
                "paper's; n/a: not measured here)"),
     "cells": "Every cell",
@@ -89,7 +100,8 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                   "diversity": diversity_table(df), "cluster_agent": cluster_agent_table(df),
                   "comparisons": comparisons_table, "iterations": iteration_table(df),
                   "noise": noise_table(df), "metrics": metric_verdicts,
-                  "metrics_noise": metric_noise, "papers": paper_table(df), "cells": cells_table(df)}
+                  "metrics_noise": metric_noise, "recipes": recipe_table(df), "papers": paper_table(df),
+                  "cells": cells_table(df)}
         for name, table in tables.items():
             title = TITLES[name]
             if table is not None:

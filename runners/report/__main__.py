@@ -1,5 +1,5 @@
-"""`python -m runners.report <sweep dir> [--out DIR]`: the report of a sweep, or of any folder of cell
-records."""
+"""`python -m runners.report <sweep dir> [<more> ...] [--out DIR]`: the report of a sweep, of several
+together (each cell once), or of any folder of cell records."""
 
 import argparse
 import sys
@@ -15,18 +15,25 @@ from runners.report.tables import well_formed
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runners.report", description=REPORT_DOC,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "sweep_dir", type=Path, help="a multirun folder (outputs/multiruns/...) or any folder of records"
-    )
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="sweep_dir",
+                        help="a multirun folder (outputs/multiruns/...) or any folder of records; several "
+                        "report together")
     parser.add_argument("--out", type=Path, help="where to write the report (default <sweep dir>/report); "
                         "the records are copied there too, so the folder is self-contained")
     args = parser.parse_args(argv)
-    records = [r for r in find_records(args.sweep_dir) if well_formed(r)]
-    if not records:
-        print(f"error: no cell records under {args.sweep_dir}: point at a multirun folder "
-              "(outputs/multiruns/<date>) or a results folder", file=sys.stderr)
+    records, seen = [], set()
+    for folder in args.sweep_dirs:
+        found = [r for r in find_records(folder) if well_formed(r)]
+        if not found:
+            print(f"error: no cell records under {folder}: point at a multirun folder "
+                  "(outputs/multiruns/<date>) or a results folder", file=sys.stderr)
+            return 2
+        records += [r for r in found if r.get("cell_id") not in seen]
+        seen |= {r.get("cell_id") for r in found}
+    if len(args.sweep_dirs) > 1 and not args.out:
+        print("error: several sweeps report into one folder: name it with --out DIR", file=sys.stderr)
         return 2
-    out = args.out or args.sweep_dir / "report"
+    out = args.out or args.sweep_dirs[0] / "report"
     try:
         writable_folder(out, "--out", alternative="")
         if args.out:

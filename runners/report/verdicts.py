@@ -221,3 +221,45 @@ def iteration_table(df: pd.DataFrame) -> pd.DataFrame | None:
     table = pd.DataFrame(rows)
     keep = [c for c in table.columns if not (c == "student" and table[c].nunique() <= 1)]
     return table[keep]
+
+
+RECIPE = ["task", "student", "variant", "teacher", "seed_size", "budget_ratio"]
+
+
+def recipe_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Where one strategy ran under several settings (a training recipe, a test-set size), each with
+    replicates: every setting against the plainest one (the fewest overrides), paired by replicate, by each
+    metric scored, with both sides' noise, so a recipe is chosen by its mean and its noise together."""
+    df = df.assign(teacher=df.teacher.where(df.family != "finetune", "-"))
+    rows = []
+    for group, block in df.groupby(RECIPE, sort=True, dropna=False):
+        settings = {s: c for s, c in block.groupby("setting") if len(c) > 1}
+        if len(settings) < 2:
+            continue
+        base = min(settings, key=lambda s: (len(s.split()), s))
+        for setting, cells in settings.items():
+            if setting == base:
+                continue
+            for metric in METRICS:
+                if cells[metric].isna().any() or settings[base][metric].isna().any():
+                    continue
+                name = metric_name(cells, metric) if metric == "likelihood" else metric
+                noise = [replicate_sd(c.assign(accuracy=c[metric])) for c in (cells, settings[base])]
+                row = judged(cells, settings[base], metric).row()
+                unit = METRICS[metric][1]
+                rows.append({**dict(zip(RECIPE, group, strict=True)), "A": setting, "B": base or "(none)",
+                             "metric": name, "n": row["n"], "mean A": f"{cells[metric].mean():.3f}",
+                             "mean B": f"{settings[base][metric].mean():.3f}",
+                             "Δ": row[f"Δ ({unit})"] + f" {unit}",
+                             **{c: row[c] for c in ("95% interval", "p", "verdict")},
+                             "sd A": sd_with_interval(noise[0]), "sd B": sd_with_interval(noise[1])})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    keep = [c for c in table.columns if not (c in ("student", "teacher", "budget_ratio")
+                                             and table[c].nunique(dropna=True) <= 1)]
+    return table[keep]
+
+
+def sd_with_interval(sd: tuple | None) -> str:
+    return f"{sd[0]:.3f} [{sd[1]:.3f}, {sd[2]:.3f}]" if sd else ""
