@@ -32,6 +32,7 @@ class RoundLog:
             "train/seconds": stats.seconds, "train/tokens_per_second": stats.tokens_per_second,
             "train/steps": stats.steps, "test/invalid_share": test.invalid_share,
             "train/padding_share": stats.padding_share, "stage/reused": int(stage.reused),
+            **({"train/averaged_steps": stats.averaged_steps} if stats.averaged_steps else {}),
             **({"train/scored_acc": scored.accuracy} if scored else {}),
             **({"test/acc_greedy": stage.greedy.accuracy} if stage.greedy else {}),
             **likelihood_metrics("test", stage.likelihood)})

@@ -301,8 +301,13 @@ def cells_table(df: pd.DataFrame) -> pd.DataFrame:
 def markdown(table: pd.DataFrame) -> str:
     columns = [str(c) for c in table.columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(shown(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def shown(value) -> str:
+    """A table cell: blank where there is no value (fine-tuning's budget ratio), never 'nan'."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 DIVERSITY_DATASET = "generated/all"  # the cell's whole generated dataset
