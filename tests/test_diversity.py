@@ -279,7 +279,7 @@ def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
     table = made["diversity"]
     assert list(table.score[:2]) == ["vendi", "cluster_agent"] and table.spearman[0] == 1.0
     scatter = made["accuracy_vs_diversity"].with_suffix(".svg").read_text()
-    assert "ρ = +1.00 (12 cells)" in scatter and ">trec<" in scatter  # rho per panel, colours by task
+    assert "ρ = +1.00 (12 points)" in scatter and ">trec<" in scatter  # rho per panel, colours by task
     low, high = (float(x) for x in table["spearman 95% CI"][0].strip("[]").split(","))
     assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
     assert made["accuracy_vs_diversity"].stat().st_size > 10_000
@@ -287,6 +287,29 @@ def test_the_report_ranks_scores_by_how_well_they_predict_accuracy(tmp_path):
     agent = made["cluster_agent"].iloc[0]  # each cell's judge: its valid rounds and what was lost
     assert (agent["score"], agent["valid rounds"]) == ("3.00 ± 0.25", "6 of 10")
     assert agent["what was lost"] == "clustering failed 3, invalid json 1"
+
+
+def test_training_replicates_of_one_generated_set_are_one_point_of_the_correlation(tmp_path):
+    """Six generated sets, each trained 3 times: the correlation is over 6 points (the replicates'
+    means), not 18 cells whose repeats would narrow its interval."""
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(6):
+        for replicate in range(3):
+            records.append({
+                "cell_id": digest(f"c{i}-{replicate}"), "status": "done", "strategy": "new_question",
+                "family": "budgeted", "seed_set_size": 100, "run_dir": "x", "choices": {},
+                "overrides": [f"seed_set.seed={i}", f"replicate={replicate}"],
+                "config": {"task": {"name": "trec"}, "student": {"name": "tiny"}, "teacher": {"name": "simulated"},
+                           "seed_set": {"seed": i}, "replicate": replicate},
+                "metrics": {"final/test_acc": 0.4 + 0.03 * i + rng.normal(0, 0.01), "final/test_acc_stderr": 0.02},
+                "cost": {}, "stages": {"trained": 1, "reused": 0}, "seconds": 1.0,
+                "diversity": {"generated/all": {"vendi": 10 + i, "mean_length": 5 + (i % 2)}},
+            })
+    made = report.build(records, tmp_path)
+    vendi = made["diversity"].set_index("score").loc["vendi"]
+    assert vendi.cells == 6 and vendi.spearman == 1.0
+    assert "(6 points)" in made["accuracy_vs_diversity"].with_suffix(".svg").read_text()
 
 
 def test_the_diversity_preset_and_the_pretraining_shapes_compose():

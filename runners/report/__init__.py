@@ -47,8 +47,8 @@ TITLES = {
     "llm2llm": "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)",
     "budget_strategies": "Budgeted strategies: test accuracy per strategy over BR = Q / |S|",
     "diversity": ("Diversity of the generated data vs what it did for the student (the mean zero-shot "
-                  "accuracy where scored, the task's test accuracy): correlation across cells (95% "
-                  "bootstrap intervals), per task, ranked by |Spearman|"),
+                  "accuracy where scored, the task's test accuracy): correlation across cells (a cell's "
+                  "training replicates one point; 95% bootstrap intervals), per task, ranked by |Spearman|"),
     "cluster_agent": "The LLM cluster agent on each cell's generated data: score and valid rounds",
     "comparisons": ("Every comparison, with its verdict: Δ = A - B over replicates paired by seed set "
                     "and replicate, its 95% t interval, P(A>B), the paired t-test's p, helps / hurts "

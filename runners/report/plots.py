@@ -10,9 +10,9 @@ import pandas as pd
 
 from bench.store import digest, replaced_whole
 from runners.report.stats import spearman
-from runners.report.tables import MIN_CELLS, budgeted_cells, diversity_scores, half_interval
+from runners.report.tables import MIN_CELLS, budgeted_cells, design_points, diversity_scores, half_interval
 
-PLOTS_VERSION = 4  # part of the plot cache's key: raise it when a plot is drawn differently
+PLOTS_VERSION = 5  # part of the plot cache's key: raise it when a plot is drawn differently
 
 
 def panels_figure(rows: int, columns: int, panel_size: tuple, sharey: bool | str = False):
@@ -119,27 +119,28 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
 
 def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
     """Test accuracy against each diversity score, one panel per score (one y-axis, 0 to 1), one colour
-    per task, Spearman's rho per task in its title (and pooled over tasks, labelled, when several)."""
+    per task, Spearman's rho per task in its title (and pooled over tasks, labelled, when several); a
+    cell's training replicates are one point, their means (as the diversity table)."""
     scores = diversity_scores(df)
     if len(scores) < MIN_CELLS:
         return None
+    points = design_points(df.loc[scores.index], scores)
     columns = min(4, len(scores.columns))
     figure, axes = panels_figure(math.ceil(len(scores.columns) / columns), columns, (4, 3.2), sharey=True)
-    tasks = df.loc[scores.index, "task"]
-    accuracy = df.loc[scores.index, "accuracy"].to_numpy(dtype=float)
+    tasks = sorted(points.task.unique())
     for axis, metric in zip(axes.flat, scores.columns):
-        for task in sorted(tasks.unique()):
-            cells = scores.index[tasks == task]
-            axis.scatter(scores.loc[cells, metric], df.loc[cells, "accuracy"], label=task, s=18)
+        for task in tasks:
+            mine = points[points.task == task]
+            axis.scatter(mine[metric], mine.accuracy, label=task, s=18)
         titles = []
-        for task in sorted(tasks.unique()) + (["pooled"] if tasks.nunique() > 1 else []):
-            cells = tasks.index if task == "pooled" else tasks.index[tasks == task]
-            x, y = scores.loc[cells, metric].to_numpy(dtype=float), accuracy[scores.index.get_indexer(cells)]
-            keep = ~np.isnan(x)
+        for task in tasks + (["pooled"] if len(tasks) > 1 else []):
+            mine = points if task == "pooled" else points[points.task == task]
+            x, y = mine[metric].to_numpy(dtype=float), mine.accuracy.to_numpy(dtype=float)
+            keep = ~np.isnan(x) & ~np.isnan(y)
             rho = spearman(x[keep], y[keep]) if keep.sum() >= MIN_CELLS and np.ptp(x[keep]) > 0 else None
-            name = "" if tasks.nunique() == 1 else f"{task} "
-            titles.append(f"{name}ρ = {rho:+.2f} ({keep.sum()} cells)" if rho is not None
-                          else f"{name}ρ: n/a ({keep.sum()} cells)")
+            name = "" if len(tasks) == 1 else f"{task} "
+            titles.append(f"{name}ρ = {rho:+.2f} ({keep.sum()} points)" if rho is not None
+                          else f"{name}ρ: n/a ({keep.sum()} points)")
         axis.set(xlabel=metric, title="\n".join(titles))
         accuracy_axis(axis)
         axis.grid(alpha=0.3)

@@ -329,24 +329,38 @@ TARGETS = {"zero_shot_sft": "zero-shot mean after SFT",  # the diversity paper's
 POOLED = "all tasks (pooled)"
 
 
+DESIGN_POINT = ["task", "student", "variant", "teacher", "seed_size", "budget_ratio", "setting", "seed"]
+
+
+def design_points(cells: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """The cells' targets and diversity scores averaged over training replicates: one row per design
+    point (everything but the replicate), with its task."""
+    numeric = cells[list(TARGETS)].apply(pd.to_numeric, errors="coerce")
+    frame = pd.concat([cells[DESIGN_POINT].map(str), numeric, scores], axis=1)  # None a key too
+    return frame.groupby(DESIGN_POINT, sort=True).mean().reset_index()
+
+
 def diversity_table(df: pd.DataFrame) -> pd.DataFrame | None:
     """Each diversity score's correlation across cells with what the data did for the student: the mean
     zero-shot accuracy after SFT and after pre-training (the diversity paper's quantities, where the
     cells were scored zero-shot), and the task's test accuracy; per task, and pooled over tasks as a
-    labelled extra when the sweep has several. Ranked by |Spearman| within each target."""
+    labelled extra when the sweep has several. Ranked by |Spearman| within each target. A cell's
+    training replicates are one point (their means): replicates of one generated set are not independent
+    draws of the correlation, and counting them as cells would narrow its interval falsely."""
     scores = diversity_scores(df)
     if len(scores) < MIN_CELLS:
         return None
-    tasks = sorted(df.loc[scores.index, "task"].unique())
-    groups = [(task, scores.index[df.loc[scores.index, "task"] == task]) for task in tasks]
+    points = design_points(df.loc[scores.index], scores)
+    tasks = sorted(points.task.unique())
+    groups = [(task, points.index[points.task == task]) for task in tasks]
     if len(tasks) > 1:
-        groups.append((POOLED, scores.index))
+        groups.append((POOLED, points.index))
     rows = []
     for column, target in TARGETS.items():
         for task, cells in groups:
-            y = pd.to_numeric(df.loc[cells, column], errors="coerce").to_numpy(dtype=float)
+            y = pd.to_numeric(points.loc[cells, column], errors="coerce").to_numpy(dtype=float)
             for metric in scores.columns:
-                x = scores.loc[cells, metric].to_numpy(dtype=float)
+                x = points.loc[cells, metric].to_numpy(dtype=float)
                 keep = ~np.isnan(x) & ~np.isnan(y)
                 if keep.sum() < MIN_CELLS or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
                     continue
