@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 from hydra import compose, initialize_config_dir
 
 from bench.config import validated
@@ -460,6 +461,10 @@ def test_every_comparison_has_a_verdict_and_the_controls_a_gap_recovered(tmp_pat
         assert low < float(sd) < high and high / low > 5  # 2 degrees of freedom: an sd known only roughly
     text = (tmp_path / "report.md").read_text()
     assert "**3 of 3 comparisons reach a verdict**" in text and "## Every comparison" in text
+    # Benjamini-Hochberg over the table's comparisons: q >= p, and the claims that survive are counted
+    q, p = table["q (BH)"].astype(float), table.p.astype(float)
+    assert (q >= p - 1e-3).all() and (q.round(3) == stats.false_discovery_control(p).round(3)).all()
+    assert f"{int((q < 0.05).sum())} of them hold with the false-discovery rate held at 5% over all 3" in text
 
 
 def recipe_records(setting: list, mean: float, sd: float, seed: int) -> list:

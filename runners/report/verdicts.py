@@ -85,9 +85,21 @@ def comparisons(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
     table = pd.DataFrame(rows)
     if "PGR" in table:
         table["PGR"] = table.PGR.fillna("")
+    table.insert(table.columns.get_loc("p") + 1, "q (BH)", false_discovery(table.p))
     keep = [c for c in table.columns if not (c in ("setting", "budget_ratio", "student")
                                              and table[c].nunique(dropna=True) <= 1)]
     return table[keep]
+
+
+def false_discovery(p_values: pd.Series) -> pd.Series:
+    """Benjamini-Hochberg q-values over a table's comparisons (scipy): a report makes many comparisons,
+    and at p < 0.05 one in twenty true nulls reads "helps" or "hurts"; q < 0.05 holds the share of false
+    verdicts among those claimed at 5%."""
+    p = pd.to_numeric(p_values, errors="coerce")
+    q = pd.Series("", index=p.index, dtype=object)
+    if p.notna().any():
+        q[p.notna()] = [f"{v:.3f}" for v in stats.false_discovery_control(p[p.notna()], method="bh")]
+    return q
 
 
 def recovered(strategy: pd.Series, baseline: pd.Series, oracle: pd.Series) -> str:
@@ -107,6 +119,10 @@ def headline(table: pd.DataFrame | None) -> str | None:
     undecided = table.verdict.str.startswith(CANT_TELL)
     said = (f"**{int((~undecided).sum())} of {len(table)} comparisons reach a verdict** (helps or hurts at "
             f"p < 0.05 over paired replicates)")
+    if (~undecided).any() and "q (BH)" in table:
+        q = pd.to_numeric(table["q (BH)"], errors="coerce")
+        said += (f"; {int((q < 0.05).sum())} of them hold with the false-discovery rate held at 5% over "
+                 f"all {len(table)} (Benjamini-Hochberg q < 0.05)")
     if len(control) and control.verdict.str.startswith(CANT_TELL).all():
         below = pd.to_numeric(control["MDE (pts)"], errors="coerce").max()
         said += (". **This grid cannot detect even its positive control** (the same strategy with a "
