@@ -464,7 +464,7 @@ def test_every_comparison_has_a_verdict_and_the_controls_a_gap_recovered(tmp_pat
     # Benjamini-Hochberg over the table's comparisons: q >= p, and the claims that survive are counted
     q, p = table["q (BH)"].astype(float), table.p.astype(float)
     assert (q >= p - 1e-3).all() and (q.round(3) == stats.false_discovery_control(p).round(3)).all()
-    assert f"{int((q < 0.05).sum())} of them hold with the false-discovery rate held at 5% over all 3" in text
+    assert f"held at 5% over all 3): {int((q < 0.05).sum())} of the 3" in text
 
 
 def recipe_records(setting: list, mean: float, sd: float, seed: int) -> list:

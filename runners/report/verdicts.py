@@ -121,8 +121,8 @@ def headline(table: pd.DataFrame | None) -> str | None:
             f"p < 0.05 over paired replicates)")
     if (~undecided).any() and "q (BH)" in table:
         q = pd.to_numeric(table["q (BH)"], errors="coerce")
-        said += (f"; {int((q < 0.05).sum())} of them hold with the false-discovery rate held at 5% over "
-                 f"all {len(table)} (Benjamini-Hochberg q < 0.05)")
+        said += (f"; at q < 0.05 (Benjamini-Hochberg: the false-discovery rate held at 5% over all "
+                 f"{len(table)}): {int((q < 0.05).sum())} of the {int((~undecided).sum())}")
     if len(control) and control.verdict.str.startswith(CANT_TELL).all():
         below = pd.to_numeric(control["MDE (pts)"], errors="coerce").max()
         said += (". **This grid cannot detect even its positive control** (the same strategy with a "
