@@ -337,7 +337,7 @@ def design_points(cells: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     point (everything but the replicate), with its task."""
     numeric = cells[list(TARGETS)].apply(pd.to_numeric, errors="coerce")
     frame = pd.concat([cells[DESIGN_POINT].map(str), numeric, scores], axis=1)  # None a key too
-    return frame.groupby(DESIGN_POINT, sort=True).mean().reset_index()
+    return frame.groupby(DESIGN_POINT, sort=False).mean().reset_index()  # in cell order, as before
 
 
 def diversity_table(df: pd.DataFrame) -> pd.DataFrame | None:
