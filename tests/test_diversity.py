@@ -300,9 +300,10 @@ def test_training_replicates_of_one_generated_set_are_one_point_of_the_correlati
                 "cell_id": digest(f"c{i}-{replicate}"), "status": "done", "strategy": "new_question",
                 "family": "budgeted", "seed_set_size": 100, "run_dir": "x", "choices": {},
                 "overrides": [f"seed_set.seed={i}", f"replicate={replicate}"],
-                "config": {"task": {"name": "trec"}, "student": {"name": "tiny"}, "teacher": {"name": "simulated"},
-                           "seed_set": {"seed": i}, "replicate": replicate},
-                "metrics": {"final/test_acc": 0.4 + 0.03 * i + rng.normal(0, 0.01), "final/test_acc_stderr": 0.02},
+                "config": {"task": {"name": "trec"}, "student": {"name": "tiny"},
+                           "teacher": {"name": "simulated"}, "seed_set": {"seed": i}, "replicate": replicate},
+                "metrics": {"final/test_acc": 0.4 + 0.03 * i + rng.normal(0, 0.01),
+                            "final/test_acc_stderr": 0.02},
                 "cost": {}, "stages": {"trained": 1, "reused": 0}, "seconds": 1.0,
                 "diversity": {"generated/all": {"vendi": 10 + i, "mean_length": 5 + (i % 2)}},
             })

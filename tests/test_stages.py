@@ -90,7 +90,7 @@ def test_weight_averaging_is_another_stage_and_its_default_keeps_the_stored_stag
     # stages stored before the setting existed have the key of its default: the field is left out at 0
     job = make_job(tmp_path, data_dir, run="again")
     recipe = job.config.train
-    assert stages_module.NEUTRAL_ADDITIONS == {"average_weights": recipe.average_weights}
+    assert {"average_weights": recipe.average_weights} == stages_module.NEUTRAL_ADDITIONS
     assert job.train_and_score(seed, 0).reused
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
 from hydra import compose, initialize_config_dir
+from scipy import stats
 
 from bench.config import validated
 from bench.store import digest, find_records

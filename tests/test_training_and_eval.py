@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from transformers import TrainerCallback
 
 from bench.errors import BenchError
 from bench.evaluation import evaluate, generation_kwargs, likelihood, save_for_scoring, write_lm_eval_task
@@ -13,8 +14,6 @@ from bench.seed_set import sample_seed_set
 from bench.students import Student
 from bench.task_kinds import KINDS
 from bench.tasks import load_task
-from transformers import TrainerCallback
-
 from bench.training import IGNORE, batch_split, encode, finetune, sharding_arguments
 from tests.conftest import QUICK, typed_config
 

@@ -148,7 +148,8 @@ def replicate_sd(cells: pd.DataFrame) -> tuple[float, float, float] | None:
     if not dof:
         return None
     sd = math.sqrt(sum(g.var(ddof=1) * (len(g) - 1) for g in groups) / dof)
-    return sd, sd * math.sqrt(dof / stats.chi2.ppf(0.975, dof)), sd * math.sqrt(dof / stats.chi2.ppf(0.025, dof))
+    low, high = (sd * math.sqrt(dof / stats.chi2.ppf(q, dof)) for q in (0.975, 0.025))
+    return sd, low, high
 
 
 def noise_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | None:
