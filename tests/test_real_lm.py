@@ -47,6 +47,7 @@ def test_the_presets_name_the_local_copy_and_the_hub_id_elsewhere(smollm2, tmp_p
     assert cfg.train.effective_batch_size == 16  # the student brings train=small_lm
     longer = typed_config("student=smollm2_135m", "train=small_lm_long").train  # the command line wins
     assert (longer.epochs, longer.learning_rate, longer.effective_batch_size) == (6, 5e-5, 16)
+    assert typed_config("experiment=real_lm_budget_controls").train == longer  # the budget controls' recipe
     monkeypatch.setenv("BENCH_MODELS_DIR", str(tmp_path / "none"))
     assert typed_config("student=smollm2_135m").student.pretrained == HUB_ID  # not fetched: the Hub
     assert offline_or_hub(HUB_ID) == HUB_ID
