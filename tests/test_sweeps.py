@@ -487,7 +487,8 @@ def test_recipes_are_judged_against_the_plainest_with_their_noise(tmp_path):
     out = tmp_path / "together"
     assert report_main([*(str(tmp_path / n) for n in sweeps), "--out", str(out)]) == 0
     with open(out / "recipes.csv") as table:
-        recipes = {row["A"]: row for row in csv.DictReader(table) if row["metric"] == "accuracy"}
+        recipes = {row["A"]: row for row in csv.DictReader(table)
+                   if row["metric"] == "generation accuracy (the papers')"}
     assert set(recipes) == {"eval.limit=null train.epochs=6", "eval.limit=null train.average_weights=0.5"}
     longer = recipes["eval.limit=null train.epochs=6"]
     averaged = recipes["eval.limit=null train.average_weights=0.5"]

@@ -119,7 +119,7 @@ def headline(table: pd.DataFrame | None) -> str | None:
     undecided = table.verdict.str.startswith(CANT_TELL)
     said = (f"**{int((~undecided).sum())} of {len(table)} comparisons reach a verdict** (helps or hurts at "
             f"p < 0.05 over paired replicates)")
-    if (~undecided).any() and "q (BH)" in table:
+    if (~undecided).any():
         q = pd.to_numeric(table["q (BH)"], errors="coerce")
         said += (f"; at q < 0.05 (Benjamini-Hochberg: the false-discovery rate held at 5% over all "
                  f"{len(table)}): {int((q < 0.05).sum())} of the {int((~undecided).sum())}")
@@ -139,11 +139,11 @@ def headline(table: pd.DataFrame | None) -> str | None:
 NOISE_KEYS = ["task", "student", "variant", "teacher", "seed_size", "budget_ratio", "setting"]
 
 
-def replicate_sd(cells: pd.DataFrame) -> tuple[float, float, float] | None:
+def replicate_sd(cells: pd.DataFrame, metric: str = "accuracy") -> tuple[float, float, float] | None:
     """The sd across training replicates of one seed set, pooled over the seed sets (df = cells − seed
     sets), with its 95% chi-square interval: at 3 replicates an sd is known only to within a factor of
     ~6, so two recipes' noise differ measurably only when their intervals part."""
-    groups = [c.accuracy for _, c in cells.groupby("seed") if len(c) > 1]
+    groups = [c[metric] for _, c in cells.groupby("seed") if len(c) > 1]
     dof = sum(len(g) - 1 for g in groups)
     if not dof:
         return None
@@ -254,22 +254,22 @@ def recipe_table(df: pd.DataFrame) -> pd.DataFrame | None:
         if len(settings) < 2:
             continue
         base = min(settings, key=lambda s: (len(s.split()), s))
+        plain = settings[base]
         for setting, cells in settings.items():
             if setting == base:
                 continue
             for metric in METRICS:
-                if cells[metric].isna().any() or settings[base][metric].isna().any():
+                if cells[metric].isna().any() or plain[metric].isna().any():
                     continue
-                name = metric_name(cells, metric) if metric == "likelihood" else metric
-                noise = [replicate_sd(c.assign(accuracy=c[metric])) for c in (cells, settings[base])]
-                row = judged(cells, settings[base], metric).row()
+                row = judged(cells, plain, metric).row()
                 unit = METRICS[metric][1]
                 rows.append({**dict(zip(RECIPE, group, strict=True)), "A": setting, "B": base or "(none)",
-                             "metric": name, "n": row["n"], "mean A": f"{cells[metric].mean():.3f}",
-                             "mean B": f"{settings[base][metric].mean():.3f}",
+                             "metric": metric_name(cells, metric), "n": row["n"],
+                             "mean A": f"{cells[metric].mean():.3f}", "mean B": f"{plain[metric].mean():.3f}",
                              "Δ": row[f"Δ ({unit})"] + f" {unit}",
                              **{c: row[c] for c in ("95% interval", "p", "verdict")},
-                             "sd A": sd_with_interval(noise[0]), "sd B": sd_with_interval(noise[1])})
+                             "sd A": sd_with_interval(replicate_sd(cells, metric)),
+                             "sd B": sd_with_interval(replicate_sd(plain, metric))})
     if not rows:
         return None
     table = pd.DataFrame(rows)
