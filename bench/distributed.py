@@ -63,16 +63,37 @@ def from_environment() -> Ranks:
     return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size())
 
 
+def check_sharding(sharding: str, processes: int, ranks: Ranks) -> None:
+    """compute.sharding=fsdp is refused where it would silently train unsharded: a process alone where
+    compute.processes ranks were asked for, or ranks without GPUs (accelerate's FSDP shards CUDA, XPU and
+    other accelerators' ranks; on CPU ranks the Trainer would quietly train DDP replicas)."""
+    from bench.errors import BenchError
+
+    if str(sharding) != "fsdp" or processes == 1:
+        return
+    if ranks.world == 1:
+        raise BenchError(f"compute.sharding=fsdp shards over compute.processes={processes} ranks, but this "
+                         f"process is alone: launch it with torchrun --nproc_per_node {processes} run.py ... "
+                         "(or accelerate launch, or hydra/launcher=slurm), or set compute.sharding=none")
+    if not torch.cuda.is_available():
+        raise BenchError("compute.sharding=fsdp on CPU ranks would train unsharded (accelerate shards only "
+                         "on GPUs and other accelerators): set compute.sharding=none to train DDP replicas "
+                         "on CPUs, or run on GPUs")
+
+
 def cpu_threads(configured: int | None, launcher_workers: int | None = None) -> tuple[int, str]:
     """How many torch/OpenMP threads this process takes, and why. On a shared CPU, threads beyond the
     process's share of the cores spin (measured: 2x to 6x slower), so where several processes share this
     machine's cores — torchrun's or accelerate's local ranks, the parallel launcher's workers (n_jobs;
-    -1: one per core) — each takes the cores it may run on (its affinity mask: taskset, SLURM's binding)
+    -1: one per core) — each takes the cores it may run on (its affinity mask: taskset, SLURM's binding;
+    a SLURM task's cpus_per_task)
     over their number. A process alone takes OMP_NUM_THREADS when set, else all its cores.
     compute.threads overrides all of it."""
     if configured:
         return configured, "compute.threads"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # a SLURM task has the CPUs it asked for, whether or not the cluster binds it to them (task/none)
+    cores = min(cores, int(os.environ.get("SLURM_CPUS_PER_TASK", cores)))
     ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     workers = cores if launcher_workers is not None and launcher_workers < 0 else (launcher_workers or 1)
     if ranks * workers > 1:  # the launchers' own OMP_NUM_THREADS (torchrun: 1) is not the user's choice

@@ -7,6 +7,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import interrupts
 from bench.config import BenchConfig, TrainConfig
 from bench.distributed import Ranks, cpu_threads_in_use
 from bench.errors import BenchError
@@ -106,6 +107,7 @@ class StageRunner:
             keep_weights: bool, recipe: TrainConfig) -> Round:
         """The stage: reused from the store, or trained and scored here (and on the followers) and stored;
         `keep_weights` stores its weights too, for a later stage that continues from them."""
+        interrupts.raise_if_stopped()  # a stop a finalizer swallowed: before the next stage, not after it
         key = self.key(examples, start_from, score_on, recipe)
         with self.stages.claim(key):  # another cell of the sweep may be computing this very stage
             # resume=false computes every stage again, as it does every cell (the answers stay cached)

@@ -25,6 +25,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # its import prints "[INFO] Run
         TrainingArguments,
     )
 
+from bench import interrupts
 from bench.config import Batching, TrainConfig
 from bench.errors import BenchError
 from bench.tasks import Example
@@ -181,6 +182,14 @@ def training_arguments(
     )
 
 
+class StopOnSignal(TrainerCallback):
+    """A Ctrl-C or SIGTERM a finalizer swallowed mid-training stops training at the next step
+    (bench/interrupts.py)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        interrupts.raise_if_stopped()
+
+
 class WeightAverage(TrainerCallback):
     """The running mean of the trainable weights after each of the last `share` of the optimizer steps,
     copied into the model when training ends: tail (Polyak) averaging, which Signal and Noise finds lowers
@@ -227,9 +236,14 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
         args=training_arguments(cfg, output_dir, precision, sharding, len(features)),
         train_dataset=features,
         data_collator=batches,
-        callbacks=[c for c in (progress, averaging) if c],
+        callbacks=[c for c in (progress, averaging, StopOnSignal()) if c],
     )
     trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout
+    if "fsdp" in sharding_arguments(cfg, sharding, int(os.environ.get("WORLD_SIZE", "1"))) and \
+            not trainer.is_fsdp_enabled:  # accelerate turns FSDP off silently where it cannot shard
+        raise BenchError("compute.sharding=fsdp was asked for but the Trainer would train unsharded "
+                         "(accelerate shards only on GPUs and other accelerators): set "
+                         "compute.sharding=none, or run on GPUs")
     if averaging and trainer.is_deepspeed_enabled:  # ZeRO partitions the weights out of the module's view
         raise BenchError("train.average_weights does not work under DeepSpeed: train with FSDP "
                          "(compute=4gpu_fsdp) or set train.average_weights=0")

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bench import distributed
+from bench import distributed, interrupts
 from bench.database import ClaimLocks
 from bench.errors import BenchError, Interrupted, first_line
 from bench.records import CellRecord
@@ -51,6 +51,8 @@ def run(cfg: DictConfig) -> int:
         # a bad value fails here, in one line, before the store is read or anything is written
         inputs = prepare(cfg)
         config, data = inputs.config, inputs.data
+        with ranks.stage():  # refused, every rank stops here alike: none waits for rank 0's end of the cell
+            distributed.check_sharding(config.compute.sharding, config.compute.processes, ranks)
         # before any torch work; on a CPU the count is part of each stage's key (results depend on it)
         workers = OmegaConf.select(hydra, "launcher.n_jobs")  # the parallel launcher's
         threads, why = distributed.cpu_threads(config.compute.threads, workers)
@@ -71,19 +73,22 @@ def run(cfg: DictConfig) -> int:
                 return 0
             record.config = cell_config(cfg)
             record.provenance = {**code_version(), "host": platform.node(), "started": datetime.now(UTC)
-                                 .isoformat(), "cpu_threads": f"{threads} ({why})"}
+                                 .isoformat(), "cpu_threads": f"{threads} ({why})", "processes": ranks.world}
             from runners import pipeline  # heavy imports only for cells that run
 
             pipeline.run(inputs, run_dir, record, ranks)
             record.status, record.skipped, record.seconds = "done", False, time.perf_counter() - started
             record.provenance["finished"] = datetime.now(UTC).isoformat()
+            interrupts.raise_if_stopped()  # a stop a finalizer swallowed: the stages are kept, not the cell
             record.write(run_dir / "record.json")
             store.add(record.to_dict())  # last: only a cell whose record is whole is ever stored as done
     except KeyboardInterrupt:
         raise Interrupted(kept(cfg)) from None
     except Exception as error:  # recorded first; then, outside a sweep, reported as before
-        if not ranks.main:
-            raise  # rank 0 records the cell; the launcher ends the ranks when one fails
+        if not ranks.main:  # rank 0 records the cell and says what is wrong; the launcher ends the ranks
+            if isinstance(error, BenchError):
+                return 2
+            raise
         said = first_line(error)
         message = said if isinstance(error, BenchError) else f"{type(error).__name__}: {said}"
         record.status, record.error, record.seconds = "failed", message, time.perf_counter() - started

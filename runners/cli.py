@@ -9,19 +9,26 @@ import sys
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import hydra
+from hydra.core.plugins import Plugins
 from omegaconf import DictConfig
 
+from bench import interrupts
 from bench.config import check_yaml_syntax, conf_dir, register_configs
 from bench.errors import BenchError, Interrupted
+from hydra_plugins.synthbench_launchers.slurm_launcher import SlurmLauncher
 
 register_configs()
+# hydra/launcher=slurm; Hydra's plugin scan misses it in an editable install, so it is named here too
+Plugins.instance().register(SlurmLauncher)
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> None:
     from runners import cell  # after Hydra parsed the command line: --help stays instant
 
-    status = cell.run(cfg)
+    with interrupts.stoppable():  # Ctrl-C and a scheduler's SIGTERM: one path (bench/interrupts.py)
+        status = cell.run(cfg)
+        interrupts.raise_if_stopped()  # a signal a finalizer swallowed after the last check
     if status:
         sys.exit(status)
 

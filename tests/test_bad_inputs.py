@@ -189,6 +189,11 @@ CASES = [
         files={"conf/task/empty.yaml": task_yaml("empty", "csv", "t.csv", "t.csv", "doc_to_text: ''\n"),
                "t.csv": TRAIN_CSV},
     ),
+    Case("fsdp asked of a process alone", ["compute=4gpu_fsdp", "strategy=finetune"],
+         "compute.sharding=fsdp shards over compute.processes=4 ranks, but this process is alone: launch it "
+         "with torchrun --nproc_per_node 4"),
+    Case("processes not a rank per gpu", ["compute.gpus=2", "compute.processes=3"],
+         "compute.processes=3 must equal compute.gpus (2)"),
     # -- secrets ------------------------------------------------------------------------------------------
     Case(
         "a key typed as a value",

@@ -37,6 +37,22 @@ def run_cell(folder: Path, server: LocalChatServer, processes: int) -> dict:
 
 
 @pytest.mark.slow
+def test_fsdp_on_cpu_ranks_is_refused_in_one_line_not_trained_unsharded(tmp_path):
+    """accelerate shards only on accelerators: on CPU ranks the Trainer would quietly train DDP replicas."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    env = {**os.environ, "BENCH_DATA_DIR": str(DATA_DIR), "BENCH_CACHE_DIR": str(tmp_path / "stores"),
+           "WANDB_MODE": "offline"}
+    result = subprocess.run([*launcher, str(REPO / "run.py"), *QUICK, "strategy=finetune", "compute=cpu",
+                             "compute.processes=2", "compute.sharding=fsdp",
+                             f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode != 0 and len(errors) == 1, result.stderr[-3000:]
+    assert "compute.sharding=fsdp on CPU ranks would train unsharded" in errors[0]
+    assert not list((tmp_path / "stores").glob("stages/*/result.json"))  # refused before any training
+
+
+@pytest.mark.slow
 def test_a_cell_on_two_processes_queries_records_and_logs_once_and_scores_as_one_process(tmp_path):
     runs = {}
     for processes in (1, 2):

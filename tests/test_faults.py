@@ -168,15 +168,18 @@ def test_a_multirun_killed_anywhere_resumes_to_the_uninterrupted_result_paying_n
 
 def test_ctrl_c_anywhere_says_in_one_line_what_was_kept_and_the_same_command_resumes(tmp_path):
     """SIGINT to the process group, as a terminal sends it: in training, while the teacher is being asked
-    and between the cells of a multirun. Exit 130, one line and no traceback, nothing half-written."""
+    and between the cells of a multirun; and SIGTERM, as a scheduler pre-empts a job, in training. Exit
+    130, one line and no traceback, nothing half-written."""
     stores = tmp_path / "stores"
     points = [
-        ("during training", lambda run: (run / "0" / "iteration_0" / "trainer").exists()),
-        ("in teacher requests", lambda run: server.held > held_before),
-        ("between cells", lambda run: (run / "0" / "record.json").exists()),
+        ("during training", signal.SIGINT, lambda run: (run / "0" / "iteration_0" / "trainer").exists()),
+        ("in teacher requests", signal.SIGINT, lambda run: server.held > held_before),
+        ("between cells", signal.SIGINT, lambda run: (run / "0" / "record.json").exists()),
+        ("pre-empted in training", signal.SIGTERM,
+         lambda run: (run / "1" / "iteration_1" / "trainer").exists()),
     ]
     with LocalChatServer(reply=teacher_reply) as server:
-        for number, (what, reached) in enumerate(points):
+        for number, (what, stop, reached) in enumerate(points):
             run, held_before = tmp_path / f"interrupted-{number}", server.held
             if what == "in teacher requests":
                 server.hold(1)  # the probe answered, the teacher's requests held in flight
@@ -187,7 +190,7 @@ def test_ctrl_c_anywhere_says_in_one_line_what_was_kept_and_the_same_command_res
             while not reached(run) and process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert reached(run) and process.poll() is None, f"{what}: not reached before the run ended"
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(process.pid, stop)
             stderr = process.communicate(timeout=120)[1]
             server.hold(None)
             assert process.returncode == 130, (what, stderr[-3000:])

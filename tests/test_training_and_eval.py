@@ -1,6 +1,9 @@
 import dataclasses
 import json
 import math
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,7 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
+from bench import interrupts
 from bench.errors import BenchError
 from bench.evaluation import evaluate, generation_kwargs, likelihood, save_for_scoring, write_lm_eval_task
 from bench.seed_set import sample_seed_set
@@ -61,6 +65,35 @@ class WeightsAfterEachStep(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.steps.append([p.detach().clone() for p in model.parameters()])
+
+
+class SignalSwallowedByAFinalizer(TrainerCallback):
+    """At step 2, a SIGINT whose KeyboardInterrupt lands inside a `__del__`, where Python prints and drops
+    it: the way a Ctrl-C was lost mid-training on a loaded machine."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+        if self.steps == 2:
+            Finalizer()  # dropped at once: its __del__ receives the signal
+
+
+class Finalizer:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here, inside the finalizer
+
+
+def test_a_ctrl_c_a_finalizer_swallows_still_stops_training_at_the_next_step(trained, tmp_path):
+    cfg, _, seed, student, _, _ = trained
+    signalled = SignalSwallowedByAFinalizer()
+    with interrupts.stoppable():
+        with pytest.raises(interrupts.Stopped):
+            finetune(student.base_model(), student.tokenizer, seed, cfg.train, tmp_path, progress=signalled)
+        assert interrupts.received() == "SIGINT"
+    assert signalled.steps == 2  # not one step more
 
 
 def test_weight_averaging_keeps_the_mean_of_the_last_steps_weights(trained, tmp_path):
