@@ -541,11 +541,15 @@ STRATEGY_SCHEMAS = {"finetune": GeneratingSettings, "llm2llm": LLM2LLMSettings, 
 
 @dataclass
 class ComputeConfig:
-    """Where one cell runs: its processes (one per GPU; the SLURM launcher asks for this many), how
-    training spreads over them, and the GPU's figures the planner (runners/plan.py) computes with.
-    Defaults: one H100 SXM 80 GB, dense bf16 peak 989 TFLOP/s."""
+    """Where one cell runs: its processes (one per GPU, or compute.processes on CPUs; the SLURM launcher
+    asks for these, with compute.cpus_per_process and compute.memory_gb), how training spreads over them,
+    and the GPU's figures the planner (runners/plan.py) computes with. Defaults: one H100 SXM 80 GB,
+    dense bf16 peak 989 TFLOP/s. compute=cpu: no GPU, one process."""
 
-    gpus: int = 1
+    gpus: int = 1  # 0: a CPU cell (the SLURM launcher asks no GPU)
+    processes: int = 1  # the cell's ranks (SLURM tasks on one node): compute.gpus on GPUs
+    cpus_per_process: int = 8
+    memory_gb: int = 128  # the node memory (GB) the cell asks for, all its processes together
     sharding: Sharding = Sharding.none
     gpu_memory_gb: float = 80.0
     gpu_peak_tflops: float = 989.0
@@ -558,7 +562,12 @@ class ComputeConfig:
     threads: Optional[int] = None
 
     def __post_init__(self):
-        at_least("compute.gpus", self.gpus, 1)
+        at_least("compute.gpus", self.gpus, 0)
+        at_least("compute.processes", self.processes, 1)
+        check(self.gpus == 0 or self.processes == self.gpus, "compute.processes", self.processes,
+              f"must equal compute.gpus ({self.gpus}): a rank per GPU (compute.gpus=0 for processes on CPUs)")
+        at_least("compute.cpus_per_process", self.cpus_per_process, 1)
+        check(self.memory_gb > 0, "compute.memory_gb", self.memory_gb, "must be positive")
         at_least("compute.threads", self.threads, 1, optional=True)
         check(self.gpu_memory_gb > 0, "compute.gpu_memory_gb", self.gpu_memory_gb, "must be positive")
         check(self.gpu_peak_tflops > 0, "compute.gpu_peak_tflops", self.gpu_peak_tflops, "must be positive")
@@ -641,6 +650,9 @@ def register_configs() -> None:
         store.store(group="schema/strategy", name=family, node=schema)
     # ${offline_or_hub:<hub id>}: the copy `python -m runners.fetch_models` made, else the Hub id
     OmegaConf.register_new_resolver("offline_or_hub", offline_or_hub, replace=True)
+    # ${gpus_or_none:${compute.gpus}}: the SLURM launcher asks no GPU at all for a CPU cell (a partition
+    # without GPUs refuses --gpus-per-node=0 as an invalid GRES)
+    OmegaConf.register_new_resolver("gpus_or_none", lambda gpus: gpus or None, replace=True)
 
 
 def check_yaml_syntax(argv: list[str], conf: Path) -> None:

@@ -33,7 +33,8 @@ class RefuseUnfitCells(Callback):
     step hours into the queue fails here, with what would fit. compute.check_fit=false skips this."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        if "submitit" not in str(config.hydra.launcher.get("_target_", "")) or not config.compute.check_fit:
+        target = str(config.hydra.launcher.get("_target_", ""))
+        if not ("submitit" in target or "slurm" in target.lower()) or not config.compute.check_fit:
             return
         from bench.errors import BenchError
         from runners.plan import plan
@@ -45,9 +46,10 @@ class RefuseUnfitCells(Callback):
             sys.exit(2)
         if unfit:
             first = unfit[0]
-            print(f"error: {len(unfit)} cells cannot fit {first['gpus']} GPU(s) of "
-                  f"{first['gpu_memory_gib']:.0f} "
-                  f"GiB (e.g. {first['cell']}: {first['memory_gib']:.0f} GiB a GPU); it would fit with "
+            room = (f"{first['gpus']} GPU(s) of {first['gpu_memory_gib']:.0f} GiB" if first["gpus"] else
+                    f"the {first['gpu_memory_gib']:.0f} GiB of memory a process gets (compute.memory_gb)")
+            print(f"error: {len(unfit)} cells cannot fit {room} (e.g. {first['cell']}: "
+                  f"{first['memory_gib']:.0f} GiB a process); it would fit with "
                   f"{first['instead']} (python -m runners.plan shows every cell; compute.check_fit=false "
                   "submits anyway)", file=sys.stderr)
             sys.exit(2)

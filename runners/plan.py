@@ -80,11 +80,12 @@ def figures_of(data) -> dict:
 
 
 def fitting(config: BenchConfig, shape, batch: int) -> tuple[float, bool]:
-    """Memory per GPU (bytes) and whether it fits."""
+    """Memory per process (bytes) and whether it fits: a GPU's memory, or on CPUs (compute.gpus=0) the
+    process's share of compute.memory_gb."""
     c, t, student = config.compute, config.train, config.student
     memory = training_memory(
         shape,
-        gpus=c.gpus,
+        gpus=c.processes,
         fsdp=c.sharding == "fsdp",
         weight_bytes=4 if student.dtype in ("auto", "float32") else 2,
         mixed_precision=t.mixed_precision != "no",
@@ -92,7 +93,11 @@ def fitting(config: BenchConfig, shape, batch: int) -> tuple[float, bool]:
         length=t.max_length,
         checkpointing=t.activation_checkpointing,
     )
-    return memory.total, memory.total <= c.gpu_memory_gb * GIB
+    return memory.total, memory.total <= capacity_gb(c) * GIB
+
+
+def capacity_gb(c) -> float:
+    return c.gpu_memory_gb if c.gpus else c.memory_gb / c.processes
 
 
 def what_would_fit(config: BenchConfig) -> str:
@@ -101,9 +106,10 @@ def what_would_fit(config: BenchConfig) -> str:
     tries = []
     if not config.student.lora.enabled:
         tries += [
-            (f"compute.gpus={n} compute.sharding=fsdp", {"compute": replace(c, gpus=n, sharding="fsdp")})
+            (f"compute.gpus={n} compute.sharding=fsdp",
+             {"compute": replace(c, gpus=n, processes=n, sharding="fsdp")})
             for n in (2, 4, 8, 16)
-            if n >= c.gpus
+            if n >= c.gpus and c.gpus
         ]
     if not config.train.activation_checkpointing:
         tries.append(
@@ -121,7 +127,7 @@ def what_would_fit(config: BenchConfig) -> str:
         )
     for change, parts in tries:
         changed = replace(config, **parts)
-        batch, _ = batch_split(changed.train, changed.compute.gpus)
+        batch, _ = batch_split(changed.train, changed.compute.processes)
         if fitting(changed, student_shape(changed.student), batch)[1]:
             return change
     return "nothing tried fits: a smaller student, train.per_device_batch_size or train.max_length"
@@ -134,7 +140,7 @@ def plan_cell(overrides: list[str]) -> dict:
     size = seed_set_size(config.seed_set, figures["pool"], config.task.name)
     shape = student_shape(config.student)
     c, t = config.compute, config.train
-    batch, _ = batch_split(t, c.gpus)
+    batch, _ = batch_split(t, c.processes)
     memory, fits = fitting(config, shape, batch)
     work = strategy.workload(size, query_budget(config.budget, size), config.budget.count_augmenter)
     per_example = min(tokens_of(figures["train_chars"]), t.max_length)
@@ -170,7 +176,7 @@ def plan_cell(overrides: list[str]) -> dict:
         "gpus": c.gpus,
         "sharding": str(c.sharding),
         "memory_gib": memory / GIB,
-        "gpu_memory_gib": c.gpu_memory_gb,
+        "gpu_memory_gib": capacity_gb(c),
         "fits": fits,
         "instead": None if fits else what_would_fit(config),
         "gpu_hours": seconds / 3600,  # seconds of the whole node's GPUs = GPU-seconds
