@@ -158,3 +158,18 @@ def postgres_url(postgres_server):
     with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as db:
         db.execute(f"CREATE DATABASE {name}")
     return f"{postgres_server}/{name}"
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real one-node SLURM cluster of the test session's own (tests/slurm_cluster.py), partition `cpu`."""
+    from tests import slurm_cluster
+
+    try:
+        cluster = slurm_cluster.start()
+    except RuntimeError as why:
+        missing(str(why))
+    try:
+        yield cluster
+    finally:
+        slurm_cluster.stop(cluster)

@@ -209,12 +209,18 @@ def test_a_failing_cell_is_recorded_and_the_others_finish(tmp_path):
 
 
 def fake_slurm(tmp_path: Path) -> dict:
-    """An `sbatch` on PATH that keeps the submission script and stops there."""
+    """An `sbatch` on PATH that keeps the submission script and stops there, and an `sinfo` describing a
+    GPU partition (one node: 64 CPUs, 512 GB, 8 GPUs) for the launcher's check: the GPU presets'
+    submission scripts, which the tests' real one-node CPU cluster (tests/test_slurm.py) cannot run."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\n"
                                     "echo 'dry run: submission recorded' >&2\nexit 1\n")
     (bin_dir / "sbatch").chmod(0o755)
+    (bin_dir / "sinfo").write_text('#!/bin/sh\ncase "$*" in\n'
+                                   '*-N*) echo "gpu01|64|512000|gpu:h100:8(S:0-1)";;\n'
+                                   '*) echo "gpu*|up";;\nesac\n')
+    (bin_dir / "sinfo").chmod(0o755)
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it before submitting
     (bin_dir / "srun").chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
@@ -239,6 +245,14 @@ def test_the_slurm_launcher_submits_one_array_job(tmp_path):
     ):
         assert line in script
     assert "submitit.core._submit" in script
+
+
+def test_a_cpu_cell_asks_slurm_for_no_gpu(tmp_path):
+    result = run_cli("-m", *QUICK, "strategy=finetune", "compute=cpu", "hydra/launcher=slurm",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, **fake_slurm(tmp_path))
+    assert "dry run: submission recorded" in result.stderr, result.stderr[-2000:]
+    script = (tmp_path / "submitted.sh").read_text()
+    assert "gpus" not in script and "#SBATCH --cpus-per-task=2" in script and "#SBATCH --mem=8GB" in script
 
 
 ONE_7B_CELL = ("experiment=llm2llm", "task=trec", "seed_set.fraction=0.01", "strategy=finetune,llm2llm",
