@@ -101,8 +101,12 @@ def capacity_gb(c) -> float:
 
 
 def what_would_fit(config: BenchConfig) -> str:
-    """The smallest change the planner finds that fits: FSDP over more GPUs, checkpointing, or LoRA."""
+    """The smallest change the planner finds that fits: FSDP over more GPUs, checkpointing, or LoRA; on
+    CPUs the node memory the cell needs."""
     c = config.compute
+    if not c.gpus:
+        memory, _ = fitting(config, student_shape(config.student), batch_split(config.train, c.processes)[0])
+        return f"compute.memory_gb={math.ceil(memory * c.processes / GIB) + 1}"
     tries = []
     if not config.student.lora.enabled:
         tries += [

@@ -135,3 +135,16 @@ def test_the_power_line_says_what_a_grid_detects_from_the_stored_noise(tmp_path)
     assert "5 pts needs 18" in line  # (t(17) 2.11 + 0.86) x 0.0707 / √18 = 0.0495
     [none] = power_lines(rows[:1], [tmp_path / "nothing"])
     assert "no recipe of it ran twice" in none and "replicate=0,1,2" in none
+
+
+def test_a_cpu_cell_is_checked_against_its_memory_and_told_what_it_needs(data_dir):
+    from runners.plan import plan
+
+    [row] = plan(["strategy=finetune", "compute=cpu", "compute.processes=2", "compute.memory_gb=1",
+                  f"data_dir={data_dir}"])
+    assert row["gpus"] == 0 and row["gpu_memory_gib"] == 0.5 and not row["fits"]  # 1 GB over 2 processes
+    needed = int(row["instead"].removeprefix("compute.memory_gb="))
+    assert needed >= 2 * row["memory_gib"]
+    [enough] = plan(["strategy=finetune", "compute=cpu", "compute.processes=2", f"compute.memory_gb={needed}",
+                     f"data_dir={data_dir}"])
+    assert enough["fits"]

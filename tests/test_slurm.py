@@ -143,7 +143,7 @@ def test_a_cancelled_task_is_named_in_one_line_and_the_same_command_runs_only_it
 def test_a_cell_on_two_slurm_tasks_is_two_ranks_writing_one_record(slurm, tmp_path):
     with LocalChatServer(reply=teacher_reply) as server:
         sweep(slurm, server, tmp_path / "sweep", tmp_path / "stores", "strategy=llm2llm_quick",
-              "compute.processes=2", "train.batching=padded")
+              "compute.processes=2", "compute.memory_gb=6", "train.batching=padded")
         asked = paid(server)
     records = find_records(tmp_path / "sweep")
     assert len(records) == 1 and records[0]["status"] == "done"
