@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.errors import BenchError
+
 USER_OMP_THREADS = os.environ.get("OMP_NUM_THREADS", "")  # as the user set it, before use_cpu_threads
 
 
@@ -67,8 +69,6 @@ def check_sharding(sharding: str, processes: int, ranks: Ranks) -> None:
     """compute.sharding=fsdp is refused where it would silently train unsharded: a process alone where
     compute.processes ranks were asked for, or ranks without GPUs (accelerate's FSDP shards CUDA, XPU and
     other accelerators' ranks; on CPU ranks the Trainer would quietly train DDP replicas)."""
-    from bench.errors import BenchError
-
     if str(sharding) != "fsdp" or processes == 1:
         return
     if ranks.world == 1:
