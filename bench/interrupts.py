@@ -10,7 +10,7 @@ stage, and before a cell is stored as done."""
 
 import signal
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 STOPS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # the signals received inside `stoppable`, in order
@@ -41,8 +41,7 @@ def stoppable():
     before it come back after it (submitit's, which ignores SIGTERM so a job is not marked failed). Only
     the main thread can take signals: elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
-        with nullcontext():
-            yield
+        yield
         return
     before = {signum: signal.getsignal(signum) for signum in STOPS}
     _received.clear()

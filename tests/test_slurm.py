@@ -19,7 +19,8 @@ import pytest
 
 from bench.store import find_records
 from runners.benchmarks.local_server import LocalChatServer
-from tests.conftest import DATA_DIR, QUICK, REPO
+from tests import test_faults as faults
+from tests.conftest import QUICK, REPO
 from tests.test_faults import paid, teacher_reply
 
 pytestmark = pytest.mark.slow
@@ -39,8 +40,7 @@ def command(server: LocalChatServer, sweep_dir: Path, *extra: str, slurm: bool =
 
 
 def environment(cluster, stores: Path) -> dict:
-    return {**cluster.env, "BENCH_DATA_DIR": str(DATA_DIR), "BENCH_CACHE_DIR": str(stores),
-            "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return {**faults.environment(stores), "SLURM_CONF": cluster.env["SLURM_CONF"]}
 
 
 def sweep(cluster, server, sweep_dir: Path, stores: Path, *extra: str, slurm: bool = True,

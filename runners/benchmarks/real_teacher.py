@@ -60,7 +60,6 @@ def main() -> None:
     print(f"\nreplies identical alone and in the batch: {same} of {args.requests}")
 
 
-
 def served(model: str, requests: list, threads: int) -> list:
     """(label, seconds, replies) through transformers serve: one request at a time, then all at once."""
     rows = []
