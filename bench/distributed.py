@@ -67,18 +67,12 @@ def from_environment() -> Ranks:
 
 def check_sharding(sharding: str, processes: int, ranks: Ranks) -> None:
     """compute.sharding=fsdp is refused where it would silently train unsharded: a process alone where
-    compute.processes ranks were asked for, or ranks without GPUs (accelerate's FSDP shards CUDA, XPU and
-    other accelerators' ranks; on CPU ranks the Trainer would quietly train DDP replicas)."""
-    if str(sharding) != "fsdp" or processes == 1:
+    compute.processes ranks were asked for."""
+    if str(sharding) != "fsdp" or processes == 1 or ranks.world > 1:
         return
-    if ranks.world == 1:
-        raise BenchError(f"compute.sharding=fsdp shards over compute.processes={processes} ranks, but this "
-                         f"process is alone: launch it with torchrun --nproc_per_node {processes} run.py ... "
-                         "(or accelerate launch, or hydra/launcher=slurm), or set compute.sharding=none")
-    if not torch.cuda.is_available():
-        raise BenchError("compute.sharding=fsdp on CPU ranks would train unsharded (accelerate shards only "
-                         "on GPUs and other accelerators): set compute.sharding=none to train DDP replicas "
-                         "on CPUs, or run on GPUs")
+    raise BenchError(f"compute.sharding=fsdp shards over compute.processes={processes} ranks, but this "
+                     f"process is alone: launch it with torchrun --nproc_per_node {processes} run.py ... "
+                     "(or accelerate launch, or hydra/launcher=slurm), or set compute.sharding=none")
 
 
 def cpu_threads(configured: int | None, launcher_workers: int | None = None) -> tuple[int, str]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 with contextlib.redirect_stdout(io.StringIO()):  # its import prints "[INFO] Running in WANDB offline mode"
     from transformers import (
@@ -98,6 +100,7 @@ class TrainStats:
     real_tokens: int
     padded_tokens: int
     averaged_steps: int = 0  # the optimizer steps whose weights were averaged (train.average_weights)
+    sharded_over: int = 1  # the ranks each weight was split over while training (FSDP); 1: whole weights
 
     @property
     def tokens_per_second(self) -> float:
@@ -182,6 +185,40 @@ def training_arguments(
     )
 
 
+class SuiteTrainer(Trainer):
+    """The Trainer, with FSDP on CPU ranks too. accelerate turns its FSDP plugin on only for accelerators'
+    ranks (on CPU ranks it trains DDP replicas and says nothing), though torch's fully_shard shards CPU
+    ranks over gloo: there the suite turns accelerate's FSDP2 path on itself, so `compute=cpu
+    compute.processes=2 compute.sharding=fsdp` runs the code 7B students run on GPUs."""
+
+    sharded_cpu_ranks = False
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        state = self.accelerator.state
+        if self.args.fsdp_plugin_args is not None and state.distributed_type == DistributedType.MULTI_CPU:
+            state.distributed_type = DistributedType.FSDP
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            self.is_fsdp_enabled = self.sharded_cpu_ranks = True
+
+    def full_weights(self, folder: Path):
+        """The trained weights whole, on every rank: rank 0 gathers the shards (to CPU, one weight at a
+        time) and saves them as an HF folder in its run folder, which each rank loads unsharded to score
+        (the ranks of a node, or of nodes sharing the run's file system)."""
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # rank 0 alone holds them
+        whole = get_model_state_dict(self.model, options=options)
+        if self.args.should_save:
+            self.model.save_pretrained(folder, state_dict=whole)
+        saved = [str(folder)]
+        torch.distributed.broadcast_object_list(saved, src=0)  # each rank has a run folder: rank 0's
+        folder = saved[0]
+        if self.sharded_cpu_ranks:  # accelerate's state and its flag are shared: a later Accelerator
+            self.accelerator.state.distributed_type = DistributedType.MULTI_CPU  # (lm-eval's) must see the
+            self.accelerator.state.fsdp_plugin = None  # CPU ranks as they are
+            os.environ.pop("ACCELERATE_USE_FSDP", None)
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+
+
 class StopOnSignal(TrainerCallback):
     """A Ctrl-C or SIGTERM a finalizer swallowed mid-training stops training at the next step
     (bench/interrupts.py)."""
@@ -231,7 +268,7 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
     precision = autocast(cfg, next(model.parameters()).dtype)
     batches = collator(cfg, tokenizer)
     averaging = WeightAverage(cfg.average_weights) if cfg.average_weights > 0 else None
-    trainer = Trainer(
+    trainer = SuiteTrainer(
         model=model,
         args=training_arguments(cfg, output_dir, precision, sharding, len(features)),
         train_dataset=features,
@@ -241,19 +278,17 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
     trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout
     if "fsdp" in sharding_arguments(cfg, sharding, int(os.environ.get("WORLD_SIZE", "1"))) and \
             not trainer.is_fsdp_enabled:  # accelerate turns FSDP off silently where it cannot shard
-        raise BenchError("compute.sharding=fsdp was asked for but the Trainer would train unsharded "
-                         "(accelerate shards only on GPUs and other accelerators): set "
-                         "compute.sharding=none, or run on GPUs")
+        raise BenchError("compute.sharding=fsdp was asked for but the Trainer would train unsharded: "
+                         "launch the cell on several ranks (torchrun --nproc_per_node N), or set "
+                         "compute.sharding=none")
     if averaging and trainer.is_deepspeed_enabled:  # ZeRO partitions the weights out of the module's view
         raise BenchError("train.average_weights does not work under DeepSpeed: train with FSDP "
                          "(compute=4gpu_fsdp) or set train.average_weights=0")
     started = time.perf_counter()
     result = trainer.train()
-    model = trainer.model
-    if trainer.is_fsdp_enabled:  # each rank holds a shard: gather the full weights once, load them everywhere
-        trainer.save_model(str(output_dir / "full_weights"))
-        trainer.accelerator.wait_for_everyone()
-        model = AutoModelForCausalLM.from_pretrained(output_dir / "full_weights", dtype=torch.float32)
+    sharded_over = max(getattr(p, "device_mesh", None) and p.device_mesh.size() or 1
+                       for p in trainer.model.parameters())  # DTensor parameters: FSDP's shards
+    model = trainer.full_weights(output_dir / "full_weights") if trainer.is_fsdp_enabled else trainer.model
     stats = TrainStats(
         examples=len(features),
         steps=result.global_step,
@@ -262,5 +297,6 @@ def finetune(model, tokenizer, examples: Sequence[Example], cfg: TrainConfig, ou
         real_tokens=batches.real_tokens,
         padded_tokens=batches.padded_tokens,
         averaged_steps=averaging.steps if averaging else 0,
+        sharded_over=sharded_over,
     )
     return model, stats
