@@ -25,6 +25,7 @@ from bench.config import BenchConfig, check_yaml_syntax, conf_dir, register_conf
 from bench.errors import BenchError, first_line
 from bench.resources import (
     GIB,
+    Memory,
     generation_flops,
     gpu_seconds,
     student_shape,
@@ -79,21 +80,27 @@ def figures_of(data) -> dict:
             "prompt_chars": sum(len(e.prompt) for e in data.test) / max(1, len(data.test))}
 
 
-def fitting(config: BenchConfig, shape, batch: int) -> tuple[float, bool]:
-    """Memory per process (bytes) and whether it fits: a GPU's memory, or on CPUs (compute.gpus=0) the
-    process's share of compute.memory_gb."""
+def predicted_memory(config: BenchConfig, shape, batch: int, length: int | None = None) -> Memory:
+    """The planner's memory per process, by part, for `batch` sequences of `length` tokens (the recipe's
+    train.max_length unless given)."""
     c, t, student = config.compute, config.train, config.student
-    memory = training_memory(
+    return training_memory(
         shape,
         gpus=c.processes,
         fsdp=c.sharding == "fsdp",
         weight_bytes=4 if student.dtype in ("auto", "float32") else 2,
         mixed_precision=t.mixed_precision != "no",
         batch=batch,
-        length=t.max_length,
+        length=length or t.max_length,
         checkpointing=t.activation_checkpointing,
     )
-    return memory.total, memory.total <= capacity_gb(c) * GIB
+
+
+def fitting(config: BenchConfig, shape, batch: int) -> tuple[float, bool]:
+    """Memory per process (bytes) and whether it fits: a GPU's memory, or on CPUs (compute.gpus=0) the
+    process's share of compute.memory_gb."""
+    total = predicted_memory(config, shape, batch).total
+    return total, total <= capacity_gb(config.compute) * GIB
 
 
 def capacity_gb(c) -> float:

@@ -93,26 +93,32 @@ def main(overrides) -> None:
         useful = 6 * params * real / seconds
         print(f"| {name} | {seconds:.1f} | {real / seconds:,.0f} | {padded / (real + padded):.1%} | "
               f"{useful / 1e12:.4g} | {useful / peak:.1%} |")
-    print("\n| scoring backend | test examples | seconds | examples/s | accuracy |")
-    print("|---|---|---|---|---|")
-    for line in scoring:
-        print(line)
+    print("\n" + scoring_table(scoring))
 
 
-def scoring_rates(model, tokenizer, cfg, examples, scratch: Path) -> list[str]:
+def scoring_rates(model, tokenizer, cfg, examples, scratch: Path) -> list[dict]:
     """The test split scored through lm-eval with each backend this machine has."""
-    lines = []
+    rows = []
     for backend in ("hf", "vllm"):
         if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-            lines.append("| vllm | - | - | - | not installed (pip install vllm, on a GPU machine) |")
+            rows.append({"backend": backend, "note": "not installed (pip install vllm, on a GPU machine)"})
             continue
         started = time.perf_counter()
         settings = dataclasses.replace(cfg.eval, backend=backend)
         result = evaluate(model, tokenizer, cfg.task, "test", examples, settings, scratch / backend)
         seconds = time.perf_counter() - started
-        lines.append(f"| {backend} | {len(examples)} | {seconds:.1f} | {len(examples) / seconds:.1f} | "
-                     f"{result.accuracy:.3f} |")
-    return lines
+        rows.append({"backend": backend, "examples": len(examples), "seconds": round(seconds, 2),
+                     "examples_per_second": round(len(examples) / seconds, 2), "accuracy": result.accuracy})
+    return rows
+
+
+def scoring_table(rows: list[dict]) -> str:
+    lines = ["| scoring backend | test examples | seconds | examples/s | accuracy |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['backend']} | - | - | - | {r['note']} |" if "note" in r else
+                     f"| {r['backend']} | {r['examples']} | {r['seconds']:.1f} | "
+                     f"{r['examples_per_second']:.1f} | {r['accuracy']:.3f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
