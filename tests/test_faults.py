@@ -281,3 +281,24 @@ def test_api_keys_planted_four_ways_reach_only_the_server(tmp_path):
             assert key not in outcome.stdout + outcome.stderr
         for path in written:
             assert key.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_no_record_spends_beyond_its_budget_when_answers_come_from_the_cache(tmp_path):
+    """A cell whose requests an earlier cell already paid for (a larger budget's, or another replicate's:
+    LLM2LLM asks the same sample of a seed example): the cached answers count against the budget too.
+    Measured before the fix: max_queries 200, paid 6, from the cache 197, spent 203; here 48 of 24."""
+    stores = tmp_path / "stores"
+    with LocalChatServer(reply=teacher_reply) as server:
+        for ratio, launcher in ((1, "sequential"), (0.5, "parallel")):  # then 2 processes sharing the cache
+            run_sweep(server, tmp_path / f"ratio_{ratio}", stores, "strategy=llm2llm_quick", "replicate=0,1",
+                      "budget=ratio", f"budget.ratio={ratio}", f"hydra/launcher={launcher}")
+        billed = paid(server)
+    budgets = {ratio: [b for usage in (tmp_path / f"ratio_{ratio}").rglob("teacher_usage.json")
+                       for b in json.loads(usage.read_text())["budget"]] for ratio in (1, 0.5)}
+    assert sum(b["from_cache"] for b in budgets[0.5]) > 0  # the smaller budget's cells reused answers
+    for ratio, cells in budgets.items():
+        assert len(cells) == 2
+        for b in cells:
+            assert b["spent"] == b["paid"] + b["from_cache"] <= b["max_queries"] == 48 * ratio, b
+    assert billed == sum(b["paid"] for cells in budgets.values() for b in cells)

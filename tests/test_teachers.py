@@ -287,6 +287,39 @@ def test_the_budget_holds_at_its_exact_boundary_on_the_local_path(tmp_path):
     assert usage.over_budget == 2
 
 
+def test_answers_from_the_cache_count_against_the_budget_exactly_once(tmp_path):
+    """A replicate reusing an earlier one's answers (issue: max_queries 200 recorded spent 203, 197 from the
+    cache): cached answers, identical requests of a batch and paid ones each take a slot, so no run spends
+    beyond its budget, and a run over a full cache makes the same plan as one that paid."""
+    from bench.teachers.base import LocalBackend, Response
+
+    class Counting(LocalBackend):
+        name, model, calls = "counting", "m", 0
+
+        def complete_batch(self, requests):
+            Counting.calls += len(requests)
+            return [Response(text="ok") for _ in requests]
+
+    def ask(n: int, budget: Budget, first: int = 0) -> tuple[Teacher, list]:
+        teacher = Teacher(Counting(), GenerationCache(tmp_path / "c.sqlite"), budget)
+        return teacher, teacher.generate([Request(messages=({"role": "user", "content": f"q{i}"},))
+                                          for i in range(first, first + n)])
+
+    ask(8, Budget(None))  # an earlier replicate: q0..q7 in the cache
+    for cap, batch in ((5, 8), (3, 4), (8, 10)):
+        teacher, answers = ask(batch, Budget(cap))
+        spent = teacher.budget.spent
+        assert spent == sum(a is not None for a in answers) == min(cap, batch), (cap, batch)
+        assert teacher.usage["teacher"].over_budget == batch - spent
+    # cached and paid in one batch, with a duplicate: q6, q7 cached, q8, q9 paid, q9 again from the batch
+    calls = Counting.calls
+    teacher = Teacher(Counting(), GenerationCache(tmp_path / "c.sqlite"), Budget(4))
+    answers = teacher.generate([Request(messages=({"role": "user", "content": q},))
+                                for q in ("q6", "q7", "q8", "q9", "q9")])
+    assert teacher.budget.spent <= 4 and Counting.calls - calls <= 2
+    assert sum(a is not None for a in answers) == teacher.budget.spent
+
+
 def test_a_new_generation_step_is_one_line_and_a_prompt(trec, tmp_path, monkeypatch):
     """A step (bench/steps.py) carries who is asked, how the simulator answers and its reply format: a new
     one is added there and in the strategy's prompts, and the strategy and the simulator take it as is."""

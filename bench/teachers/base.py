@@ -187,6 +187,15 @@ class Budget:
                 return True
             return False if self.in_flight == 0 else None
 
+    def take_cached(self) -> bool:
+        """A slot for an answer that costs nothing (the cache's, or an identical request's): it counts
+        like a paid one, so that no run spends beyond the budget, whatever the cache already held."""
+        with self._lock:
+            if self.max_queries is not None and self.spent + self.in_flight >= self.max_queries:
+                return False
+            self.cached += 1
+            return True
+
     def settle(self, answered: bool) -> None:
         with self._lock:
             self.in_flight -= 1
@@ -427,8 +436,8 @@ class Teacher:
                     if answer is None:
                         waiting.append(i)
                         continue
-                    self.usage.of(requests[i].role).waited += 1
-                    self._served_free(requests[i], answer, results, i)
+                    if self._served_free(requests[i], answer, results, i):
+                        self.usage.of(requests[i].role).waited += 1
                     bar.update(1)
                 if waiting and not ask:
                     time.sleep(CLAIM_POLL_S)
@@ -436,13 +445,17 @@ class Teacher:
         finally:
             self.cache.release(keys[i] for i in misses)
 
-    def _served_free(self, request: Request, response: Response, results: list, i: int) -> None:
-        """An answer from the cache (or to an identical request of the batch): used, not paid for."""
+    def _served_free(self, request: Request, response: Response, results: list, i: int) -> bool:
+        """An answer from the cache (or to an identical request of the batch): used, not paid for, within
+        the budget like a paid one."""
         usage = self.usage.of(request.role)
+        if not self.budget.take_cached():
+            usage.over_budget += 1
+            return False
         usage.cache_hits += 1
-        self.budget.cached += 1
         results[i] = response if response.ok else None
         usage.failed += not response.ok  # a recorded truncation stays a failure, at no new cost
+        return True
 
     def _stop_if_failing(self, sent: int, failed: int) -> None:
         """Past `max_failure_share` of a batch without a usable answer, the teacher is down (or refuses),
