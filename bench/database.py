@@ -8,6 +8,8 @@ session is the lease. The password comes from the environment (PGPASSWORD, or li
 from the URL, and is scrubbed from every log line like an API key."""
 
 import hashlib
+import os
+import socket
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +20,13 @@ from filelock import FileLock
 from bench.errors import BenchError, first_line
 from bench.secrets import redact
 
-# a lost host's session ends after ~30 s without an answer to TCP keepalives
+# A lost host's session ends after ~30 s without an answer to TCP keepalives: 10 s idle, then 4 probes 5 s
+# apart. The client's settings notice a lost server; the server's, set for each session (the server's
+# default leaves the kernel's 2 hours), end the session of a host that vanished, and with it its claims.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 4}
+SERVER_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=4"
+CONNECT_TIMEOUT_S = 30
+SWEEP_CHECK_TIMEOUT_S = 5  # a sweep's one look at the server before any cell
 NAMESPACES = {"generation": 1, "stage": 2, "cell": 3}  # advisory locks: (namespace, key) pairs
 
 
@@ -34,18 +41,46 @@ def check_url(url: str) -> None:
                          "W&B: remove it from the URL and export PGPASSWORD (or use ~/.pgpass)")
 
 
-def connect(url: str):
-    """An autocommit connection; one line naming the fix when the server cannot be reached."""
+def connect(url: str, timeout_s: int = CONNECT_TIMEOUT_S):
+    """An autocommit connection, named after this host and process (what a waiting host reports); one
+    line naming the fix when the server cannot be reached."""
     import psycopg
 
     check_url(url)
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=30, **KEEPALIVES)
+        return psycopg.connect(url, autocommit=True, connect_timeout=timeout_s, options=SERVER_KEEPALIVES,
+                               application_name=f"synthbench {socket.gethostname()} pid {os.getpid()}",
+                               **KEEPALIVES)
     except psycopg.Error as error:
         where = urlsplit(url)
         raise BenchError(f"cannot connect to the PostgreSQL server at {where.hostname}:{where.port or 5432} "
                          f"({redact(first_line(error))}); start it (docs/sweeps.md shows one command), check "
                          "cache_url, and PGPASSWORD if it needs a password") from None
+
+
+def check_shared_store(url: str, timeout_s: int = SWEEP_CHECK_TIMEOUT_S) -> None:
+    """Once for a sweep, before any cell: the server answers within `timeout_s`, takes writes, and a
+    generations table already there is the generation cache's. One line naming the fix otherwise, so that
+    no cell waits CONNECT_TIMEOUT_S to learn it."""
+    where = f"{urlsplit(url).hostname}:{urlsplit(url).port or 5432}"
+    with connect(url, timeout_s) as db:
+        if db.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            raise BenchError(f"the PostgreSQL server at {where} is a read-only standby: point cache_url at "
+                             "the primary")
+        columns = {row[0] for row in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'generations' "
+            "AND table_schema = current_schema()")}
+        if columns and columns != {"key", "request", "response", "created"}:
+            raise BenchError("the database in cache_url holds a table 'generations' that is not the "
+                             f"generation cache (columns {', '.join(sorted(columns))}): name another "
+                             "database in cache_url")
+        writable = "has_table_privilege('generations', 'SELECT, INSERT, UPDATE, DELETE')" if columns else \
+            "has_schema_privilege(current_schema(), 'CREATE')"
+        if not db.execute(f"SELECT {writable}").fetchone()[0]:
+            user = db.execute("SELECT current_user").fetchone()[0]
+            raise BenchError(f"the PostgreSQL user {user} cannot write the generation cache in cache_url's "
+                             f"database at {where}: GRANT it CREATE on the schema (or writes on "
+                             "'generations')")
 
 
 def lock_id(key: str) -> int:

@@ -1,5 +1,6 @@
 """Hydra callbacks that refuse a sweep before anything is written or submitted: a config holding an API
-key (keys belong in the environment), and a cluster sweep whose cells cannot fit their GPUs."""
+key (keys belong in the environment), a cluster sweep whose cells cannot fit their GPUs, and a shared
+store (cache_url) that cannot be reached or written."""
 
 import sys
 
@@ -52,4 +53,21 @@ class RefuseUnfitCells(Callback):
                   f"{first['memory_gib']:.0f} GiB a process); it would fit with "
                   f"{first['instead']} (python -m runners.plan shows every cell; compute.check_fit=false "
                   "submits anyway)", file=sys.stderr)
+            sys.exit(2)
+
+
+class CheckSharedStore(Callback):
+    """A sweep sharing a PostgreSQL server (cache_url) looks at it once, with a short timeout, before any
+    cell starts: an unreachable, read-only or foreign database is one line, not a wait in every cell."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if not config.get("cache_url"):
+            return
+        from bench.database import check_shared_store
+        from bench.errors import BenchError
+
+        try:
+            check_shared_store(config.cache_url)
+        except BenchError as error:
+            print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

@@ -97,54 +97,18 @@ def missing(why: str) -> None:
     pytest.skip(why)
 
 
-def _postgres_bin() -> Path | None:
-    import shutil
-
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return versions[-1].parent if versions else None
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A real PostgreSQL server of the test session's own (initdb and pg_ctl in a temporary folder, on
-    127.0.0.1 at a free port); its URL without a database. As root it runs as the `postgres` user, since
-    the server refuses to run as root."""
-    import pwd
-    import shutil
-    import socket
-    import tempfile
+    """A real PostgreSQL server of the test session's own (tests/postgres_server.py), on 127.0.0.1 at a
+    free port; its URL without a database."""
+    from tests.postgres_server import PostgresServer
 
-    binaries = _postgres_bin()
-    if binaries is None:
-        missing("PostgreSQL is not installed (apt-get install postgresql; .ci/run installs it)")
-    # its own folder under /tmp: pytest's are private to root, and the server runs as another user
-    folder = Path(tempfile.mkdtemp(prefix="bench-postgres-"))
-    as_user: list = []
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            missing("running as root without a postgres user to run the server as")
-        os.chown(folder, owner.pw_uid, owner.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = folder / "data"
-    subprocess.run([*as_user, binaries / "initdb", "-D", data, "-A", "trust", "-U", "bench"], check=True,
-                   capture_output=True, timeout=120)
-    subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-l", folder / "log", "-w", "-o",
-                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=300", "start"],
-                   check=True, capture_output=True, timeout=120)
     try:
-        yield f"postgresql://bench@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True, timeout=120, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
+        server = PostgresServer()
+    except RuntimeError as why:
+        missing(str(why))
+    with server:
+        yield server.url
 
 
 @pytest.fixture

@@ -152,3 +152,103 @@ def test_an_unreachable_server_is_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert "cannot connect to the PostgreSQL server at 127.0.0.1:9" in errors[0]
+
+
+HOLD_A_CLAIM = """
+import sys, time
+from pathlib import Path
+from bench.database import ClaimLocks
+with ClaimLocks(Path(sys.argv[2]), sys.argv[1]).hold("stage", "the stage"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def claim_free_after(url: str, limit_s: float) -> float | None:
+    """Seconds until this session takes the claim on "the stage", polling; None if not within `limit_s`."""
+    import psycopg
+
+    from bench.database import NAMESPACES, lock_id
+
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as db:
+        while time.monotonic() - started < limit_s:
+            if db.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                          (NAMESPACES["stage"], lock_id("the stage"))).fetchone()[0]:
+                return time.monotonic() - started
+            time.sleep(0.5)
+    return None
+
+
+@pytest.mark.slow
+def test_a_host_that_drops_off_the_network_gives_its_claims_back_within_a_minute(tmp_path):
+    """The holder's link goes down (no FIN, no RST): the server's keepalives, set for each session, end
+    its session, and its claims, ~30 s later (without them the kernel's default: two hours)."""
+    from tests.netns import Host
+    from tests.postgres_server import PostgresServer
+
+    try:
+        host = Host(1).__enter__()
+    except (RuntimeError, subprocess.CalledProcessError) as why:
+        pytest.skip(f"no network namespace here: {why}")
+    try:
+        with PostgresServer(listen=("127.0.0.1", host.gateway), trust=(host.network,)) as server:
+            remote = f"postgresql://bench@{host.gateway}:{server.port}/postgres"
+            holding = [sys.executable, "-c", HOLD_A_CLAIM, remote, str(tmp_path)]
+            holder = subprocess.Popen(host.command(holding), cwd=REPO, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            try:
+                assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+                assert claim_free_after(f"{server.url}/postgres", 0) is None  # held
+                host.cut()
+                waited = claim_free_after(f"{server.url}/postgres", 90)
+            finally:
+                holder.kill()
+                holder.wait()
+        assert waited is not None and waited <= 60, waited
+        print(f"claim free {waited:.1f} s after the holder's link went down")
+    finally:
+        host.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+def test_a_black_holed_server_fails_the_sweep_once_within_the_connect_timeout(tmp_path):
+    """An address that never answers: one line for the whole sweep within SWEEP_CHECK_TIMEOUT_S, before
+    any cell starts (each cell used to wait 30 s for it, saying nothing)."""
+    from bench.database import SWEEP_CHECK_TIMEOUT_S
+    from tests.netns import Host
+
+    try:
+        host = Host(2).__enter__()
+        host.black_hole()
+    except (RuntimeError, subprocess.CalledProcessError) as why:
+        pytest.skip(f"no network namespace here: {why}")
+    try:
+        started = time.monotonic()
+        result = run_cli("-m", *QUICK, "strategy=finetune", "replicate=0,1",
+                         f"cache_url=postgresql://bench@{host.address}:5432/grid",
+                         f"hydra.sweep.dir={tmp_path / 'sweep'}", f"store_dir={tmp_path / 'store'}",
+                         cwd=tmp_path)
+        seconds = time.monotonic() - started
+    finally:
+        host.__exit__(None, None, None)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert f"cannot connect to the PostgreSQL server at {host.address}:5432" in errors[0]
+    assert "timeout" in errors[0]
+    assert not list(tmp_path.rglob("record.json")) and not (tmp_path / "store").exists()
+    assert seconds < SWEEP_CHECK_TIMEOUT_S + 25, seconds  # the timeout, and Python's start
+    print(f"sweep refused in {seconds:.1f} s")
+
+
+def test_the_sweep_check_refuses_a_foreign_generations_table_in_one_line(postgres_url):
+    import psycopg
+
+    from bench.database import check_shared_store
+
+    check_shared_store(postgres_url)  # an empty database: fine
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("CREATE TABLE generations (id int, payload text)")
+    with pytest.raises(BenchError, match="holds a table 'generations' that is not the generation cache "
+                                         r"\(columns id, payload\): name another database in cache_url"):
+        check_shared_store(postgres_url)
