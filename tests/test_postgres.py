@@ -16,7 +16,7 @@ from bench.errors import BenchError
 from bench.store import find_records
 from bench.teachers.cache import mount_type, refuse_network_filesystem
 from runners.benchmarks.local_server import LocalChatServer
-from tests.conftest import QUICK, REPO, run_cli
+from tests.conftest import QUICK, REPO, missing, run_cli
 from tests.test_cache import client
 
 
@@ -190,7 +190,7 @@ def test_a_host_that_drops_off_the_network_gives_its_claims_back_within_a_minute
     try:
         host = Host(1).__enter__()
     except (RuntimeError, subprocess.CalledProcessError) as why:
-        pytest.skip(f"no network namespace here: {why}")
+        missing(f"no network namespace here (ip netns, as root): {why}")
     try:
         with PostgresServer(listen=("127.0.0.1", host.gateway), trust=(host.network,)) as server:
             remote = f"postgresql://bench@{host.gateway}:{server.port}/postgres"
@@ -222,7 +222,7 @@ def test_a_black_holed_server_fails_the_sweep_once_within_the_connect_timeout(tm
         host = Host(2).__enter__()
         host.black_hole()
     except (RuntimeError, subprocess.CalledProcessError) as why:
-        pytest.skip(f"no network namespace here: {why}")
+        missing(f"no network namespace here (ip netns, as root): {why}")
     try:
         started = time.monotonic()
         result = run_cli("-m", *QUICK, "strategy=finetune", "replicate=0,1",
