@@ -8,14 +8,18 @@ session is the lease. The password comes from the environment (PGPASSWORD, or li
 from the URL, and is scrubbed from every log line like an API key."""
 
 import hashlib
+import json
+import logging
 import os
 import socket
 import threading
+import time
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from bench.errors import BenchError, first_line
 from bench.secrets import redact
@@ -28,6 +32,10 @@ SERVER_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c t
 CONNECT_TIMEOUT_S = 30
 SWEEP_CHECK_TIMEOUT_S = 5  # a sweep's one look at the server before any cell
 NAMESPACES = {"generation": 1, "stage": 2, "cell": 3}  # advisory locks: (namespace, key) pairs
+CLAIM_POLL_S = 0.2  # how often a process waiting for a claim tries to take it
+WAIT_REPORT_S = 60  # how often a waiting process says what it waits for
+
+log = logging.getLogger(__name__)
 
 
 def check_url(url: str) -> None:
@@ -91,7 +99,10 @@ def lock_id(key: str) -> int:
 class ClaimLocks:
     """Who computes a stage or a cell when several processes want it at once: the first takes the claim,
     the others wait for it to end and then reuse what it stored. File locks in the store's folder on one
-    machine; advisory locks of the shared PostgreSQL server when `cache_url` is set."""
+    machine; advisory locks of the shared PostgreSQL server when `cache_url` is set. A process that waits
+    says for what and for whom, once and then every WAIT_REPORT_S; `waited_s` adds up its waits."""
+
+    waited_s = 0.0  # this process's seconds waiting for others' claims (a cell's record takes its share)
 
     def __init__(self, folder: Path, url: str | None = None):
         self.folder, self.url = Path(folder), url
@@ -99,18 +110,76 @@ class ClaimLocks:
 
     @contextmanager
     def hold(self, namespace: str, key: str):
+        what = f"{namespace} {key[:16]}"
         if self.url is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with FileLock(self.folder / f"{key}.lock"):
+            lock, holder = FileLock(self.folder / f"{key}.lock"), self.folder / f"{key}.holder"
+            self._wait_for(what, lambda: _try_file_lock(lock), lambda: _file_holder(holder))
+            try:
+                holder.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                              "since": time.time()}))
                 yield
+            finally:
+                holder.unlink(missing_ok=True)
+                lock.release()
             return
         with self._lock:
             if self._connection is None:
                 self._connection = connect(self.url)
             db = self._connection
         pair = (NAMESPACES[namespace], lock_id(key))
-        db.execute("SELECT pg_advisory_lock(%s, %s)", pair)  # waits while another session holds it
+        self._wait_for(what, lambda: db.execute("SELECT pg_try_advisory_lock(%s, %s)", pair).fetchone()[0],
+                       lambda: _server_holder(db, pair))
         try:
             yield
         finally:
             db.execute("SELECT pg_advisory_unlock(%s, %s)", pair)
+
+    @staticmethod
+    def _wait_for(what: str, take, holder) -> None:
+        """Take the claim; while another holds it, poll, saying so once and then every WAIT_REPORT_S."""
+        if take():
+            return
+        started = said = time.monotonic()
+        log.info(f"waiting for {what} claimed by {holder()}")
+        while not take():
+            time.sleep(CLAIM_POLL_S)
+            if time.monotonic() - said >= WAIT_REPORT_S:
+                said = time.monotonic()
+                log.info(f"still waiting for {what} claimed by {holder()} ({said - started:.0f} s so far)")
+        ClaimLocks.waited_s += time.monotonic() - started
+
+
+def _try_file_lock(lock: FileLock) -> bool:
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    return True
+
+
+def _file_holder(holder: Path) -> str:
+    try:
+        held = json.loads(holder.read_text())
+    except (OSError, ValueError):
+        return "another process on this machine"
+    return f"{held['host']}, pid {held['pid']}, since {_clock(held['since'])}"
+
+
+def _server_holder(db, pair: tuple) -> str:
+    """The session holding an advisory lock: its host and process (connect names them), and since when
+    it last took or gave a claim (its session's last statement)."""
+    row = db.execute(
+        "SELECT a.application_name, a.client_addr, extract(epoch FROM a.state_change) FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.classid = %s AND l.objid = %s AND l.objsubid = 2",
+        (pair[0], pair[1] & 0xFFFFFFFF)).fetchone()
+    if row is None:
+        return "another session (gone already)"
+    name, address, since = row
+    who = name.removeprefix("synthbench ").replace(" pid ", ", pid ") if name else "a session"
+    return f"{who}{f' at {address}' if address else ''}, since {_clock(float(since))}"
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S UTC")

@@ -66,6 +66,7 @@ def run(cfg: DictConfig) -> int:
         for folder in ("cells", "stages"):  # a file in the way is found now, not after training
             writable_folder(Path(config.store_dir) / folder, "store_dir")
         # two processes or nodes given one cell: the second waits for the first, then skips it
+        waited_before = ClaimLocks.waited_s
         with ClaimLocks(Path(config.store_dir) / "cells", config.cache_url).hold("cell", record.cell_id):
             store, finished = stored(config, record.cell_id)
             if finished is not None:
@@ -79,6 +80,8 @@ def run(cfg: DictConfig) -> int:
             pipeline.run(inputs, run_dir, record, ranks)
             record.status, record.skipped, record.seconds = "done", False, time.perf_counter() - started
             record.provenance["finished"] = datetime.now(UTC).isoformat()
+            # seconds spent waiting for other processes' claims on this cell and its stages
+            record.provenance["claim_wait_s"] = round(ClaimLocks.waited_s - waited_before, 1)
             interrupts.raise_if_stopped()  # a stop a finalizer swallowed: the stages are kept, not the cell
             record.write(run_dir / "record.json")
             store.add(record.to_dict())  # last: only a cell whose record is whole is ever stored as done

@@ -86,8 +86,9 @@ def test_two_cells_on_two_nodes_sharing_a_stage_train_it_once(postgres_url, tmp_
               for strategy in ("finetune", "llm2llm_quick")]
     for process in racing:
         assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
-    finetune, llm2llm = (json.loads((tmp_path / s / "record.json").read_text())["stages"]
-                         for s in ("finetune", "llm2llm_quick"))
+    records = [json.loads((tmp_path / s / "record.json").read_text()) for s in ("finetune", "llm2llm_quick")]
+    finetune, llm2llm = (r["stages"] for r in records)
+    assert all(r["provenance"]["claim_wait_s"] >= 0 for r in records)  # the one that waited says how long
     assert finetune["keys"][0] == llm2llm["keys"][0]
     assert finetune["trained"] + llm2llm["trained"] == len(set(finetune["keys"] + llm2llm["keys"]))
 
@@ -252,3 +253,40 @@ def test_the_sweep_check_refuses_a_foreign_generations_table_in_one_line(postgre
     with pytest.raises(BenchError, match="holds a table 'generations' that is not the generation cache "
                                          r"\(columns id, payload\): name another database in cache_url"):
         check_shared_store(postgres_url)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["postgres", "file locks"])
+def test_a_waiting_process_says_what_it_waits_for_and_whom(shared, postgres_url, tmp_path, monkeypatch,
+                                                           caplog):
+    """Once when it starts waiting, then every WAIT_REPORT_S; the wait is added up for the record."""
+    import logging
+    import socket
+    import threading
+
+    from bench import database
+
+    monkeypatch.setattr(database, "WAIT_REPORT_S", 0.5)
+    url = postgres_url if shared else None
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with database.ClaimLocks(tmp_path, url).hold("stage", "0123456789abcdef0123"):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(30)
+    threading.Timer(1.3, release.set).start()
+    before = database.ClaimLocks.waited_s
+    with caplog.at_level(logging.INFO, logger="bench.database"), \
+            database.ClaimLocks(tmp_path, url).hold("stage", "0123456789abcdef0123"):
+        waited = database.ClaimLocks.waited_s - before
+    thread.join()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith(f"waiting for stage 0123456789abcdef claimed by {socket.gethostname()}, "
+                               f"pid {os.getpid()}"), lines
+    assert " since " in lines[0] and lines[0].endswith("UTC")
+    assert len(lines) >= 2 and lines[1].startswith("still waiting for stage 0123456789abcdef") and \
+        lines[1].endswith("s so far)"), lines
+    assert 1.0 <= waited < 10

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
 from bench.console import bar as progress_bar
+from bench.database import CLAIM_POLL_S  # a request another process is asking: how often to look
 from bench.errors import BenchError
 from bench.secrets import redact
 from bench.teachers.cache import GenerationCache, cache_key
@@ -150,7 +151,6 @@ class RoleUsage:
 
 
 PROBE_PROMPT = "Reply with the word OK."
-CLAIM_POLL_S = 0.2  # how often a request another process is asking looks for its answer
 
 
 class TeacherFailed(BenchError):
