@@ -594,6 +594,8 @@ class BenchConfig:
     # a PostgreSQL server a grid across nodes shares (postgresql://user@host:port/db; the password in
     # PGPASSWORD): the generation cache and the claims on stages and cells; unset: cache_path
     cache_url: Optional[str] = None
+    # how long a cell waits for that server when it goes away mid-grid (a restart) before failing
+    cache_outage_s: float = 300.0
     store_dir: str = MISSING  # finished cells and trained stages (bench/store.py); share it likewise
     # true: skip a cell (and reuse a stage) the store holds, warning when other code computed it;
     # strict: recompute what other code computed; false: recompute every cell
@@ -609,6 +611,7 @@ class BenchConfig:
 
     def __post_init__(self):
         at_least("replicate", self.replicate, 0)
+        at_least("cache_outage_s", self.cache_outage_s, 0)
         if self.cache_url:
             from bench.database import check_url
 

@@ -31,6 +31,7 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, 
 SERVER_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=4"
 CONNECT_TIMEOUT_S = 30
 SWEEP_CHECK_TIMEOUT_S = 5  # a sweep's one look at the server before any cell
+OUTAGE_S = 300  # how long a lost server is waited for (a restart) before the cell fails: cache_outage_s
 NAMESPACES = {"generation": 1, "stage": 2, "cell": 3}  # advisory locks: (namespace, key) pairs
 CLAIM_POLL_S = 0.2  # how often a process waiting for a claim tries to take it
 WAIT_REPORT_S = 60  # how often a waiting process says what it waits for
@@ -49,6 +50,18 @@ def check_url(url: str) -> None:
                          "W&B: remove it from the URL and export PGPASSWORD (or use ~/.pgpass)")
 
 
+def _open(url: str, timeout_s: int):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=timeout_s, options=SERVER_KEEPALIVES,
+                           application_name=f"synthbench {socket.gethostname()} pid {os.getpid()}",
+                           **KEEPALIVES)
+
+
+def server_of(url: str) -> str:
+    return f"{urlsplit(url).hostname}:{urlsplit(url).port or 5432}"
+
+
 def connect(url: str, timeout_s: int = CONNECT_TIMEOUT_S):
     """An autocommit connection, named after this host and process (what a waiting host reports); one
     line naming the fix when the server cannot be reached."""
@@ -56,21 +69,98 @@ def connect(url: str, timeout_s: int = CONNECT_TIMEOUT_S):
 
     check_url(url)
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=timeout_s, options=SERVER_KEEPALIVES,
-                               application_name=f"synthbench {socket.gethostname()} pid {os.getpid()}",
-                               **KEEPALIVES)
+        return _open(url, timeout_s)
     except psycopg.Error as error:
-        where = urlsplit(url)
-        raise BenchError(f"cannot connect to the PostgreSQL server at {where.hostname}:{where.port or 5432} "
+        raise BenchError(f"cannot connect to the PostgreSQL server at {server_of(url)} "
                          f"({redact(first_line(error))}); start it (docs/sweeps.md shows one command), check "
                          "cache_url, and PGPASSWORD if it needs a password") from None
+
+
+_reached: set = set()  # servers this process has reached: losing one is an outage to wait out
+REACHED = "SYNTHBENCH_SERVER_REACHED"  # the server a sweep reached before its cells (they inherit it)
+
+
+def reached_before(url: str) -> bool:
+    return url in _reached or os.environ.get(REACHED) == url
+
+
+class ServerGone(BenchError):
+    """The shared PostgreSQL server stayed away longer than cache_outage_s."""
+
+
+class Session:
+    """A database session that rides out a server restart: a statement whose connection was lost
+    (the server stopping, restarting, or out of reach) is sent again on a new connection, with backoff,
+    for up to `outage_s` seconds; `on_reconnect` gives the new session back what the old one held (its
+    claims: advisory locks end with their session). Past `outage_s`, one line naming the server."""
+
+    def __init__(self, url: str, outage_s: float = OUTAGE_S, on_reconnect=None):
+        import psycopg
+
+        self.url, self.outage_s, self.on_reconnect, self.db = url, outage_s, on_reconnect, None
+        try:
+            self.db = connect(url)
+        except BenchError:
+            if not reached_before(url):
+                raise  # never reached: a wrong address, not an outage
+            try:
+                self.db = _open(url, CONNECT_TIMEOUT_S)
+            except psycopg.OperationalError as error:
+                self._reconnect(self._lost(error))
+        _reached.add(url)
+
+    def execute(self, statement: str, params=()):
+        """The statement's cursor (its rows already fetched: the server sends them with the reply)."""
+        import psycopg
+
+        lost = None
+        while True:
+            try:
+                return self.db.execute(statement, params)
+            except psycopg.OperationalError as error:
+                lost = lost or self._lost(error)
+            self._reconnect(lost)
+
+    def _lost(self, error) -> float:
+        log.warning(f"lost the PostgreSQL server at {server_of(self.url)} ({redact(first_line(error))}): "
+                    f"trying again for up to {self.outage_s:.0f} s (cache_outage_s); what is received "
+                    "meanwhile is kept and stored when it is back")
+        return time.monotonic()
+
+    def _reconnect(self, since: float) -> None:
+        """A new connection (and what the old session held), trying with backoff until `outage_s`."""
+        import psycopg
+
+        delay = 0.5
+        while True:
+            if time.monotonic() - since > self.outage_s:
+                raise ServerGone(f"the PostgreSQL server at {server_of(self.url)} stayed away for "
+                                 f"{self.outage_s:.0f} s (cache_outage_s): every answer, stage and cell "
+                                 "stored before it left is kept there; rerun the same command once it is "
+                                 "back")
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+            try:
+                if self.db is not None:
+                    self.db.close()
+                self.db = _open(self.url, CONNECT_TIMEOUT_S)
+                if self.on_reconnect:
+                    self.on_reconnect(self.db)
+            except psycopg.OperationalError:
+                continue
+            log.info(f"the PostgreSQL server at {server_of(self.url)} is back after "
+                     f"{time.monotonic() - since:.0f} s")
+            return
+
+    def transaction(self):
+        return self.db.transaction()
 
 
 def check_shared_store(url: str, timeout_s: int = SWEEP_CHECK_TIMEOUT_S) -> None:
     """Once for a sweep, before any cell: the server answers within `timeout_s`, takes writes, and a
     generations table already there is the generation cache's. One line naming the fix otherwise, so that
     no cell waits CONNECT_TIMEOUT_S to learn it."""
-    where = f"{urlsplit(url).hostname}:{urlsplit(url).port or 5432}"
+    where = server_of(url)
     with connect(url, timeout_s) as db:
         if db.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
             raise BenchError(f"the PostgreSQL server at {where} is a read-only standby: point cache_url at "
@@ -89,6 +179,7 @@ def check_shared_store(url: str, timeout_s: int = SWEEP_CHECK_TIMEOUT_S) -> None
             raise BenchError(f"the PostgreSQL user {user} cannot write the generation cache in cache_url's "
                              f"database at {where}: GRANT it CREATE on the schema (or writes on "
                              "'generations')")
+    os.environ[REACHED] = url  # the sweep's cells (this process or launched from it) wait out an outage
 
 
 def lock_id(key: str) -> int:
@@ -104,9 +195,15 @@ class ClaimLocks:
 
     waited_s = 0.0  # this process's seconds waiting for others' claims (a cell's record takes its share)
 
-    def __init__(self, folder: Path, url: str | None = None):
-        self.folder, self.url = Path(folder), url
-        self._connection, self._lock = None, threading.Lock()
+    def __init__(self, folder: Path, url: str | None = None, outage_s: float = OUTAGE_S):
+        self.folder, self.url, self.outage_s = Path(folder), url, outage_s
+        self._session, self._lock, self._held = None, threading.Lock(), set()
+
+    def _retake(self, db) -> None:
+        """After a server restart: the claims this process held, taken again (the old session's ended)."""
+        for pair in list(self._held):
+            if not db.execute("SELECT pg_try_advisory_lock(%s, %s)", pair).fetchone()[0]:
+                log.warning(f"claim {pair} was taken by another process while the server was away")
 
     @contextmanager
     def hold(self, namespace: str, key: str):
@@ -124,15 +221,17 @@ class ClaimLocks:
                 lock.release()
             return
         with self._lock:
-            if self._connection is None:
-                self._connection = connect(self.url)
-            db = self._connection
+            if self._session is None:
+                self._session = Session(self.url, self.outage_s, self._retake)
+            db = self._session
         pair = (NAMESPACES[namespace], lock_id(key))
         self._wait_for(what, lambda: db.execute("SELECT pg_try_advisory_lock(%s, %s)", pair).fetchone()[0],
                        lambda: _server_holder(db, pair))
+        self._held.add(pair)
         try:
             yield
         finally:
+            self._held.discard(pair)
             db.execute("SELECT pg_advisory_unlock(%s, %s)", pair)
 
     @staticmethod

@@ -73,7 +73,7 @@ class StageRunner:
                  ranks: Ranks):
         self.config, self.run_dir, self.task, self.student, self.tracker, self.ranks = (
             config, run_dir, task, student, tracker, ranks)
-        self.stages = StageStore(Path(config.store_dir), config.cache_url)
+        self.stages = StageStore(Path(config.store_dir), config.cache_url, config.cache_outage_s)
         self.kept: dict = {}  # a follower's trained weights that a later stage continues from
 
     def key(self, examples: list, start_from: Round | None, score_on: list, recipe: TrainConfig) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.database import ClaimLocks
+from bench.database import OUTAGE_S, ClaimLocks
 from bench.errors import BenchError
 from bench.secrets import held_keys, redact
 
@@ -39,7 +39,8 @@ ORPHAN_AGE_S = 3600  # a .partial file this old has no writer left: no write tak
 
 # Config keys that say where things live or how they are logged, not what is computed.
 # where and how a cell runs, not what it computes (N GPUs train the same recipe as one)
-NOT_THE_EXPERIMENT = ("data_dir", "cache_path", "cache_url", "store_dir", "logger", "resume", "compute")
+NOT_THE_EXPERIMENT = ("data_dir", "cache_path", "cache_url", "cache_outage_s", "store_dir", "logger",
+                      "resume", "compute")
 # bump when what a stage computes changes meaning: old stages are then not reused (2: each scored record
 # says whether its generation is an answer at all)
 STAGE_FORMAT = 2
@@ -167,9 +168,9 @@ class StageStore:
     time (joblib workers; SLURM array tasks, through the PostgreSQL server of `cache_url`): the second
     waits, then reuses."""
 
-    def __init__(self, root: Path, cache_url: str | None = None):
+    def __init__(self, root: Path, cache_url: str | None = None, outage_s: float = OUTAGE_S):
         self.root = Path(root) / "stages"
-        self.locks = ClaimLocks(self.root, cache_url)
+        self.locks = ClaimLocks(self.root, cache_url, outage_s)
         remove_orphans(self.root)
 
     def claim(self, key: str):

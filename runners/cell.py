@@ -67,7 +67,8 @@ def run(cfg: DictConfig) -> int:
             writable_folder(Path(config.store_dir) / folder, "store_dir")
         # two processes or nodes given one cell: the second waits for the first, then skips it
         waited_before = ClaimLocks.waited_s
-        with ClaimLocks(Path(config.store_dir) / "cells", config.cache_url).hold("cell", record.cell_id):
+        claims = ClaimLocks(Path(config.store_dir) / "cells", config.cache_url, config.cache_outage_s)
+        with claims.hold("cell", record.cell_id):
             store, finished = stored(config, record.cell_id)
             if finished is not None:
                 skip(record, finished, store, multirun)

@@ -290,3 +290,40 @@ def test_a_waiting_process_says_what_it_waits_for_and_whom(shared, postgres_url,
     assert len(lines) >= 2 and lines[1].startswith("still waiting for stage 0123456789abcdef") and \
         lines[1].endswith("s so far)"), lines
     assert 1.0 <= waited < 10
+
+
+@pytest.mark.slow
+def test_a_server_restart_mid_grid_is_waited_out_and_nothing_is_paid_twice(tmp_path):
+    """`pg_ctl stop -m fast` while the grid's cells ask the teacher, started again 10 s later: the cells
+    wait (each statement sent again on a new connection), the answers received meanwhile are stored once
+    the server is back, and the grid ends with every cell done. Before: every running and later cell
+    failed with the driver's AdminShutdown traceback, and 17 answers were paid again on the rerun."""
+    from tests.postgres_server import PostgresServer
+    from tests.test_faults import command, environment, paid, teacher_reply
+
+    with PostgresServer() as database, LocalChatServer(reply=teacher_reply, latency_s=0.05) as teacher:
+        url = f"{database.url}/postgres"
+        grid = ["strategy=llm2llm_quick", "replicate=0,1,2,3"]
+        sweep = subprocess.Popen(command(teacher, tmp_path / "sweep", *grid, f"cache_url={url}"),
+                                 cwd=tmp_path, env=environment(tmp_path / "stores"), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while paid(teacher) < 10 and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        database.stop("fast")  # every session ended, as an administrator's restart does
+        time.sleep(10)
+        database.start()
+        out, err = sweep.communicate(timeout=600)
+        import psycopg
+
+        with psycopg.connect(url) as db:
+            stored = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+        billed = paid(teacher)
+    assert sweep.returncode == 0, err[-3000:]
+    records = [json.loads(r.read_text()) for r in (tmp_path / "sweep").glob("*/record.json")]
+    assert len(records) == 4, err[-3000:]
+    assert all(r["status"] == "done" for r in records), [r.get("error") for r in records]
+    assert "lost the PostgreSQL server" in out and "is back after" in out, out[-3000:]
+    assert "Traceback" not in err
+    assert billed == stored  # each answer paid once, and stored: none lost in the outage, none asked twice
+    print(f"{billed} requests paid, {stored} answers stored, through a 10 s restart")

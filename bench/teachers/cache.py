@@ -241,7 +241,7 @@ def open_cache(cfg):
     if cfg.cache_url:
         from bench.teachers.postgres_cache import PostgresCache
 
-        return PostgresCache(cfg.cache_url)
+        return PostgresCache(cfg.cache_url, cfg.cache_outage_s)
     refuse_network_filesystem(Path(cfg.cache_path))
     return GenerationCache(cfg.cache_path)
 

@@ -2,13 +2,15 @@
 same keys and the same guarantees as the SQLite cache of one machine (bench/teachers/cache.py) — an
 answer is committed before it is used, each request is paid once across every process and host, a dead
 claimant's requests are asked again — with claims that need no lease: a claim is a session-level
-advisory lock (bench/database.py), which the server releases the moment the claimant's session ends."""
+advisory lock (bench/database.py), which the server releases the moment the claimant's session ends.
+A server restart is waited out (bench/database.py Session, up to cache_outage_s): an answer received
+meanwhile is stored once the server is back, and this process's claims are taken again."""
 
 import json
 import threading
 import time
 
-from bench.database import NAMESPACES, connect, lock_id
+from bench.database import NAMESPACES, OUTAGE_S, Session, lock_id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
@@ -22,21 +24,27 @@ NAMESPACE = NAMESPACES["generation"]
 
 
 class PostgresCache:
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str, outage_s: float = OUTAGE_S):
+        self.url, self.outage_s = url, outage_s
         self._local = threading.local()  # a connection per thread, as with SQLite
-        self._claims = connect(url)  # the session that holds this process's claims
-        self._claims_lock = threading.Lock()
         self._held: set = set()
+        self._claims = Session(url, outage_s, self._retake)  # the session that holds this process's claims
+        self._claims_lock = threading.Lock()
         with self._claims.transaction():  # two first runs at once: one creates the table
             self._claims.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))
             self._claims.execute(_SCHEMA)
 
-    def _connection(self):
+    def _connection(self) -> Session:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = self._local.db = connect(self.url)
+            db = self._local.db = Session(self.url, self.outage_s)
         return db
+
+    def _retake(self, db) -> None:
+        """After a server restart: this process's claims again, but for a request another took meanwhile."""
+        for key in list(self._held):
+            if not db.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, lock_id(key))).fetchone()[0]:
+                self._held.discard(key)
 
     def get(self, key: str) -> dict | None:
         row = self._connection().execute("SELECT response FROM generations WHERE key = %s", (key,)).fetchone()
