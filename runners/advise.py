@@ -3,10 +3,14 @@
 
 It looks for measured budget-strategy cells of that task in the results stores (default: the
 committed `results/` and the local store, $BENCH_CACHE_DIR or outputs/cache), takes the nearest
-measured |S| and then the nearest BR (both on a log scale), and recommends the strategy with the best
-mean accuracy there. With no measurements for the task it falls back on the published rule (Chan, Pu
-et al. 2024; docs/protocols.md §2): answer augmentation at low BR, new question above the crossover
-(BR ~ 27-51 for |S| = 100, ~ 17 for |S| >= 1000). Either way it says which evidence it used."""
+measured |S| and then the nearest BR (both on a log scale), and there compares the strategies within
+each student, teacher and setting (never pooling them; the controls' teachers are left out), each pair
+with the report's verdict (runners/report/verdicts.py). It recommends a strategy only where it beats
+every other at p < 0.05 and no setting says otherwise; else it says no strategy beats the others, with
+the effect the replicates could have detected. With no measurements for the task it falls back on the
+published rule (Chan, Pu et al. 2024; docs/protocols.md §2): answer augmentation at low BR, new
+question above the crossover (BR ~ 27-51 for |S| = 100, ~ 17 for |S| >= 1000). Either way it says which
+evidence it used."""
 
 import math
 import os
@@ -15,7 +19,9 @@ from pathlib import Path
 
 from bench.config import conf_dir
 from bench.store import find_records
+from runners.report.compare import HELPS
 from runners.report.tables import budgeted_cells, frame, well_formed
+from runners.report.verdicts import ORACLE, SHUFFLED, judged, pooled_noise
 
 USAGE = "usage: python -m runners.advise task=NAME seed_size=N budget=Q (or ratio=BR) [store=DIR,DIR]"
 
@@ -53,24 +59,35 @@ def advise(task: str, seed_size: int, ratio: float, stores: list[Path]) -> str:
     size = nearest(measured.seed_size.unique(), seed_size)
     at_size = measured[measured.seed_size == size]
     near_ratio = nearest(at_size.budget_ratio.unique(), ratio)
-    point = at_size[at_size.budget_ratio == near_ratio]
-    summary = (
-        point.groupby("strategy").accuracy.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
-    )
-    lines.append(f"recommendation: {summary.index[0]}")
-    lines.append(
-        f"evidence: {len(point)} measured cells at the nearest point, |S| = {size} and BR = {near_ratio:g} "
-        f"(students: {', '.join(sorted(point.student.unique()))}; teachers: "
-        f"{', '.join(sorted(point.teacher.unique()))})"
-    )
-    for strategy, row in summary.iterrows():
-        spread = f" ± {row['std']:.3f}" if row["count"] > 1 else ""
-        lines.append(f"  {strategy:<20} accuracy {row['mean']:.3f}{spread}  ({int(row['count'])} cells)")
-    if "simulated" in set(point.teacher):
-        lines.append(
-            "note: these cells used the simulated teacher, which shows the pipeline, not what an LLM "
-            "teacher achieves"
-        )
+    point = at_size[(at_size.budget_ratio == near_ratio) & ~at_size.teacher.isin([ORACLE, SHUFFLED])]
+    lines.append(f"evidence: {len(point)} measured cells at the nearest point, |S| = {size} and BR = "
+                 f"{near_ratio:g}, compared within each student, teacher and setting")
+    winners = set()
+    for (student, teacher, setting), cells in point.groupby(["student", "teacher", "setting"]):
+        lines.append(f"  student {student}, teacher {teacher}{f', {setting}' if setting else ''}:")
+        for strategy, runs in cells.groupby("strategy").accuracy:
+            spread = f" ± {runs.std(ddof=1):.3f}" if len(runs) > 1 else ""
+            lines.append(f"    {strategy:<20} accuracy {runs.mean():.3f}{spread}  ({len(runs)} cells)")
+        strategies = sorted(cells.strategy.unique())
+        noise = pooled_noise(measured[measured.student == student])  # the MDE's noise: every recipe run
+        verdicts = {(a, b): judged(cells[cells.strategy == a], cells[cells.strategy == b],
+                                   noise=noise and noise[0])
+                    for a in strategies for b in strategies if a != b}
+        for (a, b), said in verdicts.items():
+            if a < b:
+                lines.append(f"    {a} vs {b}: {said.verdict}" + (f", p {said.p_value:.3f}"
+                                                                   if said.p_value is not None else ""))
+        best = [a for a in strategies if len(strategies) > 1
+                and all(verdicts[a, b].verdict == HELPS for b in strategies if b != a)]
+        winners.add(best[0] if best else None)
+        if teacher == "simulated":
+            lines.append("    note: the simulated teacher shows the pipeline, not what an LLM teacher "
+                         "achieves")
+    if len(winners) == 1 and None not in winners:
+        lines.insert(1, f"recommendation: {winners.pop()} (it beats every other strategy at p < 0.05 here)")
+    else:
+        lines.insert(1, "recommendation: none — no strategy beats the others here (can't tell at p < 0.05, "
+                        "or the settings disagree); more replicates would narrow the differences shown")
     choice, why = published_rule(seed_size, ratio)
     lines.append(f"for comparison, the {why} -> {choice}")
     return "\n".join(lines)

@@ -245,20 +245,15 @@ EFFECTS = (0.05, 0.10)  # differences (accuracy) the power lines report replicat
 
 def stored_noise(task: str, student: str, stores: list[Path]) -> tuple[float, int] | None:
     """The run-to-run sd of one cell's test accuracy for this task and student, pooled over every recipe
-    the stores ran more than once (replicates or seed sets), and how many runs it rests on."""
+    the stores ran more than once (the report's pooled_noise), and its degrees of freedom."""
     from runners.report.tables import frame, well_formed
-    from runners.report.verdicts import NOISE_KEYS
+    from runners.report.verdicts import pooled_noise
 
     found = [r for store in stores if store.exists() for r in find_records(store) if well_formed(r)]
     df = frame(list({r["cell_id"]: r for r in found}.values()))
     if df.empty:
         return None
-    df = df[(df.task == task) & (df.student == student)]
-    groups = [g.accuracy for _, g in df.groupby(NOISE_KEYS, dropna=False) if len(g) > 1]
-    dof = sum(len(g) - 1 for g in groups)
-    if not dof:
-        return None
-    return math.sqrt(sum((len(g) - 1) * g.var(ddof=1) for g in groups) / dof), sum(len(g) for g in groups)
+    return pooled_noise(df[(df.task == task) & (df.student == student)])
 
 
 def power_lines(rows: list[dict], stores: list[Path] | None = None) -> list[str]:
@@ -277,14 +272,14 @@ def power_lines(rows: list[dict], stores: list[Path] | None = None) -> list[str]
             lines.append(f"power: {task} / {student}: no recipe of it ran twice in {searched}; run a pilot "
                          "with replicate=0,1,2 to measure the noise first")
             continue
-        sd, runs = noise
+        sd, dof = noise
         mde = minimum_detectable(math.sqrt(2) * sd, draws)
         needs = ", ".join(f"{100 * e:g} pts needs {replicates_needed(e, math.sqrt(2) * sd) or '> 1000'}"
                           for e in EFFECTS)
         can = (f"its {draws} replicates detect differences of {100 * mde:.1f} pts or more" if mde
                else "one replicate per comparison detects nothing (sweep replicate=0,1,2)")
-        lines.append(f"power (80%, 5% two-sided): {task} / {student}: run-to-run sd {sd:.3f} ({runs} stored "
-                     f"runs); {can}; {needs}")
+        lines.append(f"power (80%, 5% two-sided): {task} / {student}: run-to-run sd {sd:.3f} (df {dof}, "
+                     f"pooled over the stored recipes); {can}; {needs}")
     return lines
 
 

@@ -129,10 +129,11 @@ def test_the_power_line_says_what_a_grid_detects_from_the_stored_noise(tmp_path)
         (store / f"{record['cell_id']}.json").write_text(json.dumps(record))
     rows = [{"task": "trec", "student": "tiny", "draw": (0, r), "store_dir": str(tmp_path)} for r in range(3)]
     [line] = power_lines(rows, [tmp_path / "store"])
-    # a paired difference's sd taken as 0.05 * √2; t at 2 degrees of freedom: 4.30 + 1.06
-    assert "run-to-run sd 0.050 (3 stored runs)" in line
-    assert "its 3 replicates detect differences of 21.9 pts or more" in line
-    assert "5 pts needs 18" in line  # (t(17) 2.11 + 0.86) x 0.0707 / √18 = 0.0495
+    # a paired difference's sd taken as 0.05 * √2; the noncentral t at 2 degrees of freedom puts 80% power
+    # at 23.1 points (the t approximation's (4.30 + 1.06) x 0.0707 / √3 said 21.9, which has 77%)
+    assert "run-to-run sd 0.050 (df 2, pooled over the stored recipes)" in line
+    assert "its 3 replicates detect differences of 23.1 pts or more" in line
+    assert "5 pts needs 18" in line
     [none] = power_lines(rows[:1], [tmp_path / "nothing"])
     assert "no recipe of it ran twice" in none and "replicate=0,1,2" in none
 

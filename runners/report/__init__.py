@@ -40,6 +40,7 @@ from runners.report.verdicts import (
     headline,
     iteration_table,
     noise_table,
+    one_family,
     recipe_table,
 )
 
@@ -51,10 +52,11 @@ TITLES = {
                   "training replicates one point; 95% bootstrap intervals), per task, ranked by |Spearman|"),
     "cluster_agent": "The LLM cluster agent on each cell's generated data: score and valid rounds",
     "comparisons": ("Every comparison, with its verdict: Δ = A - B over replicates paired by seed set "
-                    "and replicate, its 95% t interval, P(A>B), the paired t-test's p, helps / hurts "
-                    "/ can't tell (with the minimum detectable effect at 80% power), the "
-                    "signal-to-noise ratio, and the Performance Gap Recovered where the oracle "
-                    "teacher ran"),
+                    "and replicate, its 95% t interval, P(A>B) (paired) or CL (unpaired) with intervals, "
+                    "the test and its p, q over every test of the report (Benjamini-Hochberg), helps / "
+                    "hurts / can't tell, the minimum detectable effect at 80% power (noncentral t, the "
+                    "noise sd pooled over the task and student's recipes), the signal-to-noise ratio, and "
+                    "the Performance Gap Recovered with Fieller's interval where the oracle teacher ran"),
     "iterations": ("LLM2LLM round by round: each iteration against the same cells' iteration 0 (their "
                    "fine-tuning), paired within each replicate, by accuracy and the log-likelihood metric"),
     "noise": ("Noise: the spread of one recipe's test accuracy across training replicates, across "
@@ -67,7 +69,8 @@ TITLES = {
                 "replicate, by each metric, with both sides' sd across training replicates and its 95% "
                 "interval: choose a recipe by its mean and its noise together"),
     "papers": ("The papers' numbers beside this sweep's (a Δ only where the setting matches the "
-               "paper's; n/a: not measured here)"),
+               "paper's; n/a: not measured here), one row per teacher; a claim is reproduced only with "
+               "a verdict in the paper's direction, and the controls' teachers never reproduce one"),
     "cells": "Every cell",
 }
 
@@ -86,9 +89,6 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                      f"teacher queries paid {int(df.queries_paid.sum())}; ${df.cost_usd.sum():.4f}.")
         comparisons_table = comparisons(df)
         metric_verdicts, metric_noise = by_metric(df)
-        said = headline(comparisons_table)
-        if said:
-            intro.append(said)
         doubted = int(df.doubts.astype(bool).sum())
         if doubted:
             intro.insert(1, f"**{doubted} of {len(df)} cells are doubted** (marked ! in the tables; the "
@@ -102,6 +102,10 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                   "noise": noise_table(df), "metrics": metric_verdicts,
                   "metrics_noise": metric_noise, "recipes": recipe_table(df), "papers": paper_table(df),
                   "cells": cells_table(df)}
+        one_family(tables)  # q beside every p, over every test of the report
+        said = headline(tables["comparisons"], tables)
+        if said:
+            intro.append(said)
         for name, table in tables.items():
             title = TITLES[name]
             if table is not None:

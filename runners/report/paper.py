@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from runners.report.tables import POOLED, budgeted_cells, crossover
-from runners.report.verdicts import judged
+from runners.report.compare import CANT_TELL, HELPS
+from runners.report.tables import POOLED, budgeted_cells
+from runners.report.verdicts import ORACLE, REPLICATE, SHUFFLED, judged
 
 VALUES = Path(__file__).with_name("paper_values.yaml")
 
@@ -47,27 +48,70 @@ def verdict(delta: str | None, notes: list[str]) -> str | None:
     return f"not comparable: {'; '.join(notes)}" if notes else delta
 
 
+def claim(verdict_text: str, teacher: str, direction: float) -> str:
+    """Whether a row reproduces the paper's claim: only a verdict in the paper's direction does; the
+    controls' teachers (oracle, shuffled labels) bound what a teacher can do and reproduce nothing."""
+    if teacher in (ORACLE, SHUFFLED):
+        return f"control ({teacher}): not a reproduction"
+    if verdict_text.startswith(CANT_TELL):
+        return "not shown (can't tell)"
+    agrees = (verdict_text == HELPS) == (direction > 0)
+    return "reproduced" if agrees else "contradicted"
+
+
 def llm2llm_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
+    """One row per task, teacher and |S|: LLM2LLM's final iteration against fine-tuning on the same seed
+    sets, paired by replicate (the fine-tuning runs counted once, however many teachers share them)."""
     rows = []
     for task, points in paper["gain_points"].items():
         cells = df[(df.task == task) & df.variant.isin(["finetune", "llm2llm", "llm2llm_quick"])]
-        gains = []  # (points, its verdict) per |S|
-        for _, block in cells.groupby("seed_size"):
-            base, ours = block[block.family == "finetune"], block[block.family == "llm2llm"]
-            if len(base) and len(ours):
-                judged_gain = judged(ours, base)
-                gains.append((100 * judged_gain.diff, judged_gain.verdict))
-        reproduced = max(gains) if gains else None
         notes = differences(cells, paper["setting"], task)
-        rows.append(row("LLM2LLM", f"{task}: {paper['quantity']}", paper["source"], f"{points:+.1f}",
-                        None if reproduced is None else f"{reproduced[0]:+.1f} ({reproduced[1]})",
-                        verdict(None if reproduced is None else f"{reproduced[0] - points:+.1f}", notes)))
+        quantity = f"{task}: {paper['quantity']}"
+        found = []
+        for (size, teacher), ours in cells[cells.family == "llm2llm"].groupby(["seed_size", "teacher"]):
+            base = cells[(cells.family == "finetune") & (cells.seed_size == size)].drop_duplicates(
+                subset=REPLICATE)
+            if len(base):
+                gain = judged(ours, base)
+                found.append(row("LLM2LLM", f"{quantity} (|S| {size}, teacher {teacher})", paper["source"],
+                                 f"{points:+.1f}", f"{100 * gain.diff:+.1f}",
+                                 verdict(f"{100 * gain.diff - points:+.1f}", notes),
+                                 claim(gain.verdict, teacher, points), gain))
+        rows += found or [row("LLM2LLM", quantity, paper["source"], f"{points:+.1f}", None, None)]
     return rows
 
 
-def interval_text(interval: tuple[float | None, float | None] | None) -> str | None:
+def crossover(cells: pd.DataFrame) -> tuple[float | None, float | None] | str | None:
+    """Where New Question overtakes Answer Augmentation on the grid, from a verdict at each BR (New
+    Question against Answer Augmentation, paired by replicate), never from means alone: between the last
+    BR where Answer Augmentation is ahead (hurts) and the first after it where New Question is (helps);
+    (None, BR) when New Question is ahead from the first BR that reaches a verdict; (BR, None) when it is
+    not ahead after Answer Augmentation last was; "can't tell" when no BR reaches a verdict; None without
+    both strategies at one BR. Pool one budget reading only."""
+    decided, both = [], False
+    for ratio, at in cells.groupby("budget_ratio"):
+        new, answer = at[at.strategy == "new_question"], at[at.strategy == "answer_augmentation"]
+        if len(new) and len(answer):
+            both = True
+            said = judged(new, answer).verdict
+            if not said.startswith(CANT_TELL):
+                decided.append((float(ratio), said == HELPS))
+    if not both:
+        return None
+    if not decided:
+        return CANT_TELL
+    last_behind = max((i for i, (_, ahead) in enumerate(decided) if not ahead), default=-1)
+    overtaken = [ratio for ratio, ahead in decided[last_behind + 1:] if ahead]
+    if last_behind == -1:
+        return None, decided[0][0]
+    return decided[last_behind][0], overtaken[0] if overtaken else None
+
+
+def interval_text(interval: tuple[float | None, float | None] | str | None) -> str | None:
     if interval is None:
         return None
+    if interval == CANT_TELL:
+        return "can't tell where (no BR reaches a verdict)"
     low, high = interval
     if low is None:
         return f"≤ {high:g}"  # New Question ahead from the first grid point
@@ -99,7 +143,7 @@ def budget_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
             interval = crossover(cells) if len(cells) else None
             label = "" if reading is None else \
                 f", augmenter queries {'counted' if reading else 'not counted'} in Q"
-            delta = None if interval is None else interval_delta(interval, low, high)
+            delta = None if interval in (None, CANT_TELL) else interval_delta(interval, low, high)
             rows.append(row("budget", f"seed set {size}{label}: {paper['quantity']}", paper["source"],
                             f"{low:g}" if low == high else f"{low:g}–{high:g}", interval_text(interval),
                             verdict(delta, differences(cells, paper["setting"]))))
@@ -181,9 +225,12 @@ def sensitivity_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
     return rows
 
 
-def row(study, quantity, source, paper, reproduced, delta) -> dict:
+def row(study, quantity, source, paper, reproduced, delta, claimed: str = "n/a", tested=None) -> dict:
+    """A papers-table row; `tested`, the Comparison behind a claim, gives its verdict and p."""
     return {"study": study, "quantity": quantity, "paper": paper, "reproduced": reproduced or "n/a",
-            "Δ": delta or "n/a", "source": source}
+            "Δ": delta or "n/a", "claim": claimed, "verdict": tested.verdict if tested else "",
+            "p": "" if tested is None or tested.p_value is None else f"{tested.p_value:.3f}",
+            "p_raw": tested.p_value if tested else None, "source": source}
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -263,26 +263,6 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def crossover(cells: pd.DataFrame) -> tuple[float | None, float | None] | None:
-    """Where New Question overtakes Answer Augmentation on the grid, as the interval between the two
-    BRs around the last change of the leader (mean accuracy; ties go to Answer Augmentation): (low,
-    high); (None, first BR) when New Question leads from the start; (last BR, None) when it never
-    leads at the end; None without both strategies at one BR at least. Pool one budget reading only."""
-    means = cells.groupby(["budget_ratio", "strategy"]).accuracy.mean().unstack()
-    if not {"new_question", "answer_augmentation"} <= set(means.columns):
-        return None
-    means = means.dropna(subset=["new_question", "answer_augmentation"]).sort_index()
-    if means.empty:
-        return None
-    ratios = [float(r) for r in means.index]
-    leads = list(means.new_question > means.answer_augmentation)
-    if not leads[-1]:
-        return ratios[-1], None
-    first_of_last_run = max((i for i in range(len(leads)) if not leads[i]), default=-1) + 1
-    return (None, ratios[0]) if first_of_last_run == 0 else (ratios[first_of_last_run - 1],
-                                                             ratios[first_of_last_run])
-
-
 def cells_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell; with its teacher-answer and augmenter queries and the budget ratio either way (the
     budget study leaves open whether the augmenter's queries count against Q)."""

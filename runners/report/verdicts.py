@@ -15,7 +15,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from runners.report.compare import CANT_TELL, compare, gap_recovered
+from runners.report.compare import CANT_TELL, HELPS, HURTS, compare, gap_recovered
 
 ORACLE = "oracle"  # the positive control: conf/teacher/oracle.yaml
 SHUFFLED = "shuffled_labels"  # the negative control: conf/teacher/shuffled_labels.yaml
@@ -34,11 +34,32 @@ def pairs(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[int, int]]:
 METRICS = {"accuracy": (100.0, "pts"), "choice_acc": (100.0, "pts"), "likelihood": (1.0, "nats")}
 
 
-def judged(a: pd.DataFrame, b: pd.DataFrame, metric: str = "accuracy"):
-    """A's cells against B's cells: paired by replicate where they pair, else unpaired."""
+def judged(a: pd.DataFrame, b: pd.DataFrame, metric: str = "accuracy", noise: float | None = None):
+    """A's cells against B's cells: paired by replicate where they pair, else unpaired; `noise` the
+    run-to-run sd the MDE and the SNR use (pooled_noise)."""
     scale, unit = METRICS[metric]
     return compare(a[metric].to_numpy(dtype=float), b[metric].to_numpy(dtype=float), pairs(a, b) or None,
-                   scale=scale, unit=unit)
+                   scale=scale, unit=unit, noise=noise)
+
+
+def noise_by_task(df: pd.DataFrame, metric: str) -> dict:
+    """{(task, student): pooled_noise of its cells}."""
+    return {key: pooled_noise(cells, metric) for key, cells in df.groupby(["task", "student"])}
+
+
+def pooled_noise(cells: pd.DataFrame, metric: str = "accuracy") -> tuple[float, int] | None:
+    """The run-to-run sd of one cell's `metric`, pooled over every recipe (NOISE_KEYS) of `cells` that ran
+    more than once, and its degrees of freedom: the noise a power analysis takes for a task and student,
+    from more runs than any one comparison has (runners/plan.py reads it from the stores the same way).
+    None where no recipe ran twice."""
+    cells = cells[cells[metric].notna()]
+    cells = cells.assign(teacher=cells.teacher.where(cells.family != "finetune", "-"))
+    cells = cells.drop_duplicates(subset=[*NOISE_KEYS, *REPLICATE])
+    groups = [g[metric] for _, g in cells.groupby(NOISE_KEYS, dropna=False) if len(g) > 1]
+    dof = sum(len(g) - 1 for g in groups)
+    if not dof:
+        return None
+    return math.sqrt(sum((len(g) - 1) * g.var(ddof=1) for g in groups) / dof), dof
 
 
 def arm(block: pd.DataFrame, teachers: bool) -> str:
@@ -55,9 +76,14 @@ def comparisons(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
     if df.empty:
         return None
     teachers = df[df.family != "finetune"].teacher.nunique() > 1
+    noise = noise_by_task(df, metric)
+    scale, unit = METRICS[metric]
     rows = []
     for group, cells in df.groupby(GROUP, sort=True, dropna=False):
         where = dict(zip(GROUP, group, strict=True))
+        sd = noise.get((where["task"], where["student"]))
+        places = 1 if scale >= 10 else 3
+        heard = {f"noise sd ({unit})": f"{sd[0] * scale:.{places}f} (df {sd[1]})" if sd else ""}
         # fine-tuning asks no teacher: a grid over teachers runs it once per teacher, the same cell
         baseline = cells[cells.family == "finetune"].drop_duplicates(subset=REPLICATE)
         generating = cells[cells.family.isin(["llm2llm", "budgeted"])]
@@ -66,11 +92,11 @@ def comparisons(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
             br = None if ratio == -1 else ratio
             if len(baseline):
                 row = {**where, "budget_ratio": br, "A": arm(arm_cells, teachers), "B": "finetune",
-                       **judged(arm_cells, baseline, metric).row()}
+                       **judged(arm_cells, baseline, metric, sd and sd[0]).row(), **heard}
                 oracle = generating[(generating.variant == variant) & (generating.teacher == ORACLE)
                                     & (generating.budget_ratio.fillna(-1) == ratio)]
                 if teacher not in (ORACLE, SHUFFLED) and len(oracle):  # a real teacher's share of the gap
-                    row["PGR"] = recovered(arm_cells[metric], baseline[metric], oracle[metric])
+                    row["PGR"] = recovered(arm_cells, baseline, oracle, metric)
                 rows.append(row)
         budgeted = generating[generating.family == "budgeted"]
         for (ratio, teacher), at_ratio in budgeted.groupby(["budget_ratio", "teacher"], sort=True):
@@ -79,50 +105,73 @@ def comparisons(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
                 for second in strategies[i + 1:]:
                     a, b = at_ratio[at_ratio.variant == first], at_ratio[at_ratio.variant == second]
                     rows.append({**where, "budget_ratio": ratio, "A": arm(a, teachers), "B": arm(b, teachers),
-                                 **judged(a, b, metric).row()})
+                                 **judged(a, b, metric, sd and sd[0]).row(), **heard})
     if not rows:
         return None
     table = pd.DataFrame(rows)
     if "PGR" in table:
         table["PGR"] = table.PGR.fillna("")
-    table.insert(table.columns.get_loc("p") + 1, "q (BH)", false_discovery(table.p))
     keep = [c for c in table.columns if not (c in ("setting", "budget_ratio", "student")
                                              and table[c].nunique(dropna=True) <= 1)]
     return table[keep]
 
 
-def false_discovery(p_values: pd.Series) -> pd.Series:
-    """Benjamini-Hochberg q-values over a table's comparisons (scipy): a report makes many comparisons,
-    and at p < 0.05 one in twenty true nulls reads "helps" or "hurts"; q < 0.05 holds the share of false
-    verdicts among those claimed at 5%."""
-    p = pd.to_numeric(p_values, errors="coerce")
-    q = pd.Series("", index=p.index, dtype=object)
-    if p.notna().any():
-        q[p.notna()] = [f"{v:.3f}" for v in stats.false_discovery_control(p[p.notna()], method="bh")]
-    return q
+def one_family(tables: dict) -> int:
+    """Benjamini-Hochberg over every verdict the report prints, in every table (scipy, from the unrounded
+    p of each table's `p_raw` column): a report makes many tests, and at p < 0.05 one in twenty true nulls
+    reads "helps" or "hurts"; q < 0.05 holds the share of false verdicts among those claimed, over the
+    whole report. Each table gets its `q` beside its `p` and loses `p_raw`; returns the family's size."""
+    found = [(name, index, p) for name, table in tables.items() if table is not None and "p_raw" in table
+             for index, p in pd.to_numeric(table.p_raw, errors="coerce").items() if pd.notna(p)]
+    q_values = stats.false_discovery_control([p for *_, p in found], method="bh") if found else []
+    for name, table in tables.items():
+        if table is None or "p_raw" not in table:
+            continue
+        q = pd.Series("", index=table.index, dtype=object)
+        for (of, index, _), value in zip(found, q_values, strict=True):
+            if of == name:
+                q[index] = f"{value:.3f}"
+        after = next((c for c in ("p", "claim") if c in table), table.columns[-2])
+        table.insert(table.columns.get_loc(after) + 1, "q", q)
+        tables[name] = table.drop(columns="p_raw")
+    return len(found)
 
 
-def recovered(strategy: pd.Series, baseline: pd.Series, oracle: pd.Series) -> str:
-    point, low, high = gap_recovered(strategy, baseline, oracle)
-    if point is None:
-        return "n/a (the oracle adds nothing)"
-    return f"{point:.2f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else " (too few replicates)")
+def recovered(strategy: pd.DataFrame, baseline: pd.DataFrame, oracle: pd.DataFrame, metric: str) -> str:
+    """PGR with Fieller's interval, over the replicates all three ran (paired) where 2 or more did."""
+    where = [{key: i for i, key in enumerate(zip(*(side[k] for k in REPLICATE), strict=True))}
+             for side in (strategy, baseline, oracle)]
+    common = [key for key in where[0] if key in where[1] and key in where[2]]
+    if len(common) >= 2:
+        arrays = [side[metric].to_numpy(dtype=float)[[positions[k] for k in common]]
+                  for side, positions in zip((strategy, baseline, oracle), where, strict=True)]
+        point, low, high, established = gap_recovered(*arrays, paired=True)
+    else:
+        point, low, high, established = gap_recovered(strategy[metric], baseline[metric], oracle[metric])
+    if not established:
+        return "no gap to recover: the oracle's gain over fine-tuning is can't tell"
+    return f"{point:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def headline(table: pd.DataFrame | None) -> str | None:
-    """The line at the top of a report: what the grid can detect, from its positive control where it
-    has one (teacher=oracle against fine-tuning), else from its comparisons' minimum detectable effects."""
+def headline(table: pd.DataFrame | None, tables: dict) -> str | None:
+    """The line at the top of a report: how many of the comparisons reach a verdict, how many verdicts of
+    the whole report hold at q < 0.05 (one false-discovery family: every table's tests), and what the grid
+    can detect, from its positive control where it has one (teacher=oracle against fine-tuning), else from
+    its comparisons' minimum detectable effects."""
     if table is None or table.empty:
         return None
     mde = pd.to_numeric(table["MDE (pts)"], errors="coerce")
     control = table[table.A.str.contains(f"({ORACLE})", regex=False) & (table.B == "finetune")]
     undecided = table.verdict.str.startswith(CANT_TELL)
     said = (f"**{int((~undecided).sum())} of {len(table)} comparisons reach a verdict** (helps or hurts at "
-            f"p < 0.05 over paired replicates)")
-    if (~undecided).any():
-        q = pd.to_numeric(table["q (BH)"], errors="coerce")
-        said += (f"; at q < 0.05 (Benjamini-Hochberg: the false-discovery rate held at 5% over all "
-                 f"{len(table)}): {int((q < 0.05).sum())} of the {int((~undecided).sum())}")
+            f"p < 0.05)")
+    tested = [t for t in tables.values() if t is not None and "q" in t and "verdict" in t]
+    family = sum(int((pd.to_numeric(t.q, errors="coerce").notna()).sum()) for t in tested)
+    held = sum(int(((pd.to_numeric(t.q, errors="coerce") < 0.05)
+                    & t.verdict.astype(str).str.match(f"^({HELPS}|{HURTS})")).sum()) for t in tested)
+    if family:
+        said += (f"; over every test the report prints ({family}, one Benjamini-Hochberg family), "
+                 f"{held} verdict{'s hold' if held != 1 else ' holds'} at q < 0.05")
     if len(control) and control.verdict.str.startswith(CANT_TELL).all():
         below = pd.to_numeric(control["MDE (pts)"], errors="coerce").max()
         said += (". **This grid cannot detect even its positive control** (the same strategy with a "
@@ -216,6 +265,7 @@ def iteration_table(df: pd.DataFrame) -> pd.DataFrame | None:
     stage), paired within each replicate, by accuracy and (where scored) the log-likelihood metric. The
     final iteration is what the papers compare; an earlier one can gain where the last has lost it."""
     cells = df[(df.family == "llm2llm") & (df.iterations.str.len() > 1)]
+    noise = {metric: noise_by_task(df, metric) for metric in ("accuracy", "likelihood")}
     rows = []
     for group, block in cells.groupby(["task", "student", "seed_size", "teacher", "variant"], sort=True):
         where = dict(zip(["task", "student", "seed_size", "teacher", "variant"], group, strict=True))
@@ -226,13 +276,15 @@ def iteration_table(df: pd.DataFrame) -> pd.DataFrame | None:
                 if any(v[k] is None or v[0] is None for v in values):
                     continue
                 scale, unit = METRICS[metric]
+                sd = noise[metric].get((where["task"], where["student"]))
                 judged_k = compare([v[k] for v in values], [v[0] for v in values],
-                                   [(i, i) for i in range(len(values))], scale=scale, unit=unit)
+                                   [(i, i) for i in range(len(values))], scale=scale, unit=unit,
+                                   noise=sd and sd[0])
                 name = metric_name(reached, metric) if metric == "likelihood" else "accuracy"
                 row = judged_k.row()
                 rows.append({**where, "iteration": k, "metric": name, "n": row["n"],
                              "Δ vs iteration 0": row[f"Δ ({unit})"] + f" {unit}",
-                             **{c: row[c] for c in ("95% interval", "p", "verdict", "SNR")}})
+                             **{c: row[c] for c in ("95% interval", "p", "p_raw", "verdict", "SNR")}})
     if not rows:
         return None
     table = pd.DataFrame(rows)
@@ -247,6 +299,7 @@ def recipe_table(df: pd.DataFrame) -> pd.DataFrame | None:
     """Where one strategy ran under several settings (a training recipe, a test-set size), each with
     replicates: every setting against the plainest one (the fewest overrides), paired by replicate, by each
     metric scored, with both sides' noise, so a recipe is chosen by its mean and its noise together."""
+    noise = {metric: noise_by_task(df, metric) for metric in METRICS}
     df = df.assign(teacher=df.teacher.where(df.family != "finetune", "-"))
     rows = []
     for group, block in df.groupby(RECIPE, sort=True, dropna=False):
@@ -261,13 +314,14 @@ def recipe_table(df: pd.DataFrame) -> pd.DataFrame | None:
             for metric in METRICS:
                 if cells[metric].isna().any() or plain[metric].isna().any():
                     continue
-                row = judged(cells, plain, metric).row()
+                sd = noise[metric].get((group[0], group[1]))
+                row = judged(cells, plain, metric, sd and sd[0]).row()
                 unit = METRICS[metric][1]
                 rows.append({**dict(zip(RECIPE, group, strict=True)), "A": setting, "B": base or "(none)",
                              "metric": metric_name(cells, metric), "n": row["n"],
                              "mean A": f"{cells[metric].mean():.3f}", "mean B": f"{plain[metric].mean():.3f}",
                              "Δ": row[f"Δ ({unit})"] + f" {unit}",
-                             **{c: row[c] for c in ("95% interval", "p", "verdict")},
+                             **{c: row[c] for c in ("95% interval", "p", "p_raw", "verdict")},
                              "sd A": sd_with_interval(replicate_sd(cells, metric)),
                              "sd B": sd_with_interval(replicate_sd(plain, metric))})
     if not rows:
