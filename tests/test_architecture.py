@@ -105,7 +105,8 @@ def test_the_walk_sees_imports_inside_functions_and_finds_a_planted_loop():
 @pytest.mark.parametrize("command", [["run.py"], ["-m", "runners.report"], ["-m", "runners.advise"],
                                      ["-m", "runners.probe_teacher"], ["-m", "runners.benchmarks.throughput"],
                                      ["-m", "runners.benchmarks.teacher_throughput"], ["-m", "runners.plan"],
-                                     ["-m", "runners.benchmarks.gpu_check"], ["-m", "runners.benchmarks.calibration"]])
+                                     ["-m", "runners.benchmarks.gpu_check"],
+                                     ["-m", "runners.benchmarks.calibration"]])
 def test_every_command_answers_help_with_its_usage(command):
     result = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=120, check=False)
