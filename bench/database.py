@@ -24,11 +24,15 @@ from filelock import FileLock, Timeout
 from bench.errors import BenchError, first_line
 from bench.secrets import redact
 
-# A lost host's session ends after ~30 s without an answer to TCP keepalives: 10 s idle, then 4 probes 5 s
-# apart. The client's settings notice a lost server; the server's, set for each session (the server's
-# default leaves the kernel's 2 hours), end the session of a host that vanished, and with it its claims.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 4}
-SERVER_KEEPALIVES = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=4"
+# A lost host's session ends after ~30 s: without an answer to TCP keepalives (10 s idle, then 4 probes 5 s
+# apart), or with sent data unacknowledged for 30 s (tcp_user_timeout: while data waits for its ACK the
+# kernel retransmits for ~15 minutes instead of probing). The client's settings notice a lost server; the
+# server's, set for each session (its defaults leave the kernel's 2 hours), end the session of a host that
+# vanished, and with it its claims.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 4,
+              "tcp_user_timeout": 30000}
+SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=4 "
+                     "-c tcp_user_timeout=30000")
 CONNECT_TIMEOUT_S = 30
 SWEEP_CHECK_TIMEOUT_S = 5  # a sweep's one look at the server before any cell
 OUTAGE_S = 300  # how long a lost server is waited for (a restart) before the cell fails: cache_outage_s

@@ -159,7 +159,9 @@ HOLD_A_CLAIM = """
 import sys, time
 from pathlib import Path
 from bench.database import ClaimLocks
-with ClaimLocks(Path(sys.argv[2]), sys.argv[1]).hold("stage", "the stage"):
+locks = ClaimLocks(Path(sys.argv[2]), sys.argv[1])
+with locks.hold("stage", "the stage"):
+    locks._session.execute("LISTEN wake")  # the server can send this session something unasked
     print("held", flush=True)
     time.sleep(600)
 """
@@ -182,9 +184,12 @@ def claim_free_after(url: str, limit_s: float) -> float | None:
 
 
 @pytest.mark.slow
-def test_a_host_that_drops_off_the_network_gives_its_claims_back_within_a_minute(tmp_path):
+@pytest.mark.parametrize("in_flight", [False, True], ids=["idle", "data unacknowledged"])
+def test_a_host_that_drops_off_the_network_gives_its_claims_back_within_a_minute(in_flight, tmp_path):
     """The holder's link goes down (no FIN, no RST): the server's keepalives, set for each session, end
-    its session, and its claims, ~30 s later (without them the kernel's default: two hours)."""
+    its session, and its claims, ~30 s later (without them the kernel's default: two hours). Where the
+    server has sent data the lost host never acknowledged, the kernel retransmits instead of probing
+    (~15 minutes): tcp_user_timeout ends that too."""
     from tests.netns import Host
     from tests.postgres_server import PostgresServer
 
@@ -202,6 +207,11 @@ def test_a_host_that_drops_off_the_network_gives_its_claims_back_within_a_minute
                 assert holder.stdout.readline().strip() == "held", holder.stderr.read()
                 assert claim_free_after(f"{server.url}/postgres", 0) is None  # held
                 host.cut()
+                if in_flight:
+                    import psycopg
+
+                    with psycopg.connect(f"{server.url}/postgres", autocommit=True) as db:
+                        db.execute("NOTIFY wake")  # sent to the lost host, never acknowledged
                 waited = claim_free_after(f"{server.url}/postgres", 90)
             finally:
                 holder.kill()
