@@ -238,6 +238,9 @@ def metric_name(df: pd.DataFrame, metric: str) -> str:
     return {"accuracy": "generation accuracy (the papers')", "choice_acc": "likeliest-label accuracy"}[metric]
 
 
+UNITLESS = ("Δ", "MDE", "noise sd")  # columns the metrics table shares across metrics of different units
+
+
 def by_metric(df: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Where cells were also scored by log-likelihood (eval.likelihood): every comparison judged by each
     metric side by side, and each metric's noise, so a reader sees which metric reaches a verdict."""
@@ -251,7 +254,7 @@ def by_metric(df: pd.DataFrame) -> tuple[pd.DataFrame | None, pd.DataFrame | Non
         name = metric_name(scored, metric)
         table = comparisons(scored, metric)
         if table is not None:
-            table = table.rename(columns=lambda c: c.split(" (")[0] if c.startswith(("Δ", "MDE")) else c)
+            table = table.rename(columns=lambda c: c.split(" (")[0] if c.startswith(UNITLESS) else c)
             verdicts.append(table.drop(columns=["PGR"], errors="ignore").assign(metric=name))
         spread = noise_table(scored, metric)
         if spread is not None:
