@@ -161,3 +161,10 @@ def test_the_replicate_sd_interval_covers_the_true_sd_95_percent_of_the_time():
         assert low < sd < high
     assert 0.93 <= np.mean(covered) <= 0.97
     assert replicate_sd(pd.DataFrame({"seed": [0, 1], "accuracy": [0.5, 0.6]})) is None  # one run a seed set
+
+
+def test_a_pairing_that_leaves_replicates_out_says_how_many_each_side_ran():
+    """4 replicates against 3: the 3 that pair are tested, and the row shows the 4 and the 3 that ran."""
+    judged = compare([0.61, 0.58, 0.66, 0.70], [0.55, 0.57, 0.60], PAIRS3)
+    assert judged.n == 3 and judged.row()["runs A/B"] == "4/3"
+    assert judged.diff == pytest.approx(np.mean([0.06, 0.01, 0.06]))
