@@ -15,7 +15,7 @@ from bench.records import CellRecord, RoundRecord
 from bench.store import CELL_ID
 from runners.report.compare import HELPS
 from runners.report.stats import correlations
-from runners.report.verdicts import REPLICATE, judged
+from runners.report.verdicts import REPLICATE, judged, noise_by_task
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
         return None
     keys = row_keys(cells, ["task", "seed_size"])
     variants = sorted(cells[cells.family == "llm2llm"].variant.unique())
+    noise = noise_by_task(df, "accuracy")  # the comparisons table's MDE noise
     rows = []
     for group, block in cells.groupby(keys, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
@@ -204,8 +205,11 @@ def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
             accuracy = block[block.variant == variant].accuracy
             row[variant] = mean_std(accuracy) + flag(block[block.variant == variant])
             if len(accuracy) and len(base):
-                verdict = judged(block[block.variant == variant], block[block.family == "finetune"])
+                sd = noise.get((block.task.iloc[0], block.student.iloc[0]))
+                verdict = judged(block[block.variant == variant], block[block.family == "finetune"],
+                                 noise=sd and sd[0])
                 row[f"{variant} gain"] = f"{100 * verdict.diff:+.1f} pts: {verdict.verdict}"
+                row[f"p_raw:{variant} gain"] = verdict.p_value  # its q: verdicts.one_family
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -228,15 +232,16 @@ def half_interval(accuracies: pd.Series, stderrs: pd.Series) -> float:
     return Z_95 * float(stderrs.iloc[0])
 
 
-def best_of(block: pd.DataFrame, strategies: list[str]) -> str:
+def best_of(block: pd.DataFrame, strategies: list[str], noise: dict) -> tuple[str, float | None]:
     """The strategy with the highest mean, where it beats the runner-up in a paired t-test over the
-    replicates at 5% (runners/report/compare.py); else why not."""
+    replicates at 5% (runners/report/compare.py), else why not; and that test's p."""
     means = {s: block[block.strategy == s].accuracy.mean() for s in strategies if (block.strategy == s).any()}
     if len(means) < 2:
-        return ""
+        return "", None
     first, second = sorted(means, key=lambda s: -means[s])[:2]
-    verdict = judged(block[block.strategy == first], block[block.strategy == second]).verdict
-    return first if verdict == HELPS else f"none ({verdict} over {second})"
+    sd = noise.get((block.task.iloc[0], block.student.iloc[0]))
+    test = judged(block[block.strategy == first], block[block.strategy == second], noise=sd and sd[0])
+    return (first if test.verdict == HELPS else f"none ({test.verdict} over {second})"), test.p_value
 
 
 def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
@@ -245,13 +250,15 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
         return None
     keys = row_keys(cells, ["task", "seed_size", "budget_ratio"])
     strategies = sorted(cells.strategy.unique())
+    noise = noise_by_task(df, "accuracy")  # the comparisons table's MDE noise
     rows = []
     for group, block in cells.groupby(keys, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
         for strategy in strategies:
             accuracy = block[block.strategy == strategy].accuracy
             row[strategy] = mean_std(accuracy) + flag(block[block.strategy == strategy])
-        row["best (paired t-test, 5%)"] = best_of(block, strategies)
+        best = "best (paired t-test, 5%)"
+        row[best], row[f"p_raw:{best}"] = best_of(block, strategies, noise)  # its q: verdicts.one_family
         if block.budget_capped.fillna(False).astype(bool).any():  # several nominal BRs, one Q
             row["budget_ratio"] = f"{row['budget_ratio']:g} (capped: budget.cap)"
         same = (df.task == row["task"]) & (df.seed_size == row["seed_size"])

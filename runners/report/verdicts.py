@@ -15,7 +15,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from runners.report.compare import CANT_TELL, HELPS, HURTS, compare, gap_recovered
+from runners.report.compare import CANT_TELL, compare, gap_recovered
 
 ORACLE = "oracle"  # the positive control: conf/teacher/oracle.yaml
 SHUFFLED = "shuffled_labels"  # the negative control: conf/teacher/shuffled_labels.yaml
@@ -118,22 +118,28 @@ def comparisons(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
 
 def one_family(tables: dict) -> int:
     """Benjamini-Hochberg over every verdict the report prints, in every table (scipy, from the unrounded
-    p of each table's `p_raw` column): a report makes many tests, and at p < 0.05 one in twenty true nulls
-    reads "helps" or "hurts"; q < 0.05 holds the share of false verdicts among those claimed, over the
-    whole report. Each table gets its `q` beside its `p` and loses `p_raw`; returns the family's size."""
-    found = [(name, index, p) for name, table in tables.items() if table is not None and "p_raw" in table
-             for index, p in pd.to_numeric(table.p_raw, errors="coerce").items() if pd.notna(p)]
+    p each table keeps in a `p_raw` column, or `p_raw:<column>` for a verdict written in <column>): a
+    report makes many tests, and at p < 0.05 one in twenty true nulls reads "helps" or "hurts"; q < 0.05
+    holds the share of false verdicts among those claimed, over the whole report. Each table gets its q
+    (`q` after `p`, or `<column> q` after <column>) and loses the p_raw columns; returns the family's size."""
+    raw = [(name, column) for name, table in tables.items() if table is not None
+           for column in table.columns if column == "p_raw" or str(column).startswith("p_raw:")]
+    found = [(name, column, index, p) for name, column in raw
+             for index, p in pd.to_numeric(tables[name][column], errors="coerce").items() if pd.notna(p)]
     q_values = stats.false_discovery_control([p for *_, p in found], method="bh") if found else []
-    for name, table in tables.items():
-        if table is None or "p_raw" not in table:
-            continue
+    for name, column in raw:
+        table = tables[name]
         q = pd.Series("", index=table.index, dtype=object)
-        for (of, index, _), value in zip(found, q_values, strict=True):
-            if of == name:
+        for (of, where, index, _), value in zip(found, q_values, strict=True):
+            if (of, where) == (name, column):
                 q[index] = f"{value:.3f}"
-        after = next((c for c in ("p", "claim") if c in table), table.columns[-2])
-        table.insert(table.columns.get_loc(after) + 1, "q", q)
-        tables[name] = table.drop(columns="p_raw")
+        if column == "p_raw":
+            after, label = next((c for c in ("p", "claim") if c in table), table.columns[-2]), "q"
+        else:
+            after = column.removeprefix("p_raw:")
+            label = f"{after} q"
+        table.insert(table.columns.get_loc(after) + 1, label, q)
+        tables[name] = table.drop(columns=column)
     return len(found)
 
 
@@ -165,10 +171,11 @@ def headline(table: pd.DataFrame | None, tables: dict) -> str | None:
     undecided = table.verdict.str.startswith(CANT_TELL)
     said = (f"**{int((~undecided).sum())} of {len(table)} comparisons reach a verdict** (helps or hurts at "
             f"p < 0.05)")
-    tested = [t for t in tables.values() if t is not None and "q" in t and "verdict" in t]
-    family = sum(int((pd.to_numeric(t.q, errors="coerce").notna()).sum()) for t in tested)
-    held = sum(int(((pd.to_numeric(t.q, errors="coerce") < 0.05)
-                    & t.verdict.astype(str).str.match(f"^({HELPS}|{HURTS})")).sum()) for t in tested)
+    # q >= p, so a q under 0.05 is a verdict (helps, hurts, or a best strategy named) that holds
+    q_values = [pd.to_numeric(t[c], errors="coerce").dropna() for t in tables.values() if t is not None
+                for c in t.columns if c == "q" or str(c).endswith(" q")]
+    family = sum(len(q) for q in q_values)
+    held = sum(int((q < 0.05).sum()) for q in q_values)
     if family:
         said += (f"; over every test the report prints ({family}, one Benjamini-Hochberg family), "
                  f"{held} verdict{'s hold' if held != 1 else ' holds'} at q < 0.05")
