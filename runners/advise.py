@@ -77,9 +77,9 @@ def advise(task: str, seed_size: int, ratio: float, stores: list[Path]) -> str:
             if a < b:
                 lines.append(f"    {a} vs {b}: {said.verdict}" + (f", p {said.p_value:.3f}"
                                                                    if said.p_value is not None else ""))
-        best = [a for a in strategies if len(strategies) > 1
-                and all(verdicts[a, b].verdict == HELPS for b in strategies if b != a)]
-        winners.add(best[0] if best else None)
+        best = [a for a in strategies if all(verdicts[a, b].verdict == HELPS for b in strategies if b != a)]
+        if len(strategies) > 1:  # one strategy alone is no evidence either way
+            winners.add(best[0] if best else None)
         if teacher == "simulated":
             lines.append("    note: the simulated teacher shows the pipeline, not what an LLM teacher "
                          "achieves")
