@@ -6,9 +6,11 @@ A KeyboardInterrupt can be lost: Python runs a signal's handler between bytecode
 while a finalizer runs (a `__del__` or weakref callback the garbage collector calls mid-training) has its
 exception printed as "Exception ignored in ..." and dropped. So the handler also remembers the signal,
 and `raise_if_stopped` raises it again at the points that must not pass it: each optimizer step, each
-stage, and before a cell is stored as done."""
+stage, and before a cell is stored as done; and Python's report of the swallowed one (a traceback on
+stderr, beside the one line the user is owed) is left out."""
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -23,6 +25,15 @@ class Stopped(KeyboardInterrupt):
 def _handler(signum, frame):
     _received.append(signum)
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _quiet_about_swallowed_stops(previous):
+    """sys.unraisablehook, less the KeyboardInterrupt of a remembered stop that a finalizer swallowed."""
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _received:
+            return  # remembered: raised again at the next step
+        previous(unraisable)
+    return hook
 
 
 def received() -> str | None:
@@ -43,13 +54,15 @@ def stoppable():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {signum: signal.getsignal(signum) for signum in STOPS}
+    before, unraisable = {signum: signal.getsignal(signum) for signum in STOPS}, sys.unraisablehook
     _received.clear()
     for signum in STOPS:
         signal.signal(signum, _handler)
+    sys.unraisablehook = _quiet_about_swallowed_stops(unraisable)
     try:
         yield
     finally:
         _received.clear()
+        sys.unraisablehook = unraisable
         for signum, handler in before.items():
             signal.signal(signum, handler)
