@@ -190,7 +190,9 @@ def card(cells: list, folder: Path):
     ]
     for name, record, run_dir, kept, dropped in cells:
         parts.append(cell_section(name, record, run_dir, kept, dropped))
-    return DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(parts))
+    # the text goes in as a value, not as template: Jinja would render the prompts' own {{ placeholders }}
+    return DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ text }}",
+                                     text="\n".join(parts))
 
 
 def cell_section(name: str, record: CellRecord, run_dir: Path, kept: list, dropped: list) -> str:
@@ -256,7 +258,9 @@ def export(folder: Path, to: Path, overwrite: bool = False) -> dict:
                                   Dataset.from_dict({k: [] for k in KEPT}),
                                   "dropped": Dataset.from_list(dropped) if dropped else
                                   Dataset.from_dict({k: [] for k in DROPPED})})
-            splits.save_to_disk(str(partial / name))
+            # one shard a split, also for an empty one: datasets writes none for 0 rows, and then
+            # load_from_disk fails (IndexError) on the folder
+            splits.save_to_disk(str(partial / name), num_shards=dict.fromkeys(splits, 1))
             for split, rows in splits.items():
                 rows.to_parquet(str(partial / name / f"{split}-00000-of-00001.parquet"))
         card(cells, folder).save(partial / "README.md")

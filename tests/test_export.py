@@ -48,7 +48,26 @@ def test_a_sweeps_data_loads_with_datasets_and_its_card_with_huggingface_hub(swe
     assert f"## `{cell}`" in text and "**strategy** `new_question`" in text
     assert "**teacher** `simulated`" in text and f"teacher: {teacher['requests']} queries" in text  # the cost
     assert "prompts:" in text and "new_question:" in text  # the prompt templates and reply formats
+    # as written, placeholders and all (the card was rendered as a template, which emptied them)
+    assert "{{ question }}" in text and "{{ labels }}" in text
     assert "near_duplicate" in text and "python run.py " in text and "seed_ids (48)" in text
+
+
+def test_a_cell_that_dropped_nothing_loads_with_its_empty_dropped_split(sweep, tmp_path):
+    """An answer augmentation cell of the simulated teacher (all kept), or an oracle's: its folder had no
+    shard for the empty split, and load_from_disk raised IndexError."""
+    import shutil
+
+    run = next(p.parent for p in sweep.glob("*/record.json") if (p.parent / "generated").is_dir())
+    copy = tmp_path / "sweep" / "0"
+    shutil.copytree(run, copy)
+    for dropped in (copy / "generated").glob("dropped_*.jsonl"):
+        dropped.unlink()
+    assert export.main([str(tmp_path / "sweep"), "--to", str(tmp_path / "data")]) == 0
+    (cell,) = [p for p in (tmp_path / "data").iterdir() if p.is_dir()]
+    saved = load_from_disk(str(cell))
+    assert saved["dropped"].num_rows == 0 and saved["train"].num_rows > 0
+    assert set(saved["dropped"].column_names) == set(export.DROPPED)
 
 
 def test_bad_exports_are_one_line_and_leave_nothing(sweep, tmp_path, capsys, monkeypatch):
