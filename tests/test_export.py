@@ -92,3 +92,14 @@ def test_bad_exports_are_one_line_and_leave_nothing(sweep, tmp_path, capsys, mon
     assert [p.name for p in full.iterdir()] == ["mine"]
     assert export.main([str(sweep), "--to", str(full), "--overwrite"]) == 0
     assert (full / "README.md").is_file() and not (full / "mine").exists()
+
+
+def test_every_committed_dataset_loads_whole():
+    """results/*/dataset: every cell folder loads with load_from_disk, its empty splits too."""
+    from tests.conftest import REPO
+
+    cells = sorted(p.parent for p in REPO.glob("results/*/dataset/*/dataset_dict.json"))
+    assert cells
+    for cell in cells:
+        saved = load_from_disk(str(cell))
+        assert set(saved) == {"train", "dropped"} and saved["train"].num_rows + saved["dropped"].num_rows > 0
