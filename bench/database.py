@@ -75,9 +75,13 @@ def connect(url: str, timeout_s: int = CONNECT_TIMEOUT_S):
     try:
         return _open(url, timeout_s)
     except psycopg.Error as error:
-        raise BenchError(f"cannot connect to the PostgreSQL server at {server_of(url)} "
-                         f"({redact(first_line(error))}); start it (docs/sweeps.md shows one command), check "
-                         "cache_url, and PGPASSWORD if it needs a password") from None
+        raise unreachable(url, error) from None
+
+
+def unreachable(url: str, error: Exception) -> BenchError:
+    return BenchError(f"cannot connect to the PostgreSQL server at {server_of(url)} "
+                      f"({redact(first_line(error))}); start it (docs/sweeps.md shows one command), check "
+                      "cache_url, and PGPASSWORD if it needs a password")
 
 
 _reached: set = set()  # servers this process has reached: losing one is an outage to wait out
@@ -101,16 +105,14 @@ class Session:
     def __init__(self, url: str, outage_s: float = OUTAGE_S, on_reconnect=None):
         import psycopg
 
+        check_url(url)
         self.url, self.outage_s, self.on_reconnect, self.db = url, outage_s, on_reconnect, None
         try:
-            self.db = connect(url)
-        except BenchError:
-            if not reached_before(url):
-                raise  # never reached: a wrong address, not an outage
-            try:
-                self.db = _open(url, CONNECT_TIMEOUT_S)
-            except psycopg.OperationalError as error:
-                self._reconnect(self._lost(error))
+            self.db = _open(url, CONNECT_TIMEOUT_S)
+        except psycopg.Error as error:
+            if not reached_before(url) or not isinstance(error, psycopg.OperationalError):
+                raise unreachable(url, error) from None  # never reached: a wrong address, not an outage
+            self._reconnect(self._lost(error))
         _reached.add(url)
 
     def execute(self, statement: str, params=()):

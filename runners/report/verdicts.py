@@ -145,12 +145,11 @@ def one_family(tables: dict) -> int:
 
 def recovered(strategy: pd.DataFrame, baseline: pd.DataFrame, oracle: pd.DataFrame, metric: str) -> str:
     """PGR with Fieller's interval, over the replicates all three ran (paired) where 2 or more did."""
-    where = [{key: i for i, key in enumerate(zip(*(side[k] for k in REPLICATE), strict=True))}
-             for side in (strategy, baseline, oracle)]
-    common = [key for key in where[0] if key in where[1] and key in where[2]]
-    if len(common) >= 2:
-        arrays = [side[metric].to_numpy(dtype=float)[[positions[k] for k in common]]
-                  for side, positions in zip((strategy, baseline, oracle), where, strict=True)]
+    in_oracle = dict(pairs(strategy, oracle))
+    triples = [(i, j, in_oracle[i]) for i, j in pairs(strategy, baseline) if i in in_oracle]
+    if len(triples) >= 2:
+        arrays = [side[metric].to_numpy(dtype=float)[list(positions)]
+                  for side, positions in zip((strategy, baseline, oracle), zip(*triples), strict=True)]
         point, low, high, established = gap_recovered(*arrays, paired=True)
     else:
         point, low, high, established = gap_recovered(strategy[metric], baseline[metric], oracle[metric])
