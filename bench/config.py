@@ -1,7 +1,7 @@
 """Structured-config schemas: every YAML under conf/ is merged onto these dataclasses, so a typo, a
 wrong type, an unknown key or an option outside its Enum fails when Hydra composes the config; a number
 outside its range fails in the dataclass's `__post_init__` when `validated()` turns the config into
-these objects, before any work. `build_strategy()` checks the strategy's own settings just as early."""
+these objects, before any work. A strategy's settings schema comes from its class (bench/strategies)."""
 
 import math
 from dataclasses import dataclass, field, fields
@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from bench.errors import BenchError, last_line
+from bench.errors import BenchError
 from bench.model_store import offline_or_hub
 from bench.task_kinds import KINDS
 
@@ -324,12 +322,26 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
 
+class TeacherRole(StrEnum):
+    """What a teacher's data stands for in the report (runners/report): a model's, or a control's."""
+
+    teacher = "teacher"  # an LLM
+    simulation = "simulation"  # the offline stand-in (conf/teacher/simulated.yaml): shows the pipeline
+    positive_control = "positive_control"  # a perfect teacher (conf/teacher/oracle.yaml): the most data adds
+    negative_control = "negative_control"  # data of the right form that teaches nothing true
+
+    @property
+    def is_control(self) -> bool:
+        return self in (TeacherRole.positive_control, TeacherRole.negative_control)
+
+
 @dataclass
 class TeacherConfig:
     """An LLM the suite queries. `backend` is instantiated: its `_target_` names the backend class,
     the other keys are that class's settings (model, server, limits)."""
 
     name: str = MISSING
+    role: TeacherRole = TeacherRole.teacher
     backend: Dict[str, Any] = field(default_factory=dict)
     max_concurrency: int = 8  # requests in flight (remote) or batch size (in-process)
     max_attempts: int = 5  # per request, over transient failures (429, 5xx, timeouts, bad bodies)
@@ -449,96 +461,6 @@ class FiltersConfig:
         return cls(**(settings or {}))
 
 
-class Verify(StrEnum):
-    none = "none"
-    gold = "gold"  # keep only answers that agree with the seed's gold answer
-    agreement = "agreement"  # k teacher answers, kept when a strict majority agree
-
-
-class NearDuplicatesOf(StrEnum):
-    round = "round"  # this round's wrong seed questions and generated ones (the LLM2LLM authors')
-    training = "training"  # the whole training set
-
-
-# One settings schema per strategy family: a strategy YAML names its family's first in its defaults
-# (`- /schema/strategy/<family>@_here_`), so a mistyped key or value in strategy.* fails when Hydra
-# composes, and the ranges below when the config is validated, before anything runs. A user's own
-# strategy YAML may go without one (strategy is Any in BenchConfig): only its class sees its settings then.
-@dataclass
-class GeneratingSettings:
-    """What every strategy takes (bench/strategies/base.py); fine-tuning, which asks no teacher, takes
-    them too, so a preset may set strategy.max_tokens for all of its cells."""
-
-    _target_: str = MISSING  # the strategy class
-    prompts: Dict[str, Any] = field(default_factory=dict)  # per generation step: conf/prompts/
-    filters: FiltersConfig = field(default_factory=FiltersConfig)
-    temperature: float = 1.0
-    max_tokens: int = 512
-    personas: int = 0  # >0: each request's writer takes one of the first N voices of persona_pool
-    persona_pool: List[str] = field(default_factory=list)
-    allow_unparseable: bool = False
-    keep_after_answer: bool = False
-
-    def __post_init__(self):
-        at_least("strategy.temperature", self.temperature, 0)
-        at_least("strategy.max_tokens", self.max_tokens, 1)
-        check(0 <= self.personas <= len(self.persona_pool), "strategy.personas", self.personas,
-              f"must be 0 to {len(self.persona_pool)} (the voices in strategy.persona_pool)")
-
-
-@dataclass
-class LLM2LLMSettings(GeneratingSettings):
-    iterations: int = 10
-    per_wrong: int = 1
-    continue_training: bool = False
-    augment_synthetic: bool = False
-    one_shot: bool = False
-    one_shot_examples: Optional[int] = None
-    retries: int = 4
-    near_duplicates_of: NearDuplicatesOf = NearDuplicatesOf.round
-
-    def __post_init__(self):
-        super().__post_init__()
-        at_least("strategy.iterations", self.iterations, 1)
-        at_least("strategy.per_wrong", self.per_wrong, 1)
-        at_least("strategy.one_shot_examples", self.one_shot_examples, 1, optional=True)
-        at_least("strategy.retries", self.retries, 0)
-
-
-@dataclass
-class BudgetedSettings(GeneratingSettings):
-    verify: Verify = Verify.none
-    self_check: bool = True  # new question: the augmenter checks its question (one more query)
-    agreement_samples: int = 3
-
-    def __post_init__(self):
-        super().__post_init__()
-        at_least("strategy.agreement_samples", self.agreement_samples, 2)
-
-
-@dataclass
-class PretrainingSettings(GeneratingSettings):
-    topics: List[str] = field(default_factory=list)
-    styles: List[str] = field(default_factory=list)
-    generations_per_topic: int = 1
-    real_share: float = 0.0
-    sft: Any = None  # an instruction set {path, prompt, target, ...} for the SFT stage; null: the seed set
-    pretrain: Dict[str, Any] = field(default_factory=dict)  # train config keys, changed for pre-training
-    zero_shot_tasks: List[str] = field(default_factory=list)
-    zero_shot_include_path: Optional[str] = None
-    zero_shot_limit: Optional[int] = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(bool(self.styles), "strategy.styles", self.styles, "must list at least one style")
-        at_least("strategy.generations_per_topic", self.generations_per_topic, 1)
-        check(0 <= self.real_share < 1, "strategy.real_share", self.real_share, "must be in [0, 1)")
-
-
-STRATEGY_SCHEMAS = {"finetune": GeneratingSettings, "llm2llm": LLM2LLMSettings, "budgeted": BudgetedSettings,
-                    "pretraining": PretrainingSettings}
-
-
 @dataclass
 class ComputeConfig:
     """Where one cell runs: its processes (one per GPU, or compute.processes on CPUs; the SLURM launcher
@@ -584,7 +506,7 @@ class BenchConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed_set: SeedSetConfig = field(default_factory=SeedSetConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    strategy: Any = None  # _target_: the strategy class, + its settings (a *Settings schema above)
+    strategy: Any = None  # _target_: the strategy class, + its settings (its fields, bench/strategies)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     augmenter: Optional[TeacherConfig] = None  # writes or rewrites questions; None: the teacher does
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -602,8 +524,9 @@ class BenchConfig:
     resume: str = "true"
     data_dir: Optional[str] = None  # root of the tasks' release files; unset: the Hub
     # replicate r of a cell (sweep it: replicate=0,1,2): every source of variation named in replicate_over
-    # moves by r — `train`: the data order and dropout (train.seed) and a scratch student's initial
-    # weights (student.init_seed); `seed_set`: the seed set's draw (seed_set.seed). Replicate 0 is the
+    # moves by r (shift_by_replicate, before the config is validated and saved) — `train`: the data order
+    # and dropout (train.seed) and a scratch student's initial weights (student.init_seed); `seed_set`:
+    # the seed set's draw (seed_set.seed). Replicate 0 is the
     # cell as configured; replicates never share trained weights, while a strategy's iteration 0 still
     # shares the fine-tuning cell of the same replicate
     replicate: int = 0
@@ -616,11 +539,6 @@ class BenchConfig:
             from bench.database import check_url
 
             check_url(self.cache_url)
-        if ReplicateSource.train in self.replicate_over:
-            self.train.seed += self.replicate
-            self.student.init_seed += self.replicate
-        if ReplicateSource.seed_set in self.replicate_over:
-            self.seed_set.seed += self.replicate
         self.resume = str(self.resume).lower()  # YAML's true and false arrive as booleans
         check(self.resume in ("true", "strict", "false"), "resume", self.resume,
               "must be true, strict or false")
@@ -628,12 +546,23 @@ class BenchConfig:
               self.compute.sharding, "with student.lora.enabled: LoRA fits one GPU, use sharding=none")
         agent = self.diversity.cluster_agent
         judge = agent.teacher or self.teacher
-        check(not (agent.enabled and agent.llm_judge_required
-                   and str(judge.backend.get("_target_", "")).endswith("SimulatedBackend")),
+        check(not (agent.enabled and agent.llm_judge_required and judge.role != TeacherRole.teacher),
               "diversity.cluster_agent.teacher", judge.name,
-              "is the simulated teacher, which cannot cluster texts; the paper's judge is a GPT-4-class LLM: "
-              "name one in diversity.cluster_agent.teacher (conf/diversity/paper.yaml: gpt-4o), or use "
-              "diversity=default")
+              f"has teacher.role={judge.role}: it is the simulated teacher, which cannot cluster texts; the "
+              "paper's judge is a "
+              "GPT-4-class LLM: name one in diversity.cluster_agent.teacher (conf/diversity/paper.yaml: "
+              "gpt-4o), or use diversity=default")
+
+
+def shift_by_replicate(cfg: DictConfig) -> None:
+    """Replicate r moves each source of variation `replicate_over` names by r (BenchConfig.replicate), in
+    the config itself: the config a cell saves shows the seeds it ran with."""
+    r = cfg.replicate
+    if ReplicateSource.train in cfg.replicate_over:
+        cfg.train.seed += r
+        cfg.student.init_seed += r
+    if ReplicateSource.seed_set in cfg.replicate_over:
+        cfg.seed_set.seed += r
 
 
 def conf_dir() -> Path:
@@ -649,8 +578,10 @@ def conf_dir() -> Path:
 def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="bench_schema", node=BenchConfig)
-    for family, schema in STRATEGY_SCHEMAS.items():
-        store.store(group="schema/strategy", name=family, node=schema)
+    from bench.strategies import registered, settings_schema
+
+    for name, cls in registered().items():  # a strategy's schema comes from its class
+        store.store(group="schema/strategy", name=name, node=settings_schema(cls))
     # ${offline_or_hub:<hub id>}: the copy `python -m runners.fetch_models` made, else the Hub id
     OmegaConf.register_new_resolver("offline_or_hub", offline_or_hub, replace=True)
     # ${gpus_or_none:${compute.gpus}}: the SLURM launcher asks no GPU at all for a CPU cell (a partition
@@ -693,15 +624,3 @@ def validated(cfg: DictConfig) -> BenchConfig:
         group = key.split(".")[0]
         raise BenchError(f"{key} is required but not set: add it to the {group} YAML in conf/{group}/ "
                          f"or pass {key}=... on the command line") from None
-
-
-def build_strategy(cfg: DictConfig):
-    """The strategy object `strategy._target_` names, its settings checked by its constructor."""
-    try:
-        return instantiate(cfg.strategy, _convert_="all")
-    except InstantiationException as error:
-        if isinstance(error.__cause__, BenchError):
-            raise error.__cause__ from None
-        raise BenchError(
-            f"strategy: {last_line(error)} (check the keys in conf/strategy/)"
-        ) from None

@@ -17,22 +17,27 @@ import os
 import sys
 from pathlib import Path
 
-from bench.config import conf_dir
+from bench.config import TeacherRole, conf_dir
 from bench.store import find_records
 from runners.report.compare import HELPS
+from runners.report.paper import paper_values
 from runners.report.tables import budgeted_cells, frame, well_formed
-from runners.report.verdicts import ORACLE, SHUFFLED, judged, pooled_noise
+from runners.report.verdicts import CONTROLS, judged, pooled_noise
 
 USAGE = "usage: python -m runners.advise task=NAME seed_size=N budget=Q (or ratio=BR) [store=DIR,DIR]"
 
 
 def published_rule(seed_size: int, ratio: float) -> tuple[str, str]:
+    """The budget paper's crossover (runners/report/paper_values.yaml): below it the overtaken strategy,
+    above it the overtaking one."""
+    paper = paper_values()["chan2024_budget"]
+    overtaking, overtaken = paper["crossover_of"]
     if seed_size <= 316:  # nearer (log scale) to the paper's |S| = 100 than to 1000
-        low, high, regime = 27, 51, "|S| = 100"
+        (low, high), regime = paper["crossover"][100], "|S| = 100"
     else:
-        low, high, regime = 17, 17, "|S| = 1000 and full"
-    # inside the crossover band the two are close, and new question gains as BR grows
-    choice = "answer_augmentation" if ratio < low else "new_question"
+        (low, high), regime = paper["crossover"][1000], "|S| = 1000 and full"
+    # inside the crossover band the two are close, and the overtaking one gains as BR grows
+    choice = overtaken if ratio < low else overtaking
     band = f"BR ~ {low}-{high}" if low != high else f"BR ~ {low}"
     return choice, (
         f"published rule (Chan, Pu et al. 2024): crossover {band} for {regime}; "
@@ -59,11 +64,12 @@ def advise(task: str, seed_size: int, ratio: float, stores: list[Path]) -> str:
     size = nearest(measured.seed_size.unique(), seed_size)
     at_size = measured[measured.seed_size == size]
     near_ratio = nearest(at_size.budget_ratio.unique(), ratio)
-    point = at_size[(at_size.budget_ratio == near_ratio) & ~at_size.teacher.isin([ORACLE, SHUFFLED])]
+    point = at_size[(at_size.budget_ratio == near_ratio) & ~at_size.teacher_role.isin(CONTROLS)]
     lines.append(f"evidence: {len(point)} measured cells at the nearest point, |S| = {size} and BR = "
                  f"{near_ratio:g}, compared within each student, teacher and setting")
     winners = set()
-    for (student, teacher, setting), cells in point.groupby(["student", "teacher", "setting"]):
+    for (student, teacher, role, setting), cells in point.groupby(["student", "teacher", "teacher_role",
+                                                                   "setting"]):
         lines.append(f"  student {student}, teacher {teacher}{f', {setting}' if setting else ''}:")
         for strategy, runs in cells.groupby("strategy").accuracy:
             spread = f" ± {runs.std(ddof=1):.3f}" if len(runs) > 1 else ""
@@ -80,9 +86,9 @@ def advise(task: str, seed_size: int, ratio: float, stores: list[Path]) -> str:
         best = [a for a in strategies if all(verdicts[a, b].verdict == HELPS for b in strategies if b != a)]
         if len(strategies) > 1:  # one strategy alone is no evidence either way
             winners.add(best[0] if best else None)
-        if teacher == "simulated":
-            lines.append("    note: the simulated teacher shows the pipeline, not what an LLM teacher "
-                         "achieves")
+        if role == TeacherRole.simulation:
+            lines.append(f"    note: {teacher} is the simulated teacher: it shows the pipeline, not what an "
+                         "LLM teacher achieves")
     if len(winners) == 1 and None not in winners:
         lines.insert(1, f"recommendation: {winners.pop()} (it beats every other strategy at p < 0.05 here)")
     else:

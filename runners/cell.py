@@ -2,10 +2,8 @@
 otherwise, and recorded either way (`record.json` in its run folder). In a sweep a failing cell is
 recorded with its error and the sweep goes on; runners/sweep.py lists the failures at the end."""
 
-import contextlib
 import logging
 import platform
-import sqlite3
 import time
 import traceback
 from dataclasses import replace
@@ -62,7 +60,7 @@ def run(cfg: DictConfig) -> int:
 
             pipeline.follow(inputs, run_dir, ranks)
             return 0
-        record.cell_id = cell_id(cfg, data.digest)
+        record.cell_id = cell_id(inputs.cfg, data.digest)
         for folder in ("cells", "stages"):  # a file in the way is found now, not after training
             writable_folder(Path(config.store_dir) / folder, "store_dir")
         # two processes or nodes given one cell: the second waits for the first, then skips it
@@ -73,7 +71,7 @@ def run(cfg: DictConfig) -> int:
             if finished is not None:
                 skip(record, finished, store, multirun)
                 return 0
-            record.config = cell_config(cfg)
+            record.config = cell_config(inputs.cfg)
             record.provenance = {**code_version(), "host": platform.node(), "started": datetime.now(UTC)
                                  .isoformat(), "cpu_threads": f"{threads} ({why})", "processes": ranks.world}
             from runners import pipeline  # heavy imports only for cells that run
@@ -111,15 +109,14 @@ def run(cfg: DictConfig) -> int:
 def kept(cfg: DictConfig) -> str:
     """What a Ctrl-C leaves: every stage trained and every teacher answer received so far is stored whole
     (files are renamed into place, the cache commits each answer), so the same command resumes there."""
-    store_dir, cache_path = Path(cfg.store_dir), Path(cfg.cache_path)
+    from bench.teachers.cache import stored_answers
+
+    store_dir = Path(cfg.store_dir)
     stages = sum(1 for _ in (store_dir / "stages").glob("*/result.json"))
-    answers = 0
-    if cache_path.is_file():
-        with contextlib.closing(sqlite3.connect(cache_path, timeout=5)) as db, \
-                contextlib.suppress(sqlite3.Error):
-            answers = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    answers = stored_answers(cfg)
     return (f"interrupted: nothing half-written is left; {store_dir} holds {stages} trained stages and "
-            f"{answers} teacher answers, which the same command reuses: run it again to resume")
+            f"{'its' if answers is None else answers} teacher answers, which the same command reuses: run it "
+            "again to resume")
 
 
 def stored(config, cell: str) -> tuple[CellStore, dict | None]:

@@ -146,7 +146,7 @@ def what_would_fit(config: BenchConfig) -> str:
 
 def plan_cell(overrides: list[str]) -> dict:
     cfg = compose("config", overrides=overrides)
-    config, strategy = settled(cfg)  # as every cell is: runners/inputs.py
+    _, config, strategy = settled(cfg)  # as every cell is: runners/inputs.py
     figures = task_figures(config.task, config.data_dir)
     size = seed_set_size(config.seed_set, figures["pool"], config.task.name)
     shape = student_shape(config.student)

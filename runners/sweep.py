@@ -53,7 +53,7 @@ class SweepCallback(Callback):
         failed = [r for r in cells if r.status == "failed"]
         ran = len(cells) - len(skipped) - len(failed)
         trained = sum(r.stages["trained"] for r in cells if r.done and not r.skipped)
-        made = build(records, sweep_dir / "report", plot_cache=Path(config.store_dir) / "plots")
+        made = build(records, sweep_dir / "report")
         print(f"\nsweep done: {ran} cells ran, {len(skipped)} skipped (already done), {len(failed)} failed; "
               f"{trained} trainings performed; report {made['report']}")
         for record in failed:

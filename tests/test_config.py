@@ -147,7 +147,7 @@ def test_strategy_settings_fail_when_composed_or_validated_before_anything_runs(
     composes (as every other option), a value out of range when the config is validated."""
     from hydra.errors import ConfigCompositionException
 
-    from bench.config import build_strategy
+    from bench.strategies import build_strategy
 
     for override in ("strategy.iterations=abc", "strategy.temperature=hot", "strategy.itrations=3",
                      "strategy.filters.near_duplicate_rouge=0.9"):
@@ -166,11 +166,12 @@ def test_strategy_settings_fail_when_composed_or_validated_before_anything_runs(
         with pytest.raises(BenchError, match=message):
             typed_config(*overrides)
     with pytest.raises(BenchError, match=r"strategy.pretrain has unknown keys \['epoch'\]"):
-        build_strategy(compose_config("strategy=synthetic_pretraining", "+strategy.pretrain.epoch=2"))
+        build_strategy(compose_config("strategy=synthetic_pretraining", "+strategy.pretrain.epoch=2")
+                       .strategy)
     with pytest.raises(BenchError, match="Q=2 .* buys no example of new_question, which costs 3 queries"):
-        build_strategy(compose_config("strategy=new_question")).workload(100, 2, True)
+        build_strategy(compose_config("strategy=new_question").strategy).workload(100, 2, True)
     with pytest.raises(BenchError, match="Q=0 .*|S|=49.* buys no example of answer_augmentation"):
-        build_strategy(compose_config("strategy=answer_augmentation")).workload(49, 0, True)
+        build_strategy(compose_config("strategy=answer_augmentation").strategy).workload(49, 0, True)
 
 
 

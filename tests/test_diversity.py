@@ -336,9 +336,9 @@ def test_the_diversity_preset_and_the_pretraining_shapes_compose():
 
 
 def test_personas_vary_the_writers_voice(tmp_path, data_dir):
-    from bench.config import build_strategy
+    from bench.strategies import build_strategy
 
-    strategy = build_strategy(compose_config("strategy=new_question", "strategy.personas=3"))
+    strategy = build_strategy(compose_config("strategy=new_question", "strategy.personas=3").strategy)
     trec = load_task(typed_config().task, str(data_dir))
     systems = {
         strategy.request(NEW_QUESTION, trec, e).messages[0]["content"]

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import build_strategy
 from bench.diversity.cluster_agent import ClusterAgent
 from bench.errors import BenchError
 from bench.evaluation import evaluate
 from bench.model_store import offline_or_hub
 from bench.seed_set import sample_seed_set
 from bench.steps import step_named
+from bench.strategies import build_strategy
 from bench.strategies.base import Tally, source_fields
 from bench.students import Student
 from bench.tasks import load_task, question_of
@@ -108,7 +108,7 @@ def test_every_strategy_prompt_survives_the_real_teacher(real_backend, tmp_path,
     cfg = typed_config(f"task={task}", "teacher=smollm2_135m")
     data = load_task(cfg.task, str(data_dir))
     seed = sample_seed_set(data.train, typed_config(f"task={task}", "seed_set.size=12").seed_set, task)
-    strategy = build_strategy(raw)
+    strategy = build_strategy(raw.strategy)
     strategy.choose_worked_example(seed)
     sources = [{**source_fields(e, data), **data.kind.prompt_fields(e.label), "topic": question_of(e, data),
                 "style": "news article"} for e in seed[:3]]  # the corpus step writes on a topic in a style

@@ -140,7 +140,7 @@ def weights_hash(model) -> str:
 def test_llm2llm_retrains_from_the_base_weights_on_the_real_job(tmp_path, data_dir, monkeypatch, strategy,
                                                                from_base):
     """Real training, real scoring, the simulated teacher; each stage's starting weights are hashed."""
-    from bench.config import build_strategy
+    from bench.strategies import build_strategy
     from tests.conftest import compose_config
 
     starts, ends, real_finetune = [], [], stages_module.finetune
@@ -154,7 +154,7 @@ def test_llm2llm_retrains_from_the_base_weights_on_the_real_job(tmp_path, data_d
     monkeypatch.setattr(stages_module, "finetune", hashing_finetune)
     overrides = (f"strategy={strategy}", "strategy.iterations=3", "train.epochs=0.5", "eval.limit=8")
     job = make_job(tmp_path, data_dir, *overrides)
-    build_strategy(compose_config(*QUICK, *overrides)).run(job)
+    build_strategy(compose_config(*QUICK, *overrides).strategy).run(job)
     base = weights_hash(job.student.base_model())
     assert len(starts) == 3
     if from_base:

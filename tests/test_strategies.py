@@ -9,10 +9,10 @@ from pathlib import Path
 import datasets
 import pytest
 
-from bench.config import build_strategy
 from bench.errors import BenchError
 from bench.seed_set import sample_seed_set
 from bench.steps import NEW_EXAMPLE
+from bench.strategies import build_strategy
 from bench.strategies.llm2llm import RETRY_STRIDE
 from bench.tasks import load_task, question_of
 from bench.teachers import build_teachers
@@ -78,7 +78,7 @@ def job_for(tmp_path, data_dir, *overrides, task="trec", seed_size=100, teacher=
     if teacher is not None:
         budget = built[0].budget
         built = (Teacher(teacher, GenerationCache(tmp_path / "scripted.sqlite"), budget),) * 2
-    return build_strategy(cfg), RecordingJob(config, data, seed, built[0], built[1], **job_args)
+    return build_strategy(cfg.strategy), RecordingJob(config, data, seed, built[0], built[1], **job_args)
 
 
 class Scripted(LocalBackend):
@@ -636,7 +636,7 @@ def test_a_math_reply_is_cut_after_its_answer_line_as_the_authors_cut_it(data_di
     from bench.strategies.base import Tally
 
     cfg = compose_config(*QUICK, "task=gsm8k", "strategy=llm2llm", f"strategy.keep_after_answer={keep}")
-    strategy = build_strategy(cfg)
+    strategy = build_strategy(cfg.strategy)
     data = load_task(typed_config("task=gsm8k").task, str(data_dir))
     reply = ("1. Question: Ann has 3 apples and buys 2. How many now?\nAnswer: 3 + 2 = 5\n#### 5\n\n"
              "2. Question: Bob has 4 pears. How many after eating one?\nAnswer: 4 - 1 = 3\n#### 3")

@@ -302,7 +302,7 @@ def fake_record(strategy, accuracy, seed=0, size=100, ratio=None, task="trec", v
         "config": {
             "task": {"name": task},
             "student": {"name": "tiny"},
-            "teacher": {"name": "simulated"},
+            "teacher": {"name": "simulated", "role": "simulation"},
             "seed_set": {"seed": seed, "size": size},
             **(config or {}),
         },
@@ -428,13 +428,14 @@ def test_the_crossover_is_the_interval_where_the_leader_changes_for_each_reading
     assert not_counted["reproduced"] == "15–20"  # not pooled with the other reading
     assert counted["Δ"].startswith("not comparable: ")  # tiny student, simulated teacher
     # New Question ahead from the first grid point, or never: the interval is open on that side
+    pair = report.paper.paper_values()["chan2024_budget"]["crossover_of"]
     assert report.paper.interval_text(report.paper.crossover(
-        report.frame(budget_records({True: 1})))) == "≤ 10"
+        report.frame(budget_records({True: 1})), *pair)) == "≤ 10"
     assert report.paper.interval_text(report.paper.crossover(
-        report.frame(budget_records({True: 100})))) == "> 70"
+        report.frame(budget_records({True: 100})), *pair)) == "> 70"
     # one cell a BR: no verdict anywhere, so no crossover from the means alone
     assert report.paper.interval_text(report.paper.crossover(
-        report.frame(budget_records({True: 40}, seeds=1)))) == "can't tell where (no BR reaches a verdict)"
+        report.frame(budget_records({True: 40}, seeds=1)), *pair)) == "can't tell where (no BR reaches a verdict)"
     # with the paper's setting, the Δ: 0 where the intervals overlap, else the gap
     setting = {"student": {"name": "7b_chat", "pretrained": "meta-llama/Llama-2-7b-chat-hf"},
                "teacher": {"name": "vllm", "backend": {"model": "meta-llama/Llama-3.1-70B-Instruct"}},
@@ -467,7 +468,8 @@ def control_records(oracle_gain: float, strategy_gain: float, shuffled_gain: flo
         base = 0.55 + rng.normal(0, 0.03)
         for teacher, gain in (("oracle", oracle_gain), ("gpt", strategy_gain),
                               ("shuffled_labels", shuffled_gain)):
-            config = {"teacher": {"name": teacher}, "replicate": replicate}
+            role = {"oracle": "positive_control", "shuffled_labels": "negative_control"}.get(teacher, "teacher")
+            config = {"teacher": {"name": teacher, "role": role}, "replicate": replicate}
             records.append(fake_record("finetune", base, config=config, also=[f"replicate={replicate}"]))
             records.append(fake_record("llm2llm", base + gain + rng.normal(0, 0.005), config=config,
                                        also=[f"replicate={replicate}", f"teacher={teacher}"]))

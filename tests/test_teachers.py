@@ -323,15 +323,15 @@ def test_answers_from_the_cache_count_against_the_budget_exactly_once(tmp_path):
 def test_a_new_generation_step_is_one_line_and_a_prompt(trec, tmp_path, monkeypatch):
     """A step (bench/steps.py) carries who is asked, how the simulator answers and its reply format: a new
     one is added there and in the strategy's prompts, and the strategy and the simulator take it as is."""
-    from bench.config import build_strategy
     from bench.steps import STEPS, Step
+    from bench.strategies import build_strategy
     from bench.strategies.base import Tally
     from tests.conftest import compose_config
 
     _, data, seed = trec
     headline = Step("headline", "augmenter", "draw", "Headline: {{ question }}")
     monkeypatch.setitem(STEPS, "headline", headline)
-    strategy = build_strategy(compose_config("task=trec", "strategy=question_rephrase"))
+    strategy = build_strategy(compose_config("task=trec", "strategy=question_rephrase").strategy)
     strategy.prompts = {**strategy.prompts, "headline": {"classification": {
         "user": "A headline like: {{ question }}", "parse": r"Headline: (?P<question>.+)"}}}
     requests = [strategy.request(headline, data, source(e, data)) for e in seed[:4]]

@@ -1,1 +1,108 @@
-"""Strategies: how the seed set becomes training data (one class per strategy, one YAML in conf/strategy/)."""
+"""Strategies: how the seed set becomes training data. One class a strategy (its settings are its
+dataclass fields, bench/strategies/base.py), one YAML in conf/strategy/ naming it and setting what differs
+from its defaults. Everything else is derived from the class here: the structured-config schema Hydra
+checks a strategy's keys and types with, the effective settings a cell saves, the strategy object."""
+
+import importlib
+import logging
+import pkgutil
+from dataclasses import MISSING, field, fields, make_dataclass
+from functools import cache
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from bench.errors import BenchError, first_line
+from bench.strategies.base import STRATEGIES, Strategy
+
+log = logging.getLogger(__name__)
+
+
+def registered() -> dict[str, type[Strategy]]:
+    """Every strategy class of this package (importing its modules registers them), and any other
+    already imported (a user's own, once its module is)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return dict(STRATEGIES)
+
+
+@cache
+def settings_schema(cls: type[Strategy]) -> type:
+    """The structured config of a strategy's settings: its fields with their types and defaults, and
+    `_target_`. Hydra checks keys and types against it when it composes (`- /schema/strategy/<name>@_here_`
+    in the strategy's YAML); its `__post_init__` builds the strategy once, so the ranges fail when the
+    config is validated, before anything runs."""
+    specs = [("_target_", str, field(default=f"{cls.__module__}.{cls.__qualname__}"))]
+    for f in fields(cls):
+        default = field(default=f.default) if f.default is not MISSING else \
+            field(default_factory=f.default_factory)
+        specs.append((f.name, f.type, default))
+
+    def __post_init__(self):
+        cls(**{f.name: getattr(self, f.name) for f in fields(cls)})
+
+    return make_dataclass(f"{cls.__name__}Settings", specs, namespace={"__post_init__": __post_init__})
+
+
+def strategy_class(target: str | None) -> type[Strategy]:
+    """The class `strategy._target_` names."""
+    if not target:
+        raise BenchError("strategy._target_ is not set: a strategy YAML (conf/strategy/<name>.yaml) names "
+                         "its class, e.g. _target_: bench.strategies.llm2llm.LLM2LLM")
+    try:
+        cls = get_class(target)
+    except (ImportError, AttributeError, ValueError) as error:  # hydra's: the import's own error said
+        said = (str(error).splitlines() or [""])[1:2] or [first_line(error)]  # line 2: the import's error
+        raise BenchError(f"strategy._target_={target} cannot be imported ({said[0]}): name a "
+                         "class as module.Class, its module importable from here") from None
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise BenchError(f"strategy._target_={target} is not a strategy: subclass "
+                         "bench.strategies.base.Strategy (docs/strategies.md, 'Adding a strategy')")
+    return cls
+
+
+def effective_settings(node: DictConfig) -> DictConfig:
+    """The strategy's settings in full: its class's defaults, under what the YAML and the command line
+    set. An unknown key or a wrong type fails in one line naming it."""
+    cls = strategy_class(node.get("_target_") if node is not None else None)
+    try:
+        return OmegaConf.merge(OmegaConf.structured(settings_schema(cls)), node)
+    except ConfigKeyError as error:
+        key = str(error.full_key or error.key)
+        known = ", ".join(f.name for f in fields(cls))
+        raise BenchError(f"strategy.{key} is not a setting of {cls.name} "
+                         f"({cls.__module__}.{cls.__qualname__})"
+                         f"; its settings: {known} (a new setting is a field of the class)") from None
+    except ValidationError as error:
+        raise BenchError(f"strategy.{error.full_key}: {first_line(error)}") from None
+
+
+def build_strategy(node: DictConfig) -> Strategy:
+    """The strategy object `strategy._target_` names, with its settings checked."""
+    settings = OmegaConf.to_object(effective_settings(node))
+    cls = strategy_class(settings._target_)
+    return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+# what a strategy class declares for the report (bench/strategies/base.py): the columns the report's
+# frame gets per cell, so the report selects cells by role, never by a strategy's name
+REPORT_ROLES = ("family", "baseline", "rivals", "spends_budget", "iterative", "pretrains", "uses_teacher",
+                "report_table")
+
+
+def report_roles(target: str | None, name: str) -> dict:
+    """The roles of the strategy a record ran: its class by `strategy._target_` (or, for a record without
+    one, by name). A class that can no longer be imported is no baseline and has none: its cells are
+    listed but judged against nothing."""
+    cls = registered().get(name)
+    try:
+        cls = strategy_class(target) if target else cls
+    except BenchError as error:  # the class is gone: by name if the registry has it, else no roles
+        log.warning("the report reads strategy %s by its name: %s", name, error)
+    if cls is None:
+        return {"family": name, "baseline": None, "rivals": False, "spends_budget": False, "iterative": False,
+                "pretrains": False, "uses_teacher": True, "report_table": None, "report_title": None}
+    roles = {role: getattr(cls, role) for role in REPORT_ROLES}
+    table = roles.pop("report_table")
+    return {**roles, "report_table": table and table[0], "report_title": table and table[1]}

@@ -8,11 +8,11 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import jinja2
 
-from bench.config import FiltersConfig, TrainConfig
+from bench.config import FiltersConfig, TrainConfig, at_least, check
 from bench.errors import BenchError
 from bench.steps import Step
 from bench.strategies.filters import Filters
@@ -22,6 +22,7 @@ from bench.teachers import Budget, Request, Teacher
 if TYPE_CHECKING:  # the stage side (bench/stages.py) imports torch; a strategy needs only its shape
     from bench.stages import Round
 
+STRATEGIES: dict[str, type["Strategy"]] = {}  # name -> class, filled as strategy classes are defined
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # prompts verbatim
 
 
@@ -125,29 +126,63 @@ class StrategyJob(Protocol):
         """lm-eval's own tasks on a stage's model."""
 
 
+@dataclass(kw_only=True)
 class Strategy(ABC):
     """Produces training data for the student. `run(job)` drives the rounds: it asks the job to train and
-    score, and hands it what it generated."""
+    score, and hands it what it generated.
 
-    name = "strategy"
-    family = "strategy"  # the report's table a strategy's cells go to: finetune, llm2llm, budgeted, ...
-    uses_teacher = True  # the job checks the teachers (and probes a remote one) before any training
+    A strategy is its own contract (docs/strategies.md, "Adding a strategy"): its settings are its
+    dataclass fields (the YAML under conf/strategy/ sets only what differs from their defaults; their
+    ranges are checked in `check`), and the class attributes below say what the report and the export make
+    of its cells. Defining a subclass with a `name` registers it (`STRATEGIES`)."""
 
-    def __init__(self, prompts: dict | None = None, filters: dict | None = None, temperature: float = 1.0,
-                 max_tokens: int = 512, personas: int = 0, persona_pool: list | None = None,
-                 allow_unparseable: bool = False, keep_after_answer: bool = False):
-        self.prompts = prompts or {}
-        self.filter_settings = FiltersConfig.of(filters)
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        # false: a prompt step none of whose replies parse stops the cell (the model does not write the
-        # format asked for) rather than record a cell that added nothing
-        self.allow_unparseable = allow_unparseable
-        # false: a math reply is cut after its '#### <number>' line, as the LLM2LLM authors cut theirs
-        # (what a model writes after its answer, a second problem say, is not the example's solution)
-        self.keep_after_answer = keep_after_answer
-        self.personas = list(persona_pool or [])[:personas]
+    name: ClassVar[str] = "strategy"  # strategy=<name> on the command line, conf/strategy/<name>.yaml
+    family: ClassVar[str] = "strategy"  # strategies of one family share a table and are rivals (below)
+    uses_teacher: ClassVar[bool] = True  # the job checks the teachers (and probes a remote one) first
+    # the strategy whose cells (same task, student, |S| and setting) every cell of this one is judged
+    # against; None: this one is a baseline
+    baseline: ClassVar[str | None] = "finetune"
+    rivals: ClassVar[bool] = False  # judged against its family's other strategies at one budget ratio
+    spends_budget: ClassVar[bool] = False  # its cells spend a query budget Q (the budget tables and plots)
+    iterative: ClassVar[bool] = False  # its cells' stages are rounds (the iterations table and plot)
+    pretrains: ClassVar[bool] = False  # its first stage pre-trains on a corpus (the diversity paper's table)
+    # the table its cells form in the report, shaped like its paper's (iterative: final iteration against
+    # the baseline per task and |S|; spends_budget: accuracy per strategy over BR): its name and title
+    report_table: ClassVar[tuple[str, str] | None] = None
+    # what its generated rows carry beyond the shared provenance: the export keeps these columns
+    extra_fields: ClassVar[tuple[str, ...]] = ()
+
+    prompts: dict[str, Any] = field(default_factory=dict)  # per generation step: conf/prompts/
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    temperature: float = 1.0
+    max_tokens: int = 512
+    personas: int = 0  # >0: each request's writer takes one of the first N voices of persona_pool
+    persona_pool: list[str] = field(default_factory=list)
+    # false: a prompt step none of whose replies parse stops the cell (the model does not write the
+    # format asked for) rather than record a cell that added nothing
+    allow_unparseable: bool = False
+    # false: a math reply is cut after its '#### <number>' line, as the LLM2LLM authors cut theirs
+    # (what a model writes after its answer, a second problem say, is not the example's solution)
+    keep_after_answer: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            STRATEGIES[cls.name] = cls
+
+    def __post_init__(self):
+        if not isinstance(self.filters, FiltersConfig):
+            self.filters = FiltersConfig.of(self.filters)
+        self.check()
+        self.voices = list(self.persona_pool)[:self.personas]
         self.worked_example: tuple | None = None  # (shown, written) seed examples, see choose_worked_example
+
+    def check(self) -> None:
+        """The settings' ranges, each failing in one line that names the key; a subclass adds its own."""
+        at_least("strategy.temperature", self.temperature, 0)
+        at_least("strategy.max_tokens", self.max_tokens, 1)
+        check(0 <= self.personas <= len(self.persona_pool), "strategy.personas", self.personas,
+              f"must be 0 to {len(self.persona_pool)} (the voices in strategy.persona_pool)")
 
     @abstractmethod
     def run(self, job: StrategyJob) -> None:
@@ -169,9 +204,9 @@ class Strategy(ABC):
         context = self.context(fields, task)
         messages = []
         system = _JINJA.from_string(template["system"]).render(context) if template.get("system") else ""
-        if self.personas:  # a voice per (source, sample), stable across reruns
-            persona = self.personas[
-                zlib.crc32(f"{fields.get('id')}/{sample_index}/{step.name}".encode()) % len(self.personas)
+        if self.voices:  # a voice per (source, sample), stable across reruns
+            persona = self.voices[
+                zlib.crc32(f"{fields.get('id')}/{sample_index}/{step.name}".encode()) % len(self.voices)
             ]
             system = f"{system.rstrip()}\n\nWrite as {persona}.".strip()
         if system:
@@ -259,8 +294,8 @@ class Strategy(ABC):
             if fields is not None:
                 yield index, fields, response
 
-    def filters(self, task: TaskData, training: list) -> Filters:
-        return Filters(task, training, self.filter_settings)
+    def question_filters(self, task: TaskData, training: list) -> Filters:
+        return Filters(task, training, self.filters)
 
 
 def source_fields(example: Example, task: TaskData) -> dict:

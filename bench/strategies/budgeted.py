@@ -15,7 +15,11 @@ answers to the first questions, so the budget is spent exactly. Drops and failur
 budget is a hard cap in the Teacher, so Q is never exceeded."""
 
 from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
 
+from bench.config import FiltersConfig, at_least
 from bench.errors import BenchError
 from bench.steps import ANSWER, CHECK, NEW_QUESTION, REPHRASE, Step
 from bench.strategies.base import (
@@ -31,17 +35,36 @@ from bench.strategies.base import (
 )
 
 
+class Verify(StrEnum):
+    none = "none"
+    gold = "gold"  # keep only answers that agree with the seed's gold answer
+    agreement = "agreement"  # k teacher answers, kept when a strict majority agree
+
+
+@dataclass(kw_only=True)
 class BudgetedStrategy(Strategy):
     family = "budgeted"
-    augmenter_steps = 0  # augmenter queries per generated example
-    gold_known = True  # the question's gold answer is the seed's (answer augmentation, rephrase)
+    rivals = True
+    spends_budget = True
+    report_table = ("budget_strategies", "Budgeted strategies: test accuracy per strategy over BR = Q / |S|")
+    augmenter_steps: ClassVar[int] = 0  # augmenter queries per generated example
+    gold_known: ClassVar[bool] = True  # the question's gold answer is the seed's (answer aug., rephrase)
 
-    def __init__(self, verify: str = "none", self_check: bool = True, agreement_samples: int = 3, **shared):
-        super().__init__(**shared)  # the settings' ranges: bench/config.py BudgetedSettings
-        self.verify = verify
-        self.self_check = self_check
-        # verify=agreement: k teacher answers a question, kept when a majority agree (each one a query)
-        self.answers_per_example = agreement_samples if verify == "agreement" else 1
+    temperature: float = 0.7
+    # gold: keep only answers that agree with the seed's gold answer; agreement: k sampled teacher answers
+    # per question (agreement_samples, each a query), kept when a strict majority agree
+    verify: Verify = Verify.none
+    agreement_samples: int = 3
+    filters: FiltersConfig = field(default_factory=lambda: FiltersConfig(near_duplicate_rouge_l=0.95,
+                                                                         decontaminate_ngram=13))
+
+    def check(self) -> None:
+        super().check()
+        at_least("strategy.agreement_samples", self.agreement_samples, 2)
+
+    @property
+    def answers_per_example(self) -> int:
+        return self.agreement_samples if self.verify == Verify.agreement else 1
 
     max_rounds = 20  # top-up rounds for budget freed by dropped questions and failed requests
 
@@ -77,7 +100,7 @@ class BudgetedStrategy(Strategy):
                              "budget=ratio budget.ratio=BR")
         seed, tally, cost = list(job.seed_set), Tally(), self.cost(job)
         self.choose_worked_example(seed)
-        filters = self.filters(job.task, seed)  # new questions only: decontamination, near-duplicates
+        filters = self.question_filters(job.task, seed)  # new questions only: decontamination, near-dupes
         added, answered, drawn = [], [], 0
         for _ in range(self.max_rounds):
             planned = (budget.max_queries - budget.spent) // cost
@@ -163,12 +186,16 @@ class BudgetedStrategy(Strategy):
         return kept
 
 
+@dataclass(kw_only=True)
 class AnswerAugmentation(BudgetedStrategy):
     """Keep the seed questions; Q teacher answers spread over them (chain of thought, sampled)."""
 
     name = "answer_augmentation"
+    # the questions repeat by design: no near-duplicate filter
+    filters: FiltersConfig = field(default_factory=lambda: FiltersConfig(decontaminate_ngram=13))
 
 
+@dataclass(kw_only=True)
 class QuestionRephrase(BudgetedStrategy):
     """The augmenter rewrites a seed question keeping its answer; the teacher answers the rewrite."""
 
@@ -179,12 +206,16 @@ class QuestionRephrase(BudgetedStrategy):
         return self.augmented_questions(job, REPHRASE, sources, filters, tally)
 
 
+@dataclass(kw_only=True)
 class NewQuestion(BudgetedStrategy):
     """The augmenter writes a new question inspired by a seed and checks it is answerable and well
-    formed; the teacher answers the ones that pass."""
+    formed; the teacher answers the ones that pass. verify=gold does not apply (a new question's gold
+    answer is unknown)."""
 
     name = "new_question"
     gold_known = False
+
+    self_check: bool = True  # the augmenter checks its question (one more query an example)
 
     @property
     def augmenter_steps(self) -> int:

@@ -1,12 +1,17 @@
+from dataclasses import dataclass
+
 from bench.strategies.base import Strategy, StrategyJob, Workload
 
 
+@dataclass(kw_only=True)
 class Finetune(Strategy):
-    """No augmentation: the student is fine-tuned on the seed set alone (the baseline)."""
+    """No augmentation: the student is fine-tuned on the seed set alone (the baseline every generating
+    strategy is judged against)."""
 
     name = "finetune"
     family = "finetune"
     uses_teacher = False
+    baseline = None
 
     def run(self, job: StrategyJob) -> None:
         # scoring S as well makes this the very stage LLM2LLM's iteration 0 is: a sweep trains it once

@@ -8,7 +8,10 @@ seed questions or to a question generated earlier in the round is dropped, and i
 (a fresh sample) until each wrong example has its example or `retries` more attempts are spent."""
 
 import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
 
+from bench.config import FiltersConfig, at_least
 from bench.steps import NEW_EXAMPLE
 from bench.strategies.base import (
     Generated,
@@ -26,37 +29,43 @@ RETRY_STRIDE = 1_000_000  # retry a of a request asks for sample index + a x thi
 log = logging.getLogger(__name__)
 
 
+class NearDuplicatesOf(StrEnum):
+    round = "round"  # this round's wrong seed questions and generated ones (the LLM2LLM authors')
+    training = "training"  # the whole training set
+
+
+@dataclass(kw_only=True)
 class LLM2LLM(Strategy):
     name = "llm2llm"
     family = "llm2llm"
+    iterative = True
+    report_table = ("llm2llm", "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)")
 
-    def __init__(
-        self,
-        iterations: int = 10,
-        per_wrong: int = 1,
-        continue_training: bool = False,
-        augment_synthetic: bool = False,
-        one_shot: bool = False,
-        one_shot_examples: int | None = None,
-        retries: int = 4,
-        near_duplicates_of: str = "round",
-        **shared,
-    ):
-        super().__init__(**shared)  # the settings' ranges: bench/config.py LLM2LLMSettings
-        self.iterations = iterations
-        self.per_wrong = per_wrong
-        self.continue_training = continue_training
-        self.augment_synthetic = augment_synthetic
-        self.one_shot = one_shot
-        self.one_shot_examples = one_shot_examples
-        self.retries = retries
-        self.near_duplicates_of = near_duplicates_of
+    iterations: int = 10  # including iteration 0, the fine-tuning baseline (9 augmentation rounds)
+    per_wrong: int = 1  # new examples per wrong seed example (instructions_per_seed_task)
+    # the paper's ablations
+    continue_training: bool = False  # fine-tune the previous iteration's model instead of the base weights
+    augment_synthetic: bool = False  # wrong synthetic examples are augmented too, not only seed examples
+    one_shot: bool = False  # a single augmentation round of `one_shot_examples` examples, no iterations
+    # one_shot: how many; null: as many as the paired iterative cell generated (the paper's equal data)
+    one_shot_examples: int | None = None
+    retries: int = 4  # a dropped request (no reply, unparsable, filtered) is asked again up to 4 times
+    near_duplicates_of: NearDuplicatesOf = NearDuplicatesOf.round
+    filters: FiltersConfig = field(default_factory=lambda: FiltersConfig(near_duplicate_rouge_l=0.95,
+                                                                         decontaminate_ngram=13))
+
+    def check(self) -> None:
+        super().check()
+        at_least("strategy.iterations", self.iterations, 1)
+        at_least("strategy.per_wrong", self.per_wrong, 1)
+        at_least("strategy.one_shot_examples", self.one_shot_examples, 1, optional=True)
+        at_least("strategy.retries", self.retries, 0)
 
     def run(self, job: StrategyJob) -> None:
         seed = list(job.seed_set)
         self.choose_worked_example(seed)
         training, synthetic = list(seed), []
-        filters = self.filters(job.task, training)
+        filters = self.question_filters(job.task, training)
         rounds = 2 if self.one_shot else self.iterations
         previous = None
         for iteration in range(rounds):
@@ -77,7 +86,7 @@ class LLM2LLM(Strategy):
                 sources = [(example, iteration * self.per_wrong + k) for example in wrong
                            for k in range(self.per_wrong)]
             if self.near_duplicates_of == "round":  # the authors' pool: this round's wrong seed questions
-                filters = self.filters(job.task, wrong)
+                filters = self.question_filters(job.task, wrong)
             added = self.augment(job, sources, iteration + 1, filters)
             if not added and not self.continue_training:
                 # the same data from the same base weights: every later round would repeat this one

@@ -3,40 +3,53 @@ synthetic corpus, one text per topic x style (each in one of `personas` voices);
 pre-trained on it (the loss on every token), then fine-tuned on the seed set from those weights. Both
 stages are scored on the task's test split and on lm-eval's zero-shot tasks, when named."""
 
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
-from bench.config import TrainConfig
+from bench.config import TrainConfig, at_least, check
 from bench.errors import BenchError, first_line
 from bench.steps import CORPUS
 from bench.strategies.base import Generated, Strategy, StrategyJob, Tally, Workload, writer
 from bench.tasks import Example, question_of
 
+STYLES = ("textbook passage", "news article", "forum post", "dialogue", "encyclopedia entry", "story")
 
+
+@dataclass(kw_only=True)
 class SyntheticPretraining(Strategy):
     name = "synthetic_pretraining"
     family = "pretraining"
+    baseline = None  # judged by its zero-shot scores and the diversity of its corpus (docs/protocols.md §3)
+    pretrains = True
+    extra_fields = ("topic", "style")
 
-    def __init__(self, topics: list | None = None, styles: list | None = None, generations_per_topic: int = 1,
-                 pretrain: dict | None = None, zero_shot_tasks: list | None = None,
-                 zero_shot_include_path: str | None = None, zero_shot_limit: int | None = None,
-                 real_share: float = 0.0, sft: dict | None = None, **shared):
-        super().__init__(**shared)  # the settings' ranges: bench/config.py PretrainingSettings
-        self.real_share = real_share  # of the pre-training texts, real ones (the task's pool beyond S)
-        self.sft = dict(sft) if sft else None  # an instruction set for the SFT stage; None: the seed set
+    topics: list[str] = field(default_factory=list)  # empty: the seed questions serve as topics
+    styles: list[str] = field(default_factory=lambda: list(STYLES))
+    generations_per_topic: int = 1
+    personas: int = 3
+    max_tokens: int = 1024
+    real_share: float = 0.0  # of the pre-training texts, real ones (the task's pool beyond the seed set)
+    # the SFT stage's data: null fine-tunes on the seed set; or an instruction set {path, prompt, target,
+    # name, split, data_files, limit} (a Hub dataset, or json with data_files)
+    sft: Any = None
+    # the pre-training recipe: keys of the train config, over train (the SFT recipe)
+    pretrain: dict[str, Any] = field(default_factory=lambda: {"epochs": 2, "learning_rate": 1.0e-3})
+    zero_shot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, after pre-training and SFT
+    zero_shot_include_path: str | None = None  # a folder of extra lm-eval task YAMLs
+    zero_shot_limit: int | None = None
+
+    def check(self) -> None:
+        super().check()
+        check(bool(self.styles), "strategy.styles", self.styles, "must list at least one style")
+        at_least("strategy.generations_per_topic", self.generations_per_topic, 1)
+        check(0 <= self.real_share < 1, "strategy.real_share", self.real_share, "must be in [0, 1)")
         if self.sft is not None and not {"path", "prompt", "target"} <= set(self.sft):
             raise BenchError("strategy.sft needs path (a Hub dataset, or json with data_files), prompt and "
                              "target (Jinja over its columns); or null to fine-tune on the seed set")
-        self.topics = list(topics or [])
-        self.styles = list(styles)
-        self.generations_per_topic = generations_per_topic
-        self.pretrain = dict(pretrain or {})  # the pre-training stage's recipe: the train config, changed
         unknown = sorted(set(self.pretrain) - {f.name for f in fields(TrainConfig)})
         if unknown:
             raise BenchError(f"strategy.pretrain has unknown keys {unknown}: use keys of the train config "
                              "(conf/train/)")
-        self.zero_shot_tasks = list(zero_shot_tasks or [])
-        self.zero_shot_include_path = zero_shot_include_path
-        self.zero_shot_limit = zero_shot_limit
 
     def run(self, job: StrategyJob) -> None:
         corpus = self.corpus(job)

@@ -245,3 +245,13 @@ def open_cache(cfg):
     refuse_network_filesystem(Path(cfg.cache_path))
     return GenerationCache(cfg.cache_path)
 
+
+def stored_answers(cfg) -> int | None:
+    """How many answers the config's cache holds (its own count, SQLite or PostgreSQL alike), without
+    creating one; None where it cannot be read now (after a Ctrl-C, say, with the server gone)."""
+    try:
+        if not cfg.cache_url and not Path(cfg.cache_path).is_file():
+            return 0
+        return len(open_cache(cfg))
+    except (BenchError, sqlite3.Error, OSError):
+        return None

@@ -1,13 +1,15 @@
 """Tables and plots from the cell records of a sweep, shaped like the papers' tables:
 `python -m runners.report <sweep dir> [<more> ...] [--out DIR]` (it also runs at the end of every multirun).
-Cells go to a table by their strategy's family (recorded in each cell record).
+Cells go to a table by what their strategy class declares (bench/strategies/base.py: its baseline, its
+rivals, its paper-shaped table) and their teacher by its role (bench/config.py TeacherRole).
 
-- LLM2LLM (Lee et al., Table 1): rows task x |S|, columns finetune, each LLM2LLM variant and its gain
-  with its verdict;
+- an iterative strategy's table (LLM2LLM, Lee et al., Table 1): rows task x |S|, columns the baseline,
+  each variant and its gain with its verdict;
 - every comparison (runners/report/verdicts.py): Δ over paired replicates, its interval, P(A>B), p,
   helps / hurts / can't tell, and the noise it is judged against; where a strategy ran under several
   settings with replicates, each setting against the plainest (a recipe's mean and noise together);
-- budget strategies (Chan, Pu et al.): accuracy per strategy over the budget ratio BR, for each |S|;
+- a budget-spending family's table (Chan, Pu et al.): accuracy per strategy over the budget ratio BR, for
+  each |S|;
 - diversity: each diversity score of the cells' generated data against the mean zero-shot accuracy
   after pre-training and after SFT (the diversity paper's quantity, where scored) and the task's test
   accuracy (Spearman and Pearson with bootstrap intervals, per task and pooled, a scatter per score);
@@ -23,14 +25,14 @@ import pandas as pd
 from bench.evaluation import FEW_STEPS, MOSTLY_INVALID
 from runners.report.html import browser_rows, write_html
 from runners.report.paper import paper_table
-from runners.report.plots import cached_plot, plot_budget, plot_diversity, plot_iterations
+from runners.report.plots import plot_budget, plot_diversity, plot_iterations
 from runners.report.tables import (
     budget_table,
     cells_table,
     cluster_agent_table,
     diversity_table,
     frame,
-    llm2llm_table,
+    iterations_table,
     markdown,
     well_formed,
 )
@@ -44,9 +46,7 @@ from runners.report.verdicts import (
     recipe_table,
 )
 
-TITLES = {
-    "llm2llm": "LLM2LLM: test accuracy, fine-tuning vs LLM2LLM (final iteration)",
-    "budget_strategies": "Budgeted strategies: test accuracy per strategy over BR = Q / |S|",
+TITLES = {  # and the paper-shaped tables, each titled by the strategy class that declares it
     "diversity": ("Diversity of the generated data vs what it did for the student (the mean zero-shot "
                   "accuracy where scored, the task's test accuracy): correlation across cells (a cell's "
                   "training replicates one point; 95% bootstrap intervals), per task, ranked by |Spearman|"),
@@ -75,9 +75,20 @@ TITLES = {
 }
 
 
-def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dict:
-    """Write report.md, report.html, the CSVs and the plots into `out`; return {name: table or plot path}.
-    `plot_cache`: a folder of plots drawn before, by content."""
+def declared_tables(df: pd.DataFrame) -> dict:
+    """{name: title} of the paper-shaped tables the cells' strategies declare: the iterative ones first."""
+    declared = df[df.report_table.notna()].sort_values(["iterative", "report_table"], ascending=[False, True])
+    return dict(zip(declared.report_table, declared.report_title, strict=True))
+
+
+def build_declared(df: pd.DataFrame, name: str) -> pd.DataFrame | None:
+    """A declared table, shaped by what its strategies are: iterative, or spending a budget."""
+    cells = df[df.report_table == name]
+    return iterations_table(df, name) if cells.iterative.any() else budget_table(df, name)
+
+
+def build(records: list[dict], out: Path) -> dict:
+    """Write report.md, report.html, the CSVs and the plots into `out`; return {name: table or plot path}."""
     out.mkdir(parents=True, exist_ok=True)
     records = [r for r in records if well_formed(r)]
     df = frame(records)
@@ -96,18 +107,19 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
                             f"{FEW_STEPS} optimizer steps barely moved its student, and a test split where "
                             f"over {MOSTLY_INVALID:.0%} of generations are no answer at all measures the "
                             "output format, not what the data taught.")
-        tables = {"llm2llm": llm2llm_table(df), "budget_strategies": budget_table(df),
+        titles = {**declared_tables(df), **TITLES}
+        tables = {**{name: build_declared(df, name) for name in declared_tables(df)},
                   "diversity": diversity_table(df), "cluster_agent": cluster_agent_table(df),
                   "comparisons": comparisons_table, "iterations": iteration_table(df),
                   "noise": noise_table(df), "metrics": metric_verdicts,
                   "metrics_noise": metric_noise, "recipes": recipe_table(df), "papers": paper_table(df),
                   "cells": cells_table(df)}
         one_family(tables)  # q beside every p, over every test of the report
-        said = headline(tables["comparisons"], tables)
+        said = headline(tables["comparisons"], tables, df)
         if said:
             intro.append(said)
         for name, table in tables.items():
-            title = TITLES[name]
+            title = titles[name]
             if table is not None:
                 table.to_csv(out / f"{name}.csv", index=False)
                 sections.append((name, title, table))
@@ -117,7 +129,7 @@ def build(records: list[dict], out: Path, plot_cache: Path | None = None) -> dic
             ("accuracy_per_iteration", plot_iterations),
             ("accuracy_vs_diversity", plot_diversity),
         ):
-            path = cached_plot(plot, df, out / f"{name}.png", plot_cache)
+            path = plot(df, out / f"{name}.png")
             if path:
                 plots.append((name, path))
                 made[name] = path

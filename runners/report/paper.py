@@ -10,7 +10,7 @@ import yaml
 
 from runners.report.compare import CANT_TELL, HELPS
 from runners.report.tables import POOLED, budgeted_cells
-from runners.report.verdicts import ORACLE, REPLICATE, SHUFFLED, judged
+from runners.report.verdicts import CONTROLS, REPLICATE, judged
 
 VALUES = Path(__file__).with_name("paper_values.yaml")
 
@@ -48,10 +48,11 @@ def verdict(delta: str | None, notes: list[str]) -> str | None:
     return f"not comparable: {'; '.join(notes)}" if notes else delta
 
 
-def claim(verdict_text: str, teacher: str, direction: float) -> str:
+def claim(verdict_text: str, teacher: str, role: str, direction: float) -> str:
     """Whether a row reproduces the paper's claim: only a verdict in the paper's direction does; the
-    controls' teachers (oracle, shuffled labels) bound what a teacher can do and reproduce nothing."""
-    if teacher in (ORACLE, SHUFFLED):
+    controls' teachers (their role: oracle, shuffled labels) bound what a teacher can do and reproduce
+    nothing."""
+    if role in CONTROLS:
         return f"control ({teacher}): not a reproduction"
     if verdict_text.startswith(CANT_TELL):
         return "not shown (can't tell)"
@@ -60,37 +61,40 @@ def claim(verdict_text: str, teacher: str, direction: float) -> str:
 
 
 def llm2llm_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
-    """One row per task, teacher and |S|: LLM2LLM's final iteration against fine-tuning on the same seed
-    sets, paired by replicate (the fine-tuning runs counted once, however many teachers share them)."""
+    """One row per task, teacher and |S|: the claim's strategies (`strategies` in paper_values.yaml) at
+    their final iteration against their baseline on the same seed sets, paired by replicate (the baseline's
+    runs counted once, however many teachers share them)."""
     rows = []
     for task, points in paper["gain_points"].items():
-        cells = df[(df.task == task) & df.variant.isin(["finetune", "llm2llm", "llm2llm_quick"])]
-        notes = differences(cells, paper["setting"], task)
+        ours_all = df[(df.task == task) & df.variant.isin(paper["strategies"])]
+        base_all = df[(df.task == task) & df.strategy.isin(ours_all.baseline.dropna().unique())]
+        notes = differences(pd.concat([base_all, ours_all]), paper["setting"], task)
         quantity = f"{task}: {paper['quantity']}"
         found = []
-        for (size, teacher), ours in cells[cells.family == "llm2llm"].groupby(["seed_size", "teacher"]):
-            base = cells[(cells.family == "finetune") & (cells.seed_size == size)].drop_duplicates(
-                subset=REPLICATE)
+        for (size, teacher), ours in ours_all.groupby(["seed_size", "teacher"]):
+            base = base_all[base_all.seed_size == size].drop_duplicates(subset=REPLICATE)
             if len(base):
                 gain = judged(ours, base)
-                found.append(row("LLM2LLM", f"{quantity} (|S| {size}, teacher {teacher})", paper["source"],
+                found.append(row(paper["study"], f"{quantity} (|S| {size}, teacher {teacher})",
+                                 paper["source"],
                                  f"{points:+.1f}", f"{100 * gain.diff:+.1f}",
                                  verdict(f"{100 * gain.diff - points:+.1f}", notes),
-                                 claim(gain.verdict, teacher, points), gain))
-        rows += found or [row("LLM2LLM", quantity, paper["source"], f"{points:+.1f}", None, None)]
+                                 claim(gain.verdict, teacher, ours.teacher_role.iloc[0], points), gain))
+        rows += found or [row(paper["study"], quantity, paper["source"], f"{points:+.1f}", None, None)]
     return rows
 
 
-def crossover(cells: pd.DataFrame) -> tuple[float | None, float | None] | str | None:
-    """Where New Question overtakes Answer Augmentation on the grid, from a verdict at each BR (New
-    Question against Answer Augmentation, paired by replicate), never from means alone: between the last
-    BR where Answer Augmentation is ahead (hurts) and the first after it where New Question is (helps);
-    (None, BR) when New Question is ahead from the first BR that reaches a verdict; (BR, None) when it is
-    not ahead after Answer Augmentation last was; "can't tell" when no BR reaches a verdict; None without
-    both strategies at one BR. Pool one budget reading only."""
+def crossover(cells: pd.DataFrame, overtaking: str, overtaken: str
+              ) -> tuple[float | None, float | None] | str | None:
+    """Where strategy `overtaking` (the budget paper's New Question) overtakes `overtaken` (Answer
+    Augmentation) on the grid, from a verdict at each BR (the one against the other, paired by
+    replicate), never from means alone: between the last BR where `overtaken` is ahead (hurts) and the
+    first after it where `overtaking` is (helps); (None, BR) when `overtaking` is ahead from the first BR
+    that reaches a verdict; (BR, None) when it is not ahead after `overtaken` last was; "can't tell" when
+    no BR reaches a verdict; None without both strategies at one BR. Pool one budget reading only."""
     decided, both = [], False
     for ratio, at in cells.groupby("budget_ratio"):
-        new, answer = at[at.strategy == "new_question"], at[at.strategy == "answer_augmentation"]
+        new, answer = at[at.strategy == overtaking], at[at.strategy == overtaken]
         if len(new) and len(answer):
             both = True
             said = judged(new, answer).verdict
@@ -140,11 +144,11 @@ def budget_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
             budgeted[(budgeted.seed_size == int(size)) & ~budgeted.full_seed_set]
         for reading in readings or [None]:
             cells = of_size if reading is None else of_size[of_size.count_augmenter == reading]
-            interval = crossover(cells) if len(cells) else None
+            interval = crossover(cells, *paper["crossover_of"]) if len(cells) else None
             label = "" if reading is None else \
                 f", augmenter queries {'counted' if reading else 'not counted'} in Q"
             delta = None if interval in (None, CANT_TELL) else interval_delta(interval, low, high)
-            rows.append(row("budget", f"seed set {size}{label}: {paper['quantity']}", paper["source"],
+            rows.append(row(paper["study"], f"seed set {size}{label}: {paper['quantity']}", paper["source"],
                             f"{low:g}" if low == high else f"{low:g}–{high:g}", interval_text(interval),
                             verdict(delta, differences(cells, paper["setting"]))))
     return rows
@@ -164,7 +168,7 @@ def diversity_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
         return [row("diversity", paper["quantity"], paper["source"], paper["correlation_sign"], None, None)]
     rho = float(found.spearman.iloc[0])
     agrees = (rho > 0) == (paper["correlation_sign"] == "positive")
-    notes = differences(df[df.family != "finetune"], paper["setting"])
+    notes = differences(df[df.uses_teacher], paper["setting"])
     return [row("diversity", paper["quantity"], paper["source"], paper["correlation_sign"],
                 f"Spearman {rho:+.2f}", verdict("same sign" if agrees else "opposite sign", notes))]
 
@@ -180,7 +184,7 @@ def zero_shot_rows(df: pd.DataFrame, paper: dict) -> list[dict]:
     sweep's pre-training cells of the same template (any student: the Δ only where every setting
     matches)."""
     rows = []
-    corpora = df[df.family == "pretraining"]
+    corpora = df[df.pretrains]
     for student, stages in paper["accuracy"].items():
         for stage, column in (("pretrained", "zero_shot_pretrained"), ("sft", "zero_shot_sft")):
             for template, value in stages[stage].items():
@@ -235,10 +239,10 @@ def row(study, quantity, source, paper, reproduced, delta, claimed: str = "n/a",
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     paper = paper_values()
-    rows = llm2llm_rows(df, paper["llm2llm"]) + budget_rows(df, paper["budget"]) \
-        + diversity_rows(df, paper["diversity"])
+    rows = llm2llm_rows(df, paper["lee2024_llm2llm"]) + budget_rows(df, paper["chan2024_budget"]) \
+        + diversity_rows(df, paper["chen2024_diversity"])
     # the diversity study's own tables, in a report of its cells (pre-training corpora, cluster-agent scores)
-    if (df.family == "pretraining").any() or ("cluster_score" in df and df.cluster_score.notna().any()):
-        rows += zero_shot_rows(df, paper["diversity_zero_shot"]) + \
-            sensitivity_rows(df, paper["diversity_sensitivity"])
+    if df.pretrains.any() or ("cluster_score" in df and df.cluster_score.notna().any()):
+        rows += zero_shot_rows(df, paper["chen2024_zero_shot"]) + \
+            sensitivity_rows(df, paper["chen2024_sensitivity"])
     return pd.DataFrame(rows)

@@ -1,18 +1,14 @@
 """The report's plots: accuracy over the budget ratio, per LLM2LLM iteration, and against each diversity
-score. A plot whose cells were drawn before is copied from the plot cache instead of drawn again."""
+score."""
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.store import digest, replaced_whole
 from runners.report.stats import spearman
 from runners.report.tables import MIN_CELLS, budgeted_cells, design_points, diversity_scores, half_interval
-
-PLOTS_VERSION = 5  # part of the plot cache's key: raise it when a plot is drawn differently
 
 
 def panels_figure(rows: int, columns: int, panel_size: tuple, sharey: bool | str = False):
@@ -32,15 +28,18 @@ def save_figure(figure, path: Path) -> Path:
 
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    with plt.rc_context({"svg.fonttype": "none"}):  # text stays text: editable, searchable
-        figure.savefig(path.with_suffix(".svg"))
+    # text stays text (editable, searchable); no date and fixed ids: the same cells draw the same file
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "synthbench"}):
+        figure.savefig(path.with_suffix(".svg"), metadata={"Date": None})
     plt.close(figure)
     return path
 
 
-def finetune_baseline(df: pd.DataFrame, task: str, size: int) -> float | None:
-    """The fine-tuning cells' mean accuracy at (task, |S|): the line a strategy has to beat."""
-    cells = df[(df.family == "finetune") & (df.task == task) & (df.seed_size == size)]
+def baseline_accuracy(df: pd.DataFrame, plotted: pd.DataFrame, task: str, size: int) -> float | None:
+    """The mean accuracy at (task, |S|) of the baseline the plotted cells' strategies declare (fine-tuning):
+    the line a strategy has to beat."""
+    baseline = df.strategy.isin(plotted.baseline.dropna().unique())
+    cells = df[baseline & (df.task == task) & (df.seed_size == size)]
     return float(cells.accuracy.mean()) if len(cells) else None
 
 
@@ -78,7 +77,7 @@ def plot_budget(df: pd.DataFrame, path: Path) -> Path | None:
                 axis.errorbar(list(points.groups), points.accuracy.mean(),
                               yerr=[half_interval(p.accuracy, p.stderr) for _, p in points], marker="o",
                               capsize=3, label=label)
-            draw_baseline(axis, finetune_baseline(df, task, size))
+            draw_baseline(axis, baseline_accuracy(df, cells, task, size))
             ratios = sorted(block.budget_ratio.unique())
             axis.set(xscale="log", xlabel="budget ratio BR = Q / |S|", title=f"{task}, |S| = {size}")
             axis.set_xticks(ratios, [f"{r:g}" for r in ratios])
@@ -94,7 +93,7 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
     """Test accuracy per LLM2LLM iteration (iteration 0 is the model fine-tuned on the seed set alone),
     one panel per task, with the sweep's fine-tuning cells dashed when it has them; error bars: 95%
     intervals (interval_95); accuracy from 0 to 1."""
-    cells = df[df.family == "llm2llm"]
+    cells = df[df.iterative]
     if cells.empty:
         return None
     tasks = sorted(cells.task.unique())
@@ -108,7 +107,7 @@ def plot_iterations(df: pd.DataFrame, path: Path) -> Path | None:
             axis.errorbar(curves.columns, curves.mean(), marker="o", capsize=3, yerr=halves,
                           label=f"{variant}, |S| = {size}")
         for size in sorted(cells[cells.task == task].seed_size.unique()):
-            draw_baseline(axis, finetune_baseline(df, task, size), f"fine-tuning only, |S| = {size}")
+            draw_baseline(axis, baseline_accuracy(df, cells, task, size), f"fine-tuning only, |S| = {size}")
         axis.set(xlabel="iteration", ylabel="test accuracy", title=task)
         accuracy_axis(axis)
         axis.xaxis.get_major_locator().set_params(integer=True)
@@ -150,22 +149,3 @@ def plot_diversity(df: pd.DataFrame, path: Path) -> Path | None:
         axis.axis("off")
     axes[0][0].legend(fontsize=7)
     return save_figure(figure, path)
-
-
-def cached_plot(plot, df: pd.DataFrame, path: Path, cache: Path | None) -> Path | None:
-    """Draw the plot, or copy it from `cache` when the same cells were drawn before (a rerun of a
-    sweep whose cells were all done then costs no drawing)."""
-    if cache is None:
-        return plot(df, path)
-    stored = cache / f"{digest([PLOTS_VERSION, plot.__name__, df.drop(columns=['skipped']).to_json()])}.png"
-    if stored.is_file() and stored.with_suffix(".svg").is_file():
-        shutil.copyfile(stored, path)
-        shutil.copyfile(stored.with_suffix(".svg"), path.with_suffix(".svg"))
-        return path
-    made = plot(df, path)
-    if made:
-        cache.mkdir(parents=True, exist_ok=True)
-        for suffix in (".svg", ".png"):  # the PNG last: it marks the pair complete
-            with replaced_whole(stored.with_suffix(suffix)) as partial:
-                shutil.copyfile(path.with_suffix(suffix), partial)
-    return made

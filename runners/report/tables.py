@@ -13,6 +13,7 @@ from bench.evaluation import doubts
 from bench.model_store import hub_id_of
 from bench.records import CellRecord, RoundRecord
 from bench.store import CELL_ID
+from bench.strategies import report_roles
 from runners.report.compare import HELPS
 from runners.report.stats import correlations
 from runners.report.verdicts import REPLICATE, judged, noise_by_task
@@ -54,7 +55,9 @@ def frame(records: list[dict]) -> pd.DataFrame:
                 "full_seed_set": config["seed_set"].get("size") is None
                 and config["seed_set"].get("fraction") is None,
                 "strategy": r.strategy,
-                "family": r.family,
+                # what its class declares: the baseline it is judged against, its rivals, its tables
+                **report_roles((config.get("strategy") or {}).get("_target_"), r.strategy),
+                "teacher_role": config["teacher"].get("role", "teacher"),
                 "variant": r.choices.get("strategy", r.strategy),
                 "seed_size": r.seed_set_size,
                 "seed": config["seed_set"]["seed"],
@@ -189,25 +192,30 @@ def row_keys(df: pd.DataFrame, always: list[str]) -> list[str]:
            (["setting"] if df.setting.nunique() > 1 else [])
 
 
-def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
-    cells = df[df.family.isin(["finetune", "llm2llm"])]
-    if cells.empty or not (cells.family == "llm2llm").any():
+def iterations_table(df: pd.DataFrame, name: str) -> pd.DataFrame | None:
+    """The final iteration of the iterative strategies whose cells form table `name`, beside their
+    baseline, per task and |S| (LLM2LLM's Table 1 shape), with each variant's gain and verdict."""
+    iterative = df[df.iterative & (df.report_table == name)]
+    if iterative.empty:
         return None
+    baselines = sorted(iterative.baseline.dropna().unique())
+    cells = df[df.index.isin(iterative.index) | df.strategy.isin(baselines)]
     keys = row_keys(cells, ["task", "seed_size"])
-    variants = sorted(cells[cells.family == "llm2llm"].variant.unique())
+    variants = sorted(iterative.variant.unique())
     noise = noise_by_task(df, "accuracy")  # the comparisons table's MDE noise
     rows = []
     for group, block in cells.groupby(keys, sort=True):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,), strict=True))
-        base = block[block.family == "finetune"].accuracy
-        row["finetune"] = mean_std(base) + flag(block[block.family == "finetune"])
+        for baseline in baselines:
+            base = block[block.strategy == baseline]
+            row[baseline] = mean_std(base.accuracy) + flag(base)
         for variant in variants:
-            accuracy = block[block.variant == variant].accuracy
-            row[variant] = mean_std(accuracy) + flag(block[block.variant == variant])
-            if len(accuracy) and len(base):
+            ours = block[block.variant == variant]
+            row[variant] = mean_std(ours.accuracy) + flag(ours)
+            base = block[block.strategy == (ours.baseline.iloc[0] if len(ours) else None)]
+            if len(ours) and len(base):
                 sd = noise.get((block.task.iloc[0], block.student.iloc[0]))
-                verdict = judged(block[block.variant == variant], block[block.family == "finetune"],
-                                 noise=sd and sd[0])
+                verdict = judged(ours, base, noise=sd and sd[0])
                 row[f"{variant} gain"] = f"{100 * verdict.diff:+.1f} pts: {verdict.verdict}"
                 row[f"p_raw:{variant} gain"] = verdict.p_value  # its q: verdicts.one_family
         rows.append(row)
@@ -215,7 +223,8 @@ def llm2llm_table(df: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def budgeted_cells(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df.family == "budgeted") & df.budget_ratio.notna()]
+    """The cells of strategies that spend a query budget, where one was set."""
+    return df[df.spends_budget & df.budget_ratio.notna()]
 
 
 Z_95 = 1.96  # a single cell's 95% binomial interval over its test items
@@ -244,8 +253,11 @@ def best_of(block: pd.DataFrame, strategies: list[str], noise: dict) -> tuple[st
     return (first if test.verdict == HELPS else f"none ({test.verdict} over {second})"), test.p_value
 
 
-def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
+def budget_table(df: pd.DataFrame, name: str) -> pd.DataFrame | None:
+    """Accuracy per strategy over BR, per task and |S|, of the cells that form table `name`, the best
+    strategy with its test, and the baseline's accuracy beside them."""
     cells = budgeted_cells(df)
+    cells = cells[cells.report_table == name]
     if cells.empty:
         return None
     keys = row_keys(cells, ["task", "seed_size", "budget_ratio"])
@@ -262,10 +274,11 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame | None:
         if block.budget_capped.fillna(False).astype(bool).any():  # several nominal BRs, one Q
             row["budget_ratio"] = f"{row['budget_ratio']:g} (capped: budget.cap)"
         same = (df.task == row["task"]) & (df.seed_size == row["seed_size"])
-        # fine-tuning asks no teacher: a grid over teachers runs each replicate once per teacher
-        baseline = df[(df.family == "finetune") & same].drop_duplicates(subset=REPLICATE)
-        if len(baseline):  # the sweep's fine-tuning cells: what no teacher gives at this |S|
-            row["finetune"] = mean_std(baseline.accuracy) + flag(baseline)
+        for base in sorted(block.baseline.dropna().unique()):  # what no teacher gives at this |S|
+            # a baseline asks no teacher: a grid over teachers runs each replicate once per teacher
+            baseline = df[(df.strategy == base) & same].drop_duplicates(subset=REPLICATE)
+            if len(baseline):
+                row[base] = mean_std(baseline.accuracy) + flag(baseline)
         rows.append(row)
     return pd.DataFrame(rows)
 

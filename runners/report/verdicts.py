@@ -1,11 +1,16 @@
 """Every comparison a sweep allows, each with its verdict (runners/report/compare.py), the controls'
 Performance Gap Recovered, and the noise they are judged against:
 
-- each LLM2LLM variant and each budgeted strategy against fine-tuning at the same task, student, |S|
-  and setting (fine-tuning trains no teacher data, so any teacher's cells share it);
-- the budgeted strategies against each other at the same budget ratio and teacher;
-- PGR = (strategy - fine-tuning) / (oracle - fine-tuning) where the same strategy also ran with the
-  perfect teacher (`teacher=oracle`): how much of what real data would add the strategy's teacher adds.
+- each strategy that declares a baseline (bench/strategies/base.py) against its baseline's cells at the same
+  task, student, |S| and setting (a baseline asks no teacher, so any teacher's cells share it);
+- the strategies that declare themselves rivals against their family's others at the same budget ratio
+  and teacher;
+- PGR = (strategy - baseline) / (positive control - baseline) where the same strategy also ran with a
+  teacher whose role is the positive control (a perfect teacher, `teacher=oracle`): how much of what real
+  data would add the strategy's teacher adds.
+
+Cells are selected by what their strategy class and their teacher declare (the frame's role columns),
+never by a name.
 
 Replicates pair up by (seed_set.seed, replicate): the same seed set and training replicate on both
 sides."""
@@ -17,8 +22,8 @@ from scipy import stats
 
 from runners.report.compare import CANT_TELL, compare, gap_recovered
 
-ORACLE = "oracle"  # the positive control: conf/teacher/oracle.yaml
-SHUFFLED = "shuffled_labels"  # the negative control: conf/teacher/shuffled_labels.yaml
+POSITIVE_CONTROL = "positive_control"  # a teacher's declared role (bench/config.py TeacherRole)
+CONTROLS = (POSITIVE_CONTROL, "negative_control")
 REPLICATE = ["seed", "replicate"]  # what pairs two cells' replicates
 
 
@@ -53,7 +58,7 @@ def pooled_noise(cells: pd.DataFrame, metric: str = "accuracy") -> tuple[float, 
     from more runs than any one comparison has (runners/plan.py reads it from the stores the same way).
     None where no recipe ran twice."""
     cells = cells[cells[metric].notna()]
-    cells = cells.assign(teacher=cells.teacher.where(cells.family != "finetune", "-"))
+    cells = cells.assign(teacher=cells.teacher.where(cells.uses_teacher, "-"))
     cells = cells.drop_duplicates(subset=[*NOISE_KEYS, *REPLICATE])
     groups = [g[metric] for _, g in cells.groupby(NOISE_KEYS, dropna=False) if len(g) > 1]
     dof = sum(len(g) - 1 for g in groups)
@@ -65,7 +70,7 @@ def pooled_noise(cells: pd.DataFrame, metric: str = "accuracy") -> tuple[float, 
 def arm(block: pd.DataFrame, teachers: bool) -> str:
     """How a side of a comparison is named: the variant, and its teacher where teachers vary."""
     variant, teacher = block.variant.iloc[0], block.teacher.iloc[0]
-    return f"{variant} ({teacher})" if teachers and block.family.iloc[0] != "finetune" else variant
+    return f"{variant} ({teacher})" if teachers and block.uses_teacher.iloc[0] else variant
 
 
 GROUP = ["task", "student", "seed_size", "setting"]
@@ -75,7 +80,7 @@ def comparisons(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
     """One row per comparison: who against whom, where, and the verdict's columns, by `metric`."""
     if df.empty:
         return None
-    teachers = df[df.family != "finetune"].teacher.nunique() > 1
+    teachers = df[df.uses_teacher].teacher.nunique() > 1
     noise = noise_by_task(df, metric)
     scale, unit = METRICS[metric]
     rows = []
@@ -84,22 +89,23 @@ def comparisons(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
         sd = noise.get((where["task"], where["student"]))
         places = 1 if scale >= 10 else 3
         heard = {f"noise sd ({unit})": f"{sd[0] * scale:.{places}f} (df {sd[1]})" if sd else ""}
-        # fine-tuning asks no teacher: a grid over teachers runs it once per teacher, the same cell
-        baseline = cells[cells.family == "finetune"].drop_duplicates(subset=REPLICATE)
-        generating = cells[cells.family.isin(["llm2llm", "budgeted"])]
-        for (ratio, teacher, variant), arm_cells in generating.groupby(
-                [generating.budget_ratio.fillna(-1), "teacher", "variant"], sort=True):
-            br = None if ratio == -1 else ratio
+        judged_arms = cells[cells.baseline.notna()]
+        for (ratio, teacher, variant), arm_cells in judged_arms.groupby(
+                [judged_arms.budget_ratio.fillna(-1), "teacher", "variant"], sort=True):
+            br, name = None if ratio == -1 else ratio, arm_cells.baseline.iloc[0]
+            # a baseline asks no teacher: a grid over teachers runs it once per teacher, the same cell
+            baseline = cells[cells.strategy == name].drop_duplicates(subset=REPLICATE)
             if len(baseline):
-                row = {**where, "budget_ratio": br, "A": arm(arm_cells, teachers), "B": "finetune",
+                row = {**where, "budget_ratio": br, "A": arm(arm_cells, teachers), "B": name,
                        **judged(arm_cells, baseline, metric, sd and sd[0]).row(), **heard}
-                oracle = generating[(generating.variant == variant) & (generating.teacher == ORACLE)
-                                    & (generating.budget_ratio.fillna(-1) == ratio)]
-                if teacher not in (ORACLE, SHUFFLED) and len(oracle):  # a real teacher's share of the gap
-                    row["PGR"] = recovered(arm_cells, baseline, oracle, metric)
+                control = judged_arms[(judged_arms.variant == variant)
+                                      & (judged_arms.teacher_role == POSITIVE_CONTROL)
+                                      & (judged_arms.budget_ratio.fillna(-1) == ratio)]
+                if arm_cells.teacher_role.iloc[0] not in CONTROLS and len(control):  # the gap's share
+                    row["PGR"] = recovered(arm_cells, baseline, control, metric)
                 rows.append(row)
-        budgeted = generating[generating.family == "budgeted"]
-        for (ratio, teacher), at_ratio in budgeted.groupby(["budget_ratio", "teacher"], sort=True):
+        rivals = judged_arms[judged_arms.rivals]
+        for (_, ratio, teacher), at_ratio in rivals.groupby(["family", "budget_ratio", "teacher"], sort=True):
             strategies = sorted(at_ratio.variant.unique())
             for i, first in enumerate(strategies):
                 for second in strategies[i + 1:]:
@@ -144,6 +150,7 @@ def one_family(tables: dict) -> int:
 
 
 def recovered(strategy: pd.DataFrame, baseline: pd.DataFrame, oracle: pd.DataFrame, metric: str) -> str:
+    # `oracle`: the same strategy's cells with the positive control's teacher
     """PGR with Fieller's interval, over the replicates all three ran (paired) where 2 or more did."""
     in_oracle = dict(pairs(strategy, oracle))
     triples = [(i, j, in_oracle[i]) for i, j in pairs(strategy, baseline) if i in in_oracle]
@@ -158,7 +165,7 @@ def recovered(strategy: pd.DataFrame, baseline: pd.DataFrame, oracle: pd.DataFra
     return f"{point:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def headline(table: pd.DataFrame | None, tables: dict) -> str | None:
+def headline(table: pd.DataFrame | None, tables: dict, df: pd.DataFrame) -> str | None:
     """The line at the top of a report: how many of the comparisons reach a verdict, how many verdicts of
     the whole report hold at q < 0.05 (one false-discovery family: every table's tests), and what the grid
     can detect, from its positive control where it has one (teacher=oracle against fine-tuning), else from
@@ -166,7 +173,11 @@ def headline(table: pd.DataFrame | None, tables: dict) -> str | None:
     if table is None or table.empty:
         return None
     mde = pd.to_numeric(table["MDE (pts)"], errors="coerce")
-    control = table[table.A.str.contains(f"({ORACLE})", regex=False) & (table.B == "finetune")]
+    # the rows of a positive control's teacher against a baseline
+    controls = df[df.teacher_role == POSITIVE_CONTROL].teacher.unique()
+    baselines = df[df.baseline.notna()].baseline.unique()
+    control = table[table.A.map(lambda a: any(a.endswith(f"({c})") for c in controls))
+                    & table.B.isin(baselines)]
     undecided = table.verdict.str.startswith(CANT_TELL)
     said = (f"**{int((~undecided).sum())} of {len(table)} comparisons reach a verdict** (helps or hurts at "
             f"p < 0.05)")
@@ -212,7 +223,7 @@ def noise_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame | No
     training replicates (same seed set), across seed-set draws, and (accuracy) the binomial error of one
     cell's test items; only where a recipe ran more than once."""
     df = df[df[metric].notna()].assign(accuracy=df[metric])  # the spread below is of this metric
-    df = df.assign(teacher=df.teacher.where(df.family != "finetune", "-"))  # fine-tuning asks none
+    df = df.assign(teacher=df.teacher.where(df.uses_teacher, "-"))  # a baseline asks none
     df = df.drop_duplicates(subset=[*NOISE_KEYS, *REPLICATE])
     rows = []
     for group, cells in df.groupby(NOISE_KEYS, sort=True, dropna=False):
@@ -273,7 +284,7 @@ def iteration_table(df: pd.DataFrame) -> pd.DataFrame | None:
     """LLM2LLM round by round: each iteration against the same cells' iteration 0 (their fine-tuning
     stage), paired within each replicate, by accuracy and (where scored) the log-likelihood metric. The
     final iteration is what the papers compare; an earlier one can gain where the last has lost it."""
-    cells = df[(df.family == "llm2llm") & (df.iterations.str.len() > 1)]
+    cells = df[df.iterative & (df.iterations.str.len() > 1)]
     noise = {metric: noise_by_task(df, metric) for metric in ("accuracy", "likelihood")}
     rows = []
     for group, block in cells.groupby(["task", "student", "seed_size", "teacher", "variant"], sort=True):
@@ -309,7 +320,7 @@ def recipe_table(df: pd.DataFrame) -> pd.DataFrame | None:
     replicates: every setting against the plainest one (the fewest overrides), paired by replicate, by each
     metric scored, with both sides' noise, so a recipe is chosen by its mean and its noise together."""
     noise = {metric: noise_by_task(df, metric) for metric in METRICS}
-    df = df.assign(teacher=df.teacher.where(df.family != "finetune", "-"))
+    df = df.assign(teacher=df.teacher.where(df.uses_teacher, "-"))
     rows = []
     for group, block in df.groupby(RECIPE, sort=True, dropna=False):
         settings = {s: c for s, c in block.groupby("setting") if len(c) > 1}
