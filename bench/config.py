@@ -9,12 +9,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from bench.errors import BenchError
-from bench.model_store import offline_or_hub
 from bench.task_kinds import KINDS
 
 # The task kinds are the classes of bench/task_kinds.py: a new kind there is a new option here.
@@ -573,20 +571,6 @@ def conf_dir() -> Path:
     import synthbench_conf
 
     return Path(next(iter(synthbench_conf.__path__)))
-
-
-def register_configs() -> None:
-    store = ConfigStore.instance()
-    store.store(name="bench_schema", node=BenchConfig)
-    from bench.strategies import registered, settings_schema
-
-    for name, cls in registered().items():  # a strategy's schema comes from its class
-        store.store(group="schema/strategy", name=name, node=settings_schema(cls))
-    # ${offline_or_hub:<hub id>}: the copy `python -m runners.fetch_models` made, else the Hub id
-    OmegaConf.register_new_resolver("offline_or_hub", offline_or_hub, replace=True)
-    # ${gpus_or_none:${compute.gpus}}: the SLURM launcher asks no GPU at all for a CPU cell (a partition
-    # without GPUs refuses --gpus-per-node=0 as an invalid GRES)
-    OmegaConf.register_new_resolver("gpus_or_none", lambda gpus: gpus or None, replace=True)
 
 
 def check_yaml_syntax(argv: list[str], conf: Path) -> None:

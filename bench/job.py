@@ -12,7 +12,7 @@ from bench.config import BenchConfig, TrainConfig
 from bench.distributed import Ranks
 from bench.errors import BenchError, first_line
 from bench.evaluation import zero_shot
-from bench.records import iterative_generated
+from bench.records import iterative_cell
 from bench.round_log import RoundLog
 from bench.stages import Round, StageRunner, warn_if_doubtful
 from bench.students import Student
@@ -34,6 +34,7 @@ class Job:
         self.stages = StageRunner(config, run_dir, task, self.student, tracker, ranks or Ranks())
         self.teachers = TeacherBundle(config, task, seed_set)
         self.log = RoundLog(run_dir, tracker)
+        self.paired_cell: str | None = None  # the cell a one-shot ablation took its data count from
 
     # -- what a strategy uses (StrategyJob) ------------------------------------------------------------
 
@@ -89,7 +90,9 @@ class Job:
         """How many examples the iterative LLM2LLM cell this one-shot cell pairs with generated."""
         same = {part: asdict(getattr(self.config, part))
                 for part in ("task", "seed_set", "student", "train", "eval", "teacher", "budget")}
-        return iterative_generated(self.config.store_dir, same, iterations, per_wrong)
+        paired = iterative_cell(self.config.store_dir, same, iterations, per_wrong)
+        self.paired_cell = paired.cell_id  # what this cell's data depends on: its record says so
+        return paired.added
 
     # -- what the pipeline asks of it ------------------------------------------------------------------
 

@@ -131,9 +131,14 @@ class CellRecord:
 
 
 def iterative_generated(store_dir: str, same: dict[str, Any], iterations: int, per_wrong: int) -> int:
-    """How many examples the iterative LLM2LLM cell a one-shot ablation pairs with generated: the finished
-    cell run with `iterations` and `per_wrong`, whose config parts in `same` (task, seed set, student,
-    teacher, recipe, scoring, budget) are the ablation's own, from the results store."""
+    """How many examples the iterative LLM2LLM cell a one-shot ablation pairs with generated."""
+    return iterative_cell(store_dir, same, iterations, per_wrong).added
+
+
+def iterative_cell(store_dir: str, same: dict[str, Any], iterations: int, per_wrong: int) -> CellRecord:
+    """The iterative LLM2LLM cell a one-shot ablation pairs with: the finished cell run with `iterations`
+    and `per_wrong`, whose config parts in `same` (task, seed set, student, teacher, recipe, scoring,
+    budget) are the ablation's own, from the results store (the ablation's record names it)."""
     def canonical(value) -> str:
         return json.dumps(value, sort_keys=True, default=str)
 
@@ -145,7 +150,7 @@ def iterative_generated(store_dir: str, same: dict[str, Any], iterations: int, p
         paired = (strategy.get("iterations"), strategy.get("per_wrong")) == (iterations, per_wrong)
         alike = all(canonical(config.get(part)) == canonical(value) for part, value in same.items())
         if record.family == "llm2llm" and plain and paired and alike:
-            return record.added
+            return record
     raise BenchError(f"the one-shot ablation pairs with its iterative cell (strategy=llm2llm, "
                      f"iterations={iterations}, the same task, seed set, student, teacher and recipe) "
                      f"and found none finished in {store_dir}: run that cell first "

@@ -74,9 +74,14 @@ def student_prompt(cfg: TaskConfig, question: str, instruction: str | None = Non
     return f"{instruction}{question.strip()}{cfg.cue_separator}{cfg.cue}"
 
 
+def template_text(cfg: TaskConfig) -> str:
+    """The Jinja template a record's question is rendered from."""
+    return cfg.doc_to_text or f"{{{{ {cfg.text_column} }}}}"
+
+
 def load_task(cfg: TaskConfig, data_dir: str | None) -> TaskData:
     records, origins, source = _read_records(cfg, data_dir)
-    template = _JINJA.from_string(cfg.doc_to_text or f"{{{{ {cfg.text_column} }}}}")
+    template = _JINJA.from_string(template_text(cfg))
     splits = {
         split: [_to_example(cfg, template, split, i, record, origins[split]) for i, record in enumerate(rows)]
         for split, rows in records.items()
@@ -85,6 +90,10 @@ def load_task(cfg: TaskConfig, data_dir: str | None) -> TaskData:
         if not examples:
             raise BenchError(f"task {cfg.name}: the {split} split ({origins[split]}) has no records; "
                              "point the task at a file with data")
+        if not any(question_in(e.prompt, cfg).strip() for e in examples):  # a typo'd field, say
+            raise BenchError(f"task {cfg.name}: the prompt template {template_text(cfg)!r} renders empty for "
+                             f"every record of the {split} split ({origins[split]}); its columns are "
+                             f"{sorted(examples[0].record)}: fix task.doc_to_text (or task.text_column)")
     # The test split must never reach training or generation, also through an exact copy.
     test_prompts = {example.prompt for example in splits["test"]}
     train = [example for example in splits["train"] if example.prompt not in test_prompts]

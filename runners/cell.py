@@ -51,10 +51,7 @@ def run(cfg: DictConfig) -> int:
         config, data = inputs.config, inputs.data
         with ranks.stage():  # refused, every rank stops here alike: none waits for rank 0's end of the cell
             distributed.check_sharding(config.compute.sharding, config.compute.processes, ranks)
-        # before any torch work; on a CPU the count is part of each stage's key (results depend on it)
-        workers = OmegaConf.select(hydra, "launcher.n_jobs")  # the parallel launcher's
-        threads, why = distributed.cpu_threads(config.compute.threads, workers)
-        distributed.use_cpu_threads(threads)
+        threads = cpu_threads(config, hydra)
         if not ranks.main:
             from runners import pipeline
 
@@ -71,14 +68,9 @@ def run(cfg: DictConfig) -> int:
             if finished is not None:
                 skip(record, finished, store, multirun)
                 return 0
-            record.config = cell_config(inputs.cfg)
             record.provenance = {**code_version(), "host": platform.node(), "started": datetime.now(UTC)
-                                 .isoformat(), "cpu_threads": f"{threads} ({why})", "processes": ranks.world}
-            from runners import pipeline  # heavy imports only for cells that run
-
-            pipeline.run(inputs, run_dir, record, ranks)
-            record.status, record.skipped, record.seconds = "done", False, time.perf_counter() - started
-            record.provenance["finished"] = datetime.now(UTC).isoformat()
+                                 .isoformat(), "cpu_threads": threads, "processes": ranks.world}
+            execute(inputs, run_dir, record, ranks, started)
             # seconds spent waiting for other processes' claims on this cell and its stages
             record.provenance["claim_wait_s"] = round(ClaimLocks.waited_s - waited_before, 1)
             interrupts.raise_if_stopped()  # a stop a finalizer swallowed: the stages are kept, not the cell
@@ -91,10 +83,7 @@ def run(cfg: DictConfig) -> int:
             if isinstance(error, BenchError):
                 return 2
             raise
-        said = first_line(error)
-        message = said if isinstance(error, BenchError) else f"{type(error).__name__}: {said}"
-        record.status, record.error, record.seconds = "failed", message, time.perf_counter() - started
-        record_failure(run_dir, record)
+        message = record_failure(run_dir, record, error, started)
         if isinstance(error, BenchError):
             log.error(message)
             return 0 if multirun else 2
@@ -104,6 +93,25 @@ def run(cfg: DictConfig) -> int:
     finally:
         ranks.release()  # the other ranks wait for rank 0's next stage until told the cell is over
     return 0
+
+
+def cpu_threads(config, hydra) -> str:
+    """Set torch's CPU threads before any torch work (on a CPU the count is part of each stage's key:
+    results depend on it); what was set and why, for the record."""
+    workers = OmegaConf.select(hydra, "launcher.n_jobs")  # the parallel launcher's
+    threads, why = distributed.cpu_threads(config.compute.threads, workers)
+    distributed.use_cpu_threads(threads)
+    return f"{threads} ({why})"
+
+
+def execute(inputs, run_dir: Path, record: CellRecord, ranks, started: float) -> None:
+    """Run the cell's pipeline and fill in its record: the config that ran, the result, the times."""
+    from runners import pipeline  # heavy imports only for cells that run
+
+    record.config = cell_config(inputs.cfg)
+    pipeline.run(inputs, run_dir, record, ranks)
+    record.status, record.skipped, record.seconds = "done", False, time.perf_counter() - started
+    record.provenance["finished"] = datetime.now(UTC).isoformat()
 
 
 def kept(cfg: DictConfig) -> str:
@@ -146,14 +154,19 @@ def stored_summary(finished: dict) -> str:
         return ""
 
 
-def record_failure(run_dir: Path, record: CellRecord) -> None:
-    """The failed cell's record and traceback; a folder that cannot be written loses only these."""
+def record_failure(run_dir: Path, record: CellRecord, error: Exception, started: float) -> str:
+    """The failed cell's record and traceback (a folder that cannot be written loses only these); the
+    error's line."""
+    said = first_line(error)
+    message = said if isinstance(error, BenchError) else f"{type(error).__name__}: {said}"
+    record.status, record.error, record.seconds = "failed", message, time.perf_counter() - started
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(redact(traceback.format_exc()))
         record.write(run_dir / "record.json")
-    except (OSError, BenchError) as error:
-        log.warning("could not record the failure in %s (%s)", run_dir, error)
+    except (OSError, BenchError) as failure:
+        log.warning("could not record the failure in %s (%s)", run_dir, failure)
+    return message
 
 
 def sweep_of(hydra) -> dict:

@@ -13,7 +13,8 @@ from hydra.core.plugins import Plugins
 from omegaconf import DictConfig
 
 from bench import interrupts
-from bench.config import check_yaml_syntax, conf_dir, register_configs
+from bench.config import check_yaml_syntax, conf_dir
+from bench.config_store import register_configs
 from bench.errors import BenchError, Interrupted
 from hydra_plugins.synthbench_launchers.slurm_launcher import SlurmLauncher
 

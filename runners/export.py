@@ -24,8 +24,10 @@ from bench.errors import BenchError, first_line
 from bench.model_store import hub_id_of
 from bench.records import CellRecord
 from bench.store import code_version, writable_folder
+from bench.strategies import strategy_of
 
-# a kept row's columns, in order: what it is, where it came from, who wrote it
+# a kept row's columns, in order: what it is, where it came from, who wrote it; then the fields the
+# cell's strategy declares it writes (its class's `extra_fields`: a pre-training corpus's topic and style)
 KEPT = ["id", "prompt", "target", "label", "iteration", "strategy", "source_id", "source_prompt",
         "source_target", "source_label", "teacher", "teacher_backend", "teacher_model", "sample_index",
         "cache_key", "teacher_reply", "question_by", "question_cache_key", "cell", "cell_id"]
@@ -84,11 +86,13 @@ def cell_rows(record: CellRecord, run_dir: Path, name: str = "") -> tuple[list[d
     teacher = (record.config or {}).get("teacher") or {}
     backend = teacher.get("backend") or {}
     cell_id = record.cell_id
+    cls = strategy_of((record.config or {}).get("strategy", {}).get("_target_"), record.strategy)
+    columns = KEPT + [f for f in (cls.extra_fields if cls else ()) if f not in KEPT]
     kept, dropped = [], []
     for path in sorted((run_dir / "generated").glob("iteration_*.jsonl")):
         for row in read_jsonl(path):
             seed, answer = seeds.get(row.get("source_id"), {}), answers.get(row.get("cache_key"), {})
-            kept.append({**dict.fromkeys(KEPT), **{k: v for k, v in row.items() if k in KEPT},
+            kept.append({**dict.fromkeys(columns), **{k: v for k, v in row.items() if k in columns},
                          "source_prompt": seed.get("prompt"), "source_target": seed.get("target"),
                          "source_label": seed.get("label"), "teacher": teacher.get("name"),
                          "teacher_backend": backend.get("_target_", "").rsplit(".", 1)[-1] or None,

@@ -36,6 +36,8 @@ def run(inputs: Inputs, run_dir: Path, record: CellRecord, ranks: Ranks | None =
         job = Job(config, run_dir, inputs.data, seed_set, tracker, ranks, planned)
         job.check(generates=strategy.uses_teacher)  # a missing model, key or server: before any training
         strategy.run(job)  # stages 2-4, as the strategy drives them: generation, training, scoring
+        if job.paired_cell:  # its data count came from another cell of the store: the record names it
+            record.provenance["paired_cell"] = job.paired_cell
         record.diversity = job.score_diversity()
         record.cost = tracker.log_teachers(*job.teachers.used()) if job.teachers.used() else {}
         trained = sum(not r.reused for r in job.rounds)

@@ -21,7 +21,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.config import BenchConfig, check_yaml_syntax, conf_dir, register_configs
+from bench.config import BenchConfig, check_yaml_syntax, conf_dir
+from bench.config_store import register_configs
 from bench.errors import BenchError, first_line
 from bench.resources import (
     GIB,

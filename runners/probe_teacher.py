@@ -14,7 +14,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import check_yaml_syntax, conf_dir, register_configs
+from bench.config import check_yaml_syntax, conf_dir
+from bench.config_store import register_configs
 from bench.errors import BenchError
 from bench.secrets import redact
 from bench.steps import ANSWER

@@ -8,7 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from bench.config import register_configs, validated
+from bench.config import validated
+from bench.config_store import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", REPO.parent / "shared" / "data")).resolve()

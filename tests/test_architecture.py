@@ -157,3 +157,43 @@ def test_run_py_help_is_the_applications_own():
                  "task: casehold, gsm8k", "python run.py -m experiment=smoke",
                  "python -m runners.plan experiment=llm2llm"):
         assert line in result.stdout
+
+
+def test_every_class_and_function_reads_in_one_sitting():
+    """No class over 200 lines, no function over 60 (bench/, runners/, run.py)."""
+    long = []
+    for path in [*sorted((REPO / "bench").rglob("*.py")), *sorted((REPO / "runners").rglob("*.py")),
+                 REPO / "run.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                limit = 200 if isinstance(node, ast.ClassDef) else 60
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
+
+
+def string_constants(path) -> list[str]:
+    """The string literals of a module's code, its docstrings left out (prose may name a paper)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+            and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_the_report_selects_cells_by_declared_roles_never_by_a_strategy_or_teacher_name():
+    """No strategy's name or family, no teacher preset's name, as a literal in runners/report/ or
+    runners/advise.py: a new strategy or teacher gets the same treatment as the papers' own."""
+    from bench.strategies import registered
+
+    names = {*registered(), *(cls.family for cls in registered().values()),
+             *(p.stem for p in (REPO / "conf" / "strategy").glob("*.yaml")),
+             *(p.stem for p in (REPO / "conf" / "teacher").glob("*.yaml"))}
+    found = [(str(path.relative_to(REPO)), text)
+             for path in [*sorted((REPO / "runners" / "report").glob("*.py")), REPO / "runners" / "advise.py"]
+             for text in string_constants(path)
+             if text in names or any(re.search(rf"\b{re.escape(n)}\b", text) for n in names if "_" in n)]
+    assert not found, found

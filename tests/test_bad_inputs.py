@@ -189,6 +189,14 @@ CASES = [
         files={"conf/task/empty.yaml": task_yaml("empty", "csv", "t.csv", "t.csv", "doc_to_text: ''\n"),
                "t.csv": TRAIN_CSV},
     ),
+    Case(
+        "task YAML whose doc_to_text renders empty for every record (a misspelt field, defaulted)",
+        ["task=blank"],
+        "renders empty for every record of the train split",
+        files={"conf/task/blank.yaml": task_yaml("blank", "csv", "t.csv", "t.csv",
+                                                 "doc_to_text: \"{{ txt | default('') }}\"\n"),
+               "t.csv": TRAIN_CSV},
+    ),
     Case("fsdp asked of a process alone", ["compute=4gpu_fsdp", "strategy=finetune"],
          "compute.sharding=fsdp shards over compute.processes=4 ranks, but this process is alone: launch it "
          "with torchrun --nproc_per_node 4"),

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from bench.errors import BenchError
-from bench.teachers.base import Budget, Request, Teacher
+from bench.teachers import Budget, Request, Teacher
 from bench.teachers.cache import GenerationCache
 from bench.teachers.openai import OpenAIBackend
 from bench.teachers.replay import ReplayBackend
@@ -76,7 +76,7 @@ def test_an_old_cache_with_server_answers_is_refused_in_one_line_and_a_local_one
 # a process asking q<first>..q<last-1> through the cache at a path (SQLite) or a URL (PostgreSQL)
 CLIENT = """
 import sys
-from bench.teachers.base import Budget, Request, Teacher
+from bench.teachers import Budget, Request, Teacher
 from bench.teachers.cache import GenerationCache
 from bench.teachers.openai import OpenAIBackend
 from bench.teachers.postgres_cache import PostgresCache

@@ -27,8 +27,7 @@ from bench.errors import BenchError
 from bench.steps import NEW_QUESTION
 from bench.store import digest
 from bench.tasks import Example, load_task
-from bench.teachers import Budget, GenerationCache, Teacher
-from bench.teachers.base import LocalBackend, Response
+from bench.teachers import Budget, GenerationCache, LocalBackend, Response, Teacher
 from runners import report
 from runners.report import stats
 from tests.conftest import REPO, compose_config, run_cli, typed_config
@@ -347,12 +346,13 @@ def test_personas_vary_the_writers_voice(tmp_path, data_dir):
     assert len(systems) == 3 and all("Write as " in s for s in systems)
 
 
-def test_average_ranks_match_scipy_with_ties():
-    from scipy.stats import rankdata
+def test_row_wise_spearman_matches_scipy_with_ties():
+    """The bootstrap's vectorised rho (each row a resample) is scipy's spearmanr of that row, ties too."""
+    from scipy.stats import spearmanr
 
-    values = np.random.default_rng(1).integers(0, 5, size=(50, 9)).astype(float)
-    assert np.array_equal(stats.average_ranks(values), rankdata(values, axis=1))
-    assert np.array_equal(stats.average_ranks(values[0]), rankdata(values[0]))
+    a, b = (np.random.default_rng(seed).integers(0, 5, size=(50, 9)).astype(float) for seed in (1, 2))
+    rows = stats.spearman(a, b)
+    assert np.allclose(rows, [spearmanr(x, y).statistic for x, y in zip(a, b, strict=True)], equal_nan=True)
 
 
 @pytest.mark.slow

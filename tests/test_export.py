@@ -1,6 +1,7 @@
 """Generated data as a Hugging Face dataset with its card (runners/export.py), from a real tiny sweep."""
 
 import json
+import re
 
 import pytest
 from datasets import load_dataset, load_from_disk
@@ -103,3 +104,23 @@ def test_every_committed_dataset_loads_whole():
     for cell in cells:
         saved = load_from_disk(str(cell))
         assert set(saved) == {"train", "dropped"} and saved["train"].num_rows + saved["dropped"].num_rows > 0
+
+
+def test_every_committed_dataset_card_shows_its_prompt_templates_verbatim():
+    """results/*/dataset/README.md: each cell's prompt templates as its record holds them, placeholders
+    and all (a card rendered as a Jinja template had emptied them: 'The task:  The labels are: .')."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    cards = sorted(REPO.glob("results/*/dataset/README.md"))
+    assert cards
+    for card in cards:
+        records = [json.loads(p.read_text()) for p in (card.parent.parent / "records").glob("*.json")]
+        by_command = {"python run.py " + " ".join(r["overrides"]): r for r in records}
+        for section in re.split(r"(?m)^(?=## `)", card.read_text())[1:]:
+            command = re.search(r"- \*\*rerun\*\* `(python run\.py [^`]*)`", section).group(1)
+            shown = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1))["prompts"]
+            kind = by_command[command]["config"]["task"].get("kind", "classification")
+            held = by_command[command]["config"]["strategy"]["prompts"]
+            assert shown == {step: t.get(kind, t) for step, t in held.items()}, (card, command)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bench.store import find_records
-from bench.teachers.base import PROBE_PROMPT
+from bench.teachers.teacher import PROBE_PROMPT
 from runners.benchmarks.local_server import LocalChatServer
 from tests.conftest import DATA_DIR, QUICK, REPO
 

@@ -223,7 +223,7 @@ def test_a_sampled_reply_depends_on_its_request_alone_never_on_its_batch(real_ba
     """The same request and sample index, alone and at each place in batches of other requests (different
     prompt lengths, so different left padding): one reply. A resumed or re-batched run then asks the
     model nothing the cache has not seen."""
-    from bench.teachers.base import Request
+    from bench.teachers import Request
 
     def ask(topic: str, sample: int = 0) -> Request:
         return Request(messages=({"role": "user", "content": f"Write one short question about {topic}."},),

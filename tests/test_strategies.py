@@ -15,8 +15,7 @@ from bench.steps import NEW_EXAMPLE
 from bench.strategies import build_strategy
 from bench.strategies.llm2llm import RETRY_STRIDE
 from bench.tasks import load_task, question_of
-from bench.teachers import build_teachers
-from bench.teachers.base import LocalBackend, Response, Teacher
+from bench.teachers import LocalBackend, Response, Teacher, build_teachers
 from bench.teachers.cache import GenerationCache
 from bench.text import rouge_l, words
 from tests.conftest import QUICK, compose_config, run_cli, typed_config

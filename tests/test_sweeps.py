@@ -435,7 +435,8 @@ def test_the_crossover_is_the_interval_where_the_leader_changes_for_each_reading
         report.frame(budget_records({True: 100})), *pair)) == "> 70"
     # one cell a BR: no verdict anywhere, so no crossover from the means alone
     assert report.paper.interval_text(report.paper.crossover(
-        report.frame(budget_records({True: 40}, seeds=1)), *pair)) == "can't tell where (no BR reaches a verdict)"
+        report.frame(budget_records({True: 40}, seeds=1)), *pair)
+    ) == "can't tell where (no BR reaches a verdict)"
     # with the paper's setting, the Δ: 0 where the intervals overlap, else the gap
     setting = {"student": {"name": "7b_chat", "pretrained": "meta-llama/Llama-2-7b-chat-hf"},
                "teacher": {"name": "vllm", "backend": {"model": "meta-llama/Llama-3.1-70B-Instruct"}},
@@ -468,7 +469,8 @@ def control_records(oracle_gain: float, strategy_gain: float, shuffled_gain: flo
         base = 0.55 + rng.normal(0, 0.03)
         for teacher, gain in (("oracle", oracle_gain), ("gpt", strategy_gain),
                               ("shuffled_labels", shuffled_gain)):
-            role = {"oracle": "positive_control", "shuffled_labels": "negative_control"}.get(teacher, "teacher")
+            role = {"oracle": "positive_control", "shuffled_labels": "negative_control"}.get(teacher,
+                                                                                              "teacher")
             config = {"teacher": {"name": teacher, "role": role}, "replicate": replicate}
             records.append(fake_record("finetune", base, config=config, also=[f"replicate={replicate}"]))
             records.append(fake_record("llm2llm", base + gain + rng.normal(0, 0.005), config=config,

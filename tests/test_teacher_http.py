@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bench.errors import BenchError
-from bench.teachers.base import Budget, Request, Teacher, TeacherFailed
+from bench.teachers import Budget, Request, Teacher, TeacherFailed
 from bench.teachers.cache import GenerationCache
 from bench.teachers.openai import OpenAIBackend, RateLimiter
 from runners.benchmarks.local_server import LocalChatServer

@@ -15,8 +15,7 @@ import pytest
 from bench.errors import BenchError
 from bench.seed_set import sample_seed_set
 from bench.tasks import load_task, question_of
-from bench.teachers import Request, build_teachers, query_budget
-from bench.teachers.base import Budget, Teacher
+from bench.teachers import Budget, Request, Teacher, build_teachers, query_budget
 from bench.teachers.cache import GenerationCache
 from tests.conftest import typed_config
 
@@ -229,7 +228,7 @@ def test_cache_survives_kill_9(tmp_path):
 
 
 def test_a_second_teacher_over_the_same_cache_pays_nothing(tmp_path):
-    from bench.teachers.base import LocalBackend, Response
+    from bench.teachers import LocalBackend, Response
 
     class Counting(LocalBackend):
         name, model, calls = "counting", "m", 0
@@ -246,7 +245,7 @@ def test_a_second_teacher_over_the_same_cache_pays_nothing(tmp_path):
 
 
 def test_prices_turn_tokens_into_dollars(tmp_path):
-    from bench.teachers.base import LocalBackend, Response
+    from bench.teachers import LocalBackend, Response
 
     class Fixed(LocalBackend):
         name, model = "fixed", "m"
@@ -267,7 +266,7 @@ def test_prices_turn_tokens_into_dollars(tmp_path):
 def test_the_budget_holds_at_its_exact_boundary_on_the_local_path(tmp_path):
     """Q + 1 requests to an in-process backend that fails one of them: Q - 1 answers are paid, the failure
     gives its slot back too late to matter within the batch, and exactly one request is refused."""
-    from bench.teachers.base import LocalBackend, Response
+    from bench.teachers import LocalBackend, Response
 
     class FailsSecond(LocalBackend):
         name, model, calls = "fails-second", "m", []
@@ -291,7 +290,7 @@ def test_answers_from_the_cache_count_against_the_budget_exactly_once(tmp_path):
     """A replicate reusing an earlier one's answers (issue: max_queries 200 recorded spent 203, 197 from the
     cache): cached answers, identical requests of a batch and paid ones each take a slot, so no run spends
     beyond its budget, and a run over a full cache makes the same plan as one that paid."""
-    from bench.teachers.base import LocalBackend, Response
+    from bench.teachers import LocalBackend, Response
 
     class Counting(LocalBackend):
         name, model, calls = "counting", "m", 0

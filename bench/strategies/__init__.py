@@ -6,13 +6,14 @@ checks a strategy's keys and types with, the effective settings a cell saves, th
 import importlib
 import logging
 import pkgutil
-from dataclasses import MISSING, field, fields, make_dataclass
+from dataclasses import MISSING, field, fields, is_dataclass, make_dataclass
 from functools import cache
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from bench.config import check
 from bench.errors import BenchError, first_line
 from bench.strategies.base import STRATEGIES, Strategy
 
@@ -66,16 +67,29 @@ def effective_settings(node: DictConfig) -> DictConfig:
     """The strategy's settings in full: its class's defaults, under what the YAML and the command line
     set. An unknown key or a wrong type fails in one line naming it."""
     cls = strategy_class(node.get("_target_") if node is not None else None)
+    schema = settings_schema(cls)
     try:
-        return OmegaConf.merge(OmegaConf.structured(settings_schema(cls)), node)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
     except ConfigKeyError as error:
-        key = str(error.full_key or error.key)
-        known = ", ".join(f.name for f in fields(cls))
-        raise BenchError(f"strategy.{key} is not a setting of {cls.name} "
-                         f"({cls.__module__}.{cls.__qualname__})"
-                         f"; its settings: {known} (a new setting is a field of the class)") from None
+        raise not_a_setting(cls, str(error.full_key or error.key)) from None
     except ValidationError as error:
         raise BenchError(f"strategy.{error.full_key}: {first_line(error)}") from None
+    # a key added with + on the command line lands in a typed node as well; converting would drop it
+    unknown = sorted(set(merged) - {f.name for f in fields(schema)})
+    if unknown:
+        raise not_a_setting(cls, unknown[0])
+    for f in fields(schema):
+        if is_dataclass(f.type) and isinstance(merged[f.name], DictConfig):
+            known = {g.name for g in fields(f.type)}
+            check(not set(merged[f.name]) - known, f"strategy.{f.name}", sorted(set(merged[f.name]) - known),
+                  f"has unknown keys: use {', '.join(sorted(known))}")
+    return merged
+
+
+def not_a_setting(cls: type[Strategy], key: str) -> BenchError:
+    known = ", ".join(f.name for f in fields(cls))
+    return BenchError(f"strategy.{key} is not a setting of {cls.name} ({cls.__module__}.{cls.__qualname__}); "
+                      f"its settings: {known} (a new setting is a field of the class)")
 
 
 def build_strategy(node: DictConfig) -> Strategy:
@@ -91,15 +105,21 @@ REPORT_ROLES = ("family", "baseline", "rivals", "spends_budget", "iterative", "p
                 "report_table")
 
 
+def strategy_of(target: str | None, name: str) -> type[Strategy] | None:
+    """The class of the strategy a record ran: by `strategy._target_`, or (for a record without one, or
+    whose class can no longer be imported) by its name; None when neither finds it."""
+    if target:
+        try:
+            return strategy_class(target)
+        except BenchError as error:  # the class is gone: by name, if the registry has it
+            log.warning("strategy %s is read by its name: %s", name, error)
+    return registered().get(name)
+
+
 def report_roles(target: str | None, name: str) -> dict:
-    """The roles of the strategy a record ran: its class by `strategy._target_` (or, for a record without
-    one, by name). A class that can no longer be imported is no baseline and has none: its cells are
-    listed but judged against nothing."""
-    cls = registered().get(name)
-    try:
-        cls = strategy_class(target) if target else cls
-    except BenchError as error:  # the class is gone: by name if the registry has it, else no roles
-        log.warning("the report reads strategy %s by its name: %s", name, error)
+    """The roles of the strategy a record ran, as the report's frame columns. A strategy whose class
+    cannot be found is no baseline and has none: its cells are listed but judged against nothing."""
+    cls = strategy_of(target, name)
     if cls is None:
         return {"family": name, "baseline": None, "rivals": False, "spends_budget": False, "iterative": False,
                 "pretrains": False, "uses_teacher": True, "report_table": None, "report_title": None}

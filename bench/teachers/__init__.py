@@ -1,5 +1,6 @@
-"""Teachers: every LLM the suite queries goes through `Teacher` (cache, budget, concurrency, retries,
-accounting) in front of one backend class per way of running a model."""
+"""Teachers: every LLM the suite queries goes through `Teacher` (bench/teachers/teacher.py: the cache, the
+budget and its accounts, concurrency, retries) in front of one backend class per way of running a model
+(the contract: bench/teachers/backend.py; docs/teachers.md, "Writing a backend")."""
 
 import math
 
@@ -9,10 +10,20 @@ from hydra.utils import get_class, instantiate
 from bench.config import BenchConfig, BudgetConfig, TeacherConfig
 from bench.errors import BenchError, last_line
 from bench.tasks import TaskData
-from bench.teachers.base import Budget, Request, Response, Teacher, TeacherFailed
+from bench.teachers.accounts import Budget, Ledger, RoleUsage
+from bench.teachers.backend import (
+    LocalBackend,
+    RejectedError,
+    RemoteBackend,
+    Request,
+    Response,
+    RetryableError,
+)
 from bench.teachers.cache import GenerationCache, open_cache
+from bench.teachers.teacher import Teacher, TeacherFailed
 
-__all__ = ["Budget", "GenerationCache", "Request", "Response", "Teacher", "TeacherFailed", "build_backend",
+__all__ = ["Budget", "GenerationCache", "Ledger", "LocalBackend", "RejectedError", "RemoteBackend", "Request",
+           "Response", "RetryableError", "RoleUsage", "Teacher", "TeacherFailed", "build_backend",
            "build_teachers", "make_teacher", "open_cache", "query_budget"]
 
 

@@ -8,7 +8,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria
 
 from bench.errors import BenchError
 from bench.students import torch_dtype
-from bench.teachers.base import LocalBackend, Request, Response
+from bench.teachers.backend import LocalBackend, Request, Response
 from bench.teachers.cache import cache_key
 
 

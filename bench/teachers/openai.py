@@ -13,7 +13,8 @@ import aiohttp
 
 from bench.errors import BenchError
 from bench.secrets import hold, redact
-from bench.teachers.base import RejectedError, RemoteBackend, Request, Response, RetryableError, TeacherFailed
+from bench.teachers.backend import RejectedError, RemoteBackend, Request, Response, RetryableError
+from bench.teachers.teacher import TeacherFailed
 
 
 class RateLimiter:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.teachers.base import LocalBackend, Response
+from bench.teachers.backend import LocalBackend, Response
 from bench.teachers.cache import cache_key
 
 

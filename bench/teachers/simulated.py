@@ -23,7 +23,7 @@ import numpy as np
 from bench.errors import BenchError
 from bench.steps import step_named
 from bench.tasks import Example, TaskData, question_of
-from bench.teachers.base import LocalBackend, Request, Response
+from bench.teachers.backend import LocalBackend, Request, Response
 from bench.teachers.cache import cache_key
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined)

@@ -14,7 +14,8 @@ from collections import Counter
 
 from hydra import compose, initialize_config_dir
 
-from bench.config import FiltersConfig, conf_dir, register_configs, validated
+from bench.config import FiltersConfig, conf_dir, validated
+from bench.config_store import register_configs
 from bench.strategies.base import Tally
 from bench.strategies.filters import Filters, near_duplicate_pair
 from bench.tasks import load_task, question_of

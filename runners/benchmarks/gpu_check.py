@@ -86,41 +86,56 @@ def install_and_measure(folder: Path, rest: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "runners.benchmarks.gpu_check", *rest], env)
 
 
-def measure(steps: int, out: Path, overrides: list[str]) -> dict:
-    import dataclasses
-    import resource
-
-    import torch
+def check_config(steps: int, overrides: list[str]):
+    """The check's cell, validated: the 350M student from scratch on GSM8K, its seed set `steps` whole
+    batches of one epoch."""
     from hydra import compose, initialize_config_dir
 
-    from bench.config import conf_dir, register_configs, validated
-    from bench.resources import GIB, student_shape
-    from bench.seed_set import sample_seed_set
-    from bench.students import Student, parameter_count
-    from bench.tasks import load_task
-    from bench.training import batch_split, finetune
-    from runners.benchmarks.throughput import matmul_flops, scoring_rates, scoring_table
-    from runners.plan import predicted_memory
+    from bench.config import conf_dir, validated
+    from bench.config_store import register_configs
 
     register_configs()
     chosen = ["logger=none", f"task={TASK}", "student=350m_scratch", "train=scratch", "train.epochs=1",
               "eval.limit=200", *overrides]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         recipe = validated(compose("config", overrides=chosen)).train
-        # the seed set is the steps' examples: `steps` whole batches, one epoch
-        cfg = validated(compose("config", overrides=[f"seed_set.size={steps * recipe.effective_batch_size}",
-                                                     *chosen]))
+        return validated(compose("config", overrides=[f"seed_set.size={steps * recipe.effective_batch_size}",
+                                                      *chosen]))
+
+
+def device_and_peak(cfg) -> tuple[str, float, str]:
+    """The device's name, the peak FLOP/s the MFU is against, and what that peak is."""
+    import torch
+
+    from runners.benchmarks.throughput import matmul_flops
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.get_device_name(), cfg.compute.gpu_peak_tflops * 1e12, \
+            "bf16 peak (compute.gpu_peak_tflops)"
+    return f"CPU, {torch.get_num_threads()} threads", matmul_flops(), "measured fp32 matmul peak"
+
+
+def measure(steps: int, out: Path, overrides: list[str]) -> dict:
+    import dataclasses
+    import resource
+
+    import torch
+
+    from bench.resources import GIB, student_shape
+    from bench.seed_set import sample_seed_set
+    from bench.students import Student, parameter_count
+    from bench.tasks import load_task
+    from bench.training import batch_split, finetune
+    from runners.benchmarks.throughput import scoring_rates
+    from runners.plan import predicted_memory
+
+    cfg = check_config(steps, overrides)
     data = load_task(cfg.task, cfg.data_dir)
     seed_set = sample_seed_set(data.train, cfg.seed_set, cfg.task.name)
     student = Student(cfg.student, (f"{e.prompt} {e.target}" for e in data.train))
     gpu = torch.cuda.is_available()
-    if gpu:
-        peak, against = cfg.compute.gpu_peak_tflops * 1e12, "bf16 peak (compute.gpu_peak_tflops)"
-        device = torch.cuda.get_device_name()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        peak, against = matmul_flops(), "measured fp32 matmul peak"
-        device = f"CPU, {torch.get_num_threads()} threads"
+    device, peak, against = device_and_peak(cfg)
     model = student.base_model()
     params = parameter_count(model)
     with tempfile.TemporaryDirectory() as scratch:
@@ -153,17 +168,24 @@ def measure(steps: int, out: Path, overrides: list[str]) -> dict:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
-    t, m = figures["training"], figures["memory_gib"]
-    print(f"\n{device}, torch {torch.__version__}; student {cfg.student.name} ({params / 1e6:.0f}M "
-          "parameters)\n"
-          f"training: {t['steps']} steps, {t['real_tokens']:,} tokens in {t['seconds']:.1f} s: "
-          f"{t['tokens_per_second']:,.0f} tokens/s, {t['useful_tflops']:.3g} TFLOP/s, MFU {t['mfu']:.1%} "
-          f"against the {against} {t['peak_tflops']:.4g} TFLOP/s\n"
-          f"memory: measured {m['measured_peak']:.2f} GiB ({m['measured']}); the planner predicts "
-          f"{m['planned_at_max_length']:.2f} GiB at train.max_length, "
-          f"{m['planned_at_the_batches_trained']:.2f} GiB at the batches trained\n\n"
-          f"{scoring_table(scoring)}\n\nfigures: {out}")
+    print(summary(figures, cfg.student.name, out))
     return figures
+
+
+def summary(figures: dict, student: str, out: Path) -> str:
+    """What the check prints: the figures in a few lines, then the scoring table."""
+    from runners.benchmarks.throughput import scoring_table
+
+    t, m = figures["training"], figures["memory_gib"]
+    return (f"\n{figures['device']}, torch {figures['torch']}; student {student} "
+            f"({figures['parameters'] / 1e6:.0f}M parameters)\n"
+            f"training: {t['steps']} steps, {t['real_tokens']:,} tokens in {t['seconds']:.1f} s: "
+            f"{t['tokens_per_second']:,.0f} tokens/s, {t['useful_tflops']:.3g} TFLOP/s, MFU {t['mfu']:.1%} "
+            f"against the {t['against']} {t['peak_tflops']:.4g} TFLOP/s\n"
+            f"memory: measured {m['measured_peak']:.2f} GiB ({m['measured']}); the planner predicts "
+            f"{m['planned_at_max_length']:.2f} GiB at train.max_length, "
+            f"{m['planned_at_the_batches_trained']:.2f} GiB at the batches trained\n\n"
+            f"{scoring_table(figures['scoring'])}\n\nfigures: {out}")
 
 
 def main(argv: list[str]) -> int:

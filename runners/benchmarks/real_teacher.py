@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from bench.model_store import offline_or_hub
-from bench.teachers.base import Request
+from bench.teachers import Request
 from bench.teachers.local_models import HFBackend
 from bench.teachers.openai import OpenAIBackend
 from runners.benchmarks.served import TransformersServe

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.teachers.base import Budget, Request, Teacher
+from bench.teachers import Budget, Request, Teacher
 from bench.teachers.cache import GenerationCache
 from bench.teachers.openai import OpenAIBackend
 from bench.teachers.postgres_cache import PostgresCache

@@ -18,7 +18,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import PrinterCallback, Trainer
 
-from bench.config import conf_dir, register_configs, validated
+from bench.config import conf_dir, validated
+from bench.config_store import register_configs
 from bench.evaluation import evaluate
 from bench.seed_set import sample_seed_set
 from bench.students import Student, parameter_count

@@ -36,65 +36,63 @@ def well_formed(record: dict) -> bool:
 
 def frame(records: list[dict]) -> pd.DataFrame:
     """One row per finished cell (skipped cells count: they hold an earlier run's result)."""
-    rows = []
-    for r in map(CellRecord.from_dict, records):
-        if not r.done:
-            continue
-        config, metrics, cost, iterations = r.config, r.metrics, r.cost or {}, r.iterations or []
-        capped = [b for b in cost.get("budget", []) if b.get("max_queries")]
-        queries = capped[0]["max_queries"] if capped else None
-        rows.append(
-            {
-                "task": config["task"]["name"],
-                "student": config["student"]["name"],
-                "teacher": config["teacher"]["name"],
-                "teacher_model": hub_id_of((config["teacher"].get("backend") or {}).get("model")
-                                           or config["teacher"]["name"]),
-                "rounds": config.get("strategy", {}).get("iterations"),
-                **setting_columns(config, queries, r.seed_set_size),
-                "full_seed_set": config["seed_set"].get("size") is None
-                and config["seed_set"].get("fraction") is None,
-                "strategy": r.strategy,
-                # what its class declares: the baseline it is judged against, its rivals, its tables
-                **report_roles((config.get("strategy") or {}).get("_target_"), r.strategy),
-                "teacher_role": config["teacher"].get("role", "teacher"),
-                "variant": r.choices.get("strategy", r.strategy),
-                "seed_size": r.seed_set_size,
-                "seed": config["seed_set"]["seed"],
-                "replicate": config.get("replicate", 0),
-                "budget_ratio": round(queries / r.seed_set_size, 2) if queries else None,
-                # generation only: the cluster agent's queries (role diversity) are not the strategy's cost
-                "teacher_queries": cost.get("teacher", {}).get("requests", 0),
-                "augmenter_queries": cost.get("augmenter", {}).get("requests", 0),
-                "queries_paid": sum(line.get("requests", 0) for role, line in cost.items()
-                                    if role not in ("budget", "diversity")),
-                "accuracy": metrics["final/test_acc"],
-                "stderr": metrics["final/test_acc_stderr"],
-                "iterations": [i.test_acc for i in iterations],
-                # eval.likelihood's low-noise metrics of the final stage (NaN where not scored)
-                "choice_acc": iterations[-1].test_choice_acc if iterations else None,
-                "likelihood": iterations[-1].test_likelihood if iterations else None,
-                "likelihood_metric": iterations[-1].likelihood_metric if iterations else None,
-                "iteration_likelihoods": [i.test_likelihood for i in iterations],
-                "iteration_stderrs": [i.test_acc_stderr or 0.0 for i in iterations],
-                # the diversity paper's target: the mean zero-shot accuracy over lm-eval's tasks, after
-                # pre-training (iteration 0) and after SFT (iteration 1)
-                "zero_shot_pretrained": r.zero_shot_mean(0),
-                "zero_shot_sft": r.zero_shot_mean(1),
-                "doubts": cell_doubts(iterations),
-                "seconds": r.seconds,
-                "trainings": r.stages["trained"],
-                "reused": r.stages["reused"],
-                "cost_usd": sum(line.get("cost_usd", 0) for role, line in cost.items() if role != "budget"),
-                "diversity": r.diversity or {},
-                "cluster_score": ((r.diversity or {}).get(DIVERSITY_DATASET) or {}).get("cluster_agent"),
-                "skipped": bool(r.skipped),
-                "cell": " ".join(r.overrides) or "(defaults)",
-                "setting": setting_of(r.overrides),
-                "cell_id": r.cell_id,
-            }
-        )
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row_of(r) for r in map(CellRecord.from_dict, records) if r.done])
+
+
+def row_of(r: CellRecord) -> dict:
+    """A finished cell's row of the frame."""
+    config, metrics, cost, iterations = r.config, r.metrics, r.cost or {}, r.iterations or []
+    capped = [b for b in cost.get("budget", []) if b.get("max_queries")]
+    queries = capped[0]["max_queries"] if capped else None
+    return {
+        "task": config["task"]["name"],
+        "student": config["student"]["name"],
+        "teacher": config["teacher"]["name"],
+        "teacher_model": hub_id_of((config["teacher"].get("backend") or {}).get("model")
+                                   or config["teacher"]["name"]),
+        "rounds": config.get("strategy", {}).get("iterations"),
+        **setting_columns(config, queries, r.seed_set_size),
+        "full_seed_set": config["seed_set"].get("size") is None
+        and config["seed_set"].get("fraction") is None,
+        "strategy": r.strategy,
+        # what its class declares: the baseline it is judged against, its rivals, its tables
+        **report_roles((config.get("strategy") or {}).get("_target_"), r.strategy),
+        "teacher_role": config["teacher"].get("role", "teacher"),
+        "variant": r.choices.get("strategy", r.strategy),
+        "seed_size": r.seed_set_size,
+        "seed": config["seed_set"]["seed"],
+        "replicate": config.get("replicate", 0),
+        "budget_ratio": round(queries / r.seed_set_size, 2) if queries else None,
+        # generation only: the cluster agent's queries (role diversity) are not the strategy's cost
+        "teacher_queries": cost.get("teacher", {}).get("requests", 0),
+        "augmenter_queries": cost.get("augmenter", {}).get("requests", 0),
+        "queries_paid": sum(line.get("requests", 0) for role, line in cost.items()
+                            if role not in ("budget", "diversity")),
+        "accuracy": metrics["final/test_acc"],
+        "stderr": metrics["final/test_acc_stderr"],
+        "iterations": [i.test_acc for i in iterations],
+        # eval.likelihood's low-noise metrics of the final stage (NaN where not scored)
+        "choice_acc": iterations[-1].test_choice_acc if iterations else None,
+        "likelihood": iterations[-1].test_likelihood if iterations else None,
+        "likelihood_metric": iterations[-1].likelihood_metric if iterations else None,
+        "iteration_likelihoods": [i.test_likelihood for i in iterations],
+        "iteration_stderrs": [i.test_acc_stderr or 0.0 for i in iterations],
+        # the diversity paper's target: the mean zero-shot accuracy over lm-eval's tasks, after
+        # pre-training (iteration 0) and after SFT (iteration 1)
+        "zero_shot_pretrained": r.zero_shot_mean(0),
+        "zero_shot_sft": r.zero_shot_mean(1),
+        "doubts": cell_doubts(iterations),
+        "seconds": r.seconds,
+        "trainings": r.stages["trained"],
+        "reused": r.stages["reused"],
+        "cost_usd": sum(line.get("cost_usd", 0) for role, line in cost.items() if role != "budget"),
+        "diversity": r.diversity or {},
+        "cluster_score": ((r.diversity or {}).get(DIVERSITY_DATASET) or {}).get("cluster_agent"),
+        "skipped": bool(r.skipped),
+        "cell": " ".join(r.overrides) or "(defaults)",
+        "setting": setting_of(r.overrides),
+        "cell_id": r.cell_id,
+    }
 
 
 def setting_columns(config: dict, queries: int | None, seed_size: int) -> dict:
