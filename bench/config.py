@@ -578,15 +578,21 @@ def check_yaml_syntax(argv: list[str], conf: Path) -> None:
     argument or `--config-dir`/`-cd` adds) and fail in one line naming the file, line and likely fix:
     Hydra would stop with a parser traceback instead."""
     import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
-    roots = [conf]
+    roots, parser = [conf], OverridesParser.create()
     for number, arg in enumerate(argv):
         name, _, value = arg.partition("=")
-        if name.lstrip("+") == "hydra.searchpath":
-            entries = [p.strip().strip("'\"") for p in value.strip("[]").split(",")]
-            roots += [Path(p.removeprefix("file://")) for p in entries if p and not p.startswith("pkg://")]
-        elif name in ("--config-dir", "-cd") and (value or number + 1 < len(argv)):
+        if name in ("--config-dir", "-cd") and (value or number + 1 < len(argv)):
             roots.append(Path(value or argv[number + 1]))
+        elif name.lstrip("+~") == "hydra.searchpath":
+            try:  # Hydra's own override grammar: quoting, brackets, the forms a user may write
+                entries = parser.parse_override(arg).value()
+            except OverrideParseException:
+                continue  # Hydra itself says what is wrong with it, as it does for any override
+            entries = entries if isinstance(entries, list) else [entries]
+            roots += [Path(str(p).removeprefix("file://")) for p in entries if not str(p).startswith("pkg://")]
     for path in (p for root in roots if root.is_dir() for p in sorted(root.rglob("*.yaml"))):
         try:
             yaml.safe_load(path.read_text())

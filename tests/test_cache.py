@@ -216,3 +216,15 @@ def test_a_claim_is_renewed_while_its_process_lives(tmp_path):
     db.execute("UPDATE claims SET owner = 'elsewhere:1:x', expires = ?", (time.time() + 3600,))
     db.commit()
     assert mine == {"k"} and GenerationCache(tmp_path / "c.sqlite").claim(["k"]) == (set(), {"k"})
+
+
+def test_processes_opening_a_new_cache_at_once_all_open_it(tmp_path):
+    """Eight processes create one cache file at the same moment: each switches it to WAL (SQLite refuses
+    the others at once, without waiting its busy timeout; they ask again) and opens it."""
+    start = time.time() + 2
+    code = ("import sys, time; from bench.teachers.cache import GenerationCache; "
+            f"time.sleep(max(0, {start} - time.time())); GenerationCache(sys.argv[1]); print('opened')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "new.sqlite")], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    said = [p.communicate(timeout=120) for p in procs]
+    assert [out.strip() for out, _ in said] == ["opened"] * 8, [err[-300:] for _, err in said if err]

@@ -66,6 +66,21 @@ def _dead(owner: str) -> bool:
     return False
 
 
+def when_unlocked(work, timeout_s: float = 60.0):
+    """`work()`, asked again while SQLite says 'database is locked' at once: it does so without waiting
+    its busy timeout for a journal-mode switch or a lock it will not wait for (two processes opening a
+    new cache at once, say)."""
+    deadline, delay = time.monotonic() + timeout_s, 0.01
+    while True:
+        try:
+            return work()
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
+
 class GenerationCache:
     def __init__(self, path: str | Path, lease_s: float = LEASE_S):
         self.path = Path(path)
@@ -78,16 +93,23 @@ class GenerationCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.is_dir():
                 raise IsADirectoryError(21, "a folder is in its place")
-            with self._connection() as db:
-                db.executescript(_SCHEMA)
-                self._check_version(db)
+            db = self._connection()
+            when_unlocked(lambda: db.executescript(_SCHEMA))
+            when_unlocked(lambda: self._check_version(db))
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error):
+                raise self._unreadable(error) from None
+            raise BenchError(f"the generation cache {self.path} stayed locked by another process for over "
+                             f"60 s: find it (fuser {self.path}) and let it finish, or stop it") from None
         except sqlite3.DatabaseError as error:
-            raise BenchError(f"the generation cache {self.path} cannot be read ({error}); move it aside "
-                             f"(mv {self.path} {self.path}.bad) and run again: its answers will be asked anew"
-                             ) from None
+            raise self._unreadable(error) from None
         except OSError as error:
             raise BenchError(f"cannot create the generation cache {self.path} ({error.strerror}); point "
                              "cache_path (or store_dir, or BENCH_CACHE_DIR) at a writable folder") from None
+
+    def _unreadable(self, error: sqlite3.DatabaseError) -> BenchError:
+        return BenchError(f"the generation cache {self.path} cannot be read ({error}); move it aside "
+                          f"(mv {self.path} {self.path}.bad) and run again: its answers will be asked anew")
 
     def _check_version(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -114,7 +136,7 @@ class GenerationCache:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            when_unlocked(lambda: db.execute("PRAGMA journal_mode=WAL"))
             # WAL + NORMAL: a committed row survives kill -9 (only a power cut can lose the last few);
             # FULL would fsync every row and cap a fast server at a few hundred answers a second
             db.execute("PRAGMA synchronous=NORMAL")
@@ -124,6 +146,15 @@ class GenerationCache:
     def get(self, key: str) -> dict | None:
         row = self._connection().execute("SELECT response FROM generations WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def get_many(self, keys: list) -> dict:
+        """{key: response} of the keys the cache holds."""
+        db, found = self._connection(), {}
+        for start in range(0, len(keys), 500):  # SQLite's limit on a statement's parameters
+            chunk = list(dict.fromkeys(keys[start:start + 500]))
+            found.update((key, json.loads(response)) for key, response in db.execute(
+                f"SELECT key, response FROM generations WHERE key IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
 
     def put(self, key: str, request: dict, response: dict) -> None:
         """Store an answer and end this process's claim on it, in one transaction."""
@@ -138,6 +169,10 @@ class GenerationCache:
             db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, _owner()))
         with self._held_lock:
             self._held.discard(key)
+
+    async def aput(self, key: str, request: dict, response: dict) -> None:
+        """`put` for an event loop: a local file's commit is quick enough to make in it."""
+        self.put(key, request, response)
 
     def delete(self, key: str) -> None:
         self._connection().execute("DELETE FROM generations WHERE key = ?", (key,))

@@ -6,9 +6,11 @@ advisory lock (bench/database.py), which the server releases the moment the clai
 A server restart is waited out (bench/database.py Session, up to cache_outage_s): an answer received
 meanwhile is stored once the server is back, and this process's claims are taken again."""
 
+import asyncio
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from bench.database import NAMESPACES, OUTAGE_S, Session, lock_id
 
@@ -23,6 +25,10 @@ CREATE TABLE IF NOT EXISTS generations (
 NAMESPACE = NAMESPACES["generation"]
 
 
+def row(key: str, request: dict, response: dict) -> tuple:
+    return key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False)
+
+
 class PostgresCache:
     def __init__(self, url: str, outage_s: float = OUTAGE_S):
         self.url, self.outage_s = url, outage_s
@@ -33,6 +39,10 @@ class PostgresCache:
         with self._claims.transaction():  # two first runs at once: one creates the table
             self._claims.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))
             self._claims.execute(_SCHEMA)
+        self._writes = Session(url, outage_s)  # the writer's own session, on the writer's thread
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
+        self._pending: list = []  # (row, future) of answers waiting for the next group
+        self._writing = False
 
     def _connection(self) -> Session:
         db = getattr(self._local, "db", None)
@@ -50,15 +60,60 @@ class PostgresCache:
         row = self._connection().execute("SELECT response FROM generations WHERE key = %s", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def get_many(self, keys: list) -> dict:
+        """{key: response} of the keys the cache holds, in one round trip."""
+        if not keys:
+            return {}
+        rows = self._connection().execute("SELECT key, response FROM generations WHERE key = ANY(%s)",
+                                          (list(dict.fromkeys(keys)),))
+        return {key: json.loads(response) for key, response in rows}
+
     def put(self, key: str, request: dict, response: dict) -> None:
         """Store an answer (committed), then end this process's claim on it."""
-        self._connection().execute(
-            "INSERT INTO generations (key, request, response, created) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET request = EXCLUDED.request, response = EXCLUDED.response, "
-            "created = EXCLUDED.created",
-            (key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False),
-             time.time()))
-        self.release([key])
+        self._store([row(key, request, response)])
+
+    async def aput(self, key: str, request: dict, response: dict) -> None:
+        """`put` for the Sender's event loop: returns once the answer is committed, and the answers that
+        arrive while a group is being written are written together as the next group (one statement and
+        one unlock a group, not two round trips an answer), on a thread of its own so that no other
+        request waits for the server."""
+        loop = asyncio.get_running_loop()
+        stored = loop.create_future()
+        self._pending.append((row(key, request, response), stored))
+        if not self._writing:
+            self._writing = True
+            loop.create_task(self._write_groups(loop))
+        await stored
+
+    async def _write_groups(self, loop) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    await loop.run_in_executor(self._writer, self._store, [r for r, _ in group])
+                    error = None
+                except Exception as failure:  # noqa: BLE001 (every answer of the group raises it)
+                    error = failure
+                for _, stored in group:
+                    if error is None:
+                        stored.set_result(None)
+                    else:
+                        stored.set_exception(error)
+        finally:
+            self._writing = False
+
+    def _store(self, rows: list) -> None:
+        """One INSERT for the rows (a statement commits whole), then their claims ended in one statement;
+        a key twice keeps its last answer."""
+        latest = list({key: (key, request, response) for key, request, response in rows}.values())
+        keys, requests, responses = (list(column) for column in zip(*latest, strict=True))
+        self._writes.execute(
+            "INSERT INTO generations (key, request, response, created) "
+            "SELECT key, request, response, %s FROM unnest(%s::text[], %s::text[], %s::text[]) "
+            "AS t(key, request, response) ON CONFLICT (key) DO UPDATE SET request = EXCLUDED.request, "
+            "response = EXCLUDED.response, created = EXCLUDED.created",
+            (time.time(), keys, requests, responses))
+        self.release(keys)
 
     def delete(self, key: str) -> None:
         self._connection().execute("DELETE FROM generations WHERE key = %s", (key,))
@@ -89,11 +144,13 @@ class PostgresCache:
         return {row[0] for row in db.execute("SELECT key FROM generations WHERE key = ANY(%s)", (keys,))}
 
     def release(self, keys) -> None:
-        """Give up claims without an answer (it failed, or the budget refused it): another may ask."""
+        """End claims (answered, or given up: another may ask), in one statement."""
         with self._claims_lock:
-            for key in [k for k in keys if k in self._held]:
-                self._claims.execute("SELECT pg_advisory_unlock(%s, %s)", (NAMESPACE, lock_id(key)))
-                self._held.discard(key)
+            held = [k for k in dict.fromkeys(keys) if k in self._held]
+            if held:
+                self._claims.execute("SELECT pg_advisory_unlock(%s, id) FROM unnest(%s::int[]) AS t(id)",
+                                     (NAMESPACE, [lock_id(k) for k in held]))
+                self._held.difference_update(held)
 
     def __len__(self) -> int:
         return self._connection().execute("SELECT COUNT(*) FROM generations").fetchone()[0]

@@ -37,19 +37,27 @@ class Sender:
         else:
             asyncio.run(self._run_concurrent(requests, keys, indices, results, bar))
 
-    def _record(self, request: Request, key: str, response: Response | None, timed_out: bool = False,
-                budget_spent: bool = False):
+    def _record(self, request: Request, key: str, response: Response | None) -> Response | None:
         """Settle a request's budget slot, count it, and cache its answer before anyone uses it."""
+        if not self._account(request, response):
+            return None
+        response.key = key
+        self.cache.put(key, self.identity(request), stored(response))
+        return self._usable(request, response)
+
+    def _account(self, request: Request, response: Response | None, timed_out: bool = False,
+                 budget_spent: bool = False) -> bool:
+        """Settle the request's budget slot and count what came back; whether it is an answer to cache."""
         usage = self.usage.of(request.role)
         self.budget.settle(answered=response is not None)
         if budget_spent:  # it timed out with no budget left to try again: refused, not a teacher failure
             usage.over_budget += 1
             usage.timed_out += 1
-            return None
+            return False
         if response is None:  # no answer: nothing paid, unless it timed out (the server may bill it)
             usage.unanswered += 1
             usage.timed_out += timed_out
-            return None
+            return False
         usage.requests += 1
         usage.prompt_tokens += getattr(response, "prompt_tokens", 0) or 0
         usage.completion_tokens += getattr(response, "completion_tokens", 0) or 0
@@ -57,14 +65,17 @@ class Sender:
             usage.unusable += 1
             said = str(getattr(response, "text", response))[:80]
             usage.fault(kind, f"{kind}: a reply with no usable text ({said!r})")
-            return None
-        response.key = key
-        self.cache.put(key, self.identity(request), stored(response))
-        if not response.ok:  # e.g. finish_reason 'length': paid for, cached, but not usable
-            usage.truncated += 1
-            usage.fault(response.finish_reason, f"finish_reason {response.finish_reason}: an unusable answer")
-            return None
-        return response
+            return False
+        return True
+
+    def _usable(self, request: Request, response: Response) -> Response | None:
+        """A cached answer to use; None, counted, when it was cut short (paid for, cached, not usable)."""
+        if response.ok:
+            return response
+        self.usage.of(request.role).truncated += 1
+        self.usage.of(request.role).fault(response.finish_reason,
+                                          f"finish_reason {response.finish_reason}: an unusable answer")
+        return None
 
     def _refuse(self, request: Request) -> None:
         self.usage.of(request.role).over_budget += 1
@@ -86,13 +97,20 @@ class Sender:
         gate = asyncio.Semaphore(self.max_concurrency)
 
         async def one(i: int) -> None:
-            async with gate:
+            request, key = requests[i], keys[i]
+            async with gate:  # the requests in flight to the backend
                 while (slot := self.budget.try_take()) is None:
                     await asyncio.sleep(0.005)  # wait for an in-flight request to settle
-                if slot:
-                    results[i] = self._record(requests[i], keys[i], *await self.with_retries(requests[i]))
-                else:
-                    self._refuse(requests[i])
+                answer = await self.with_retries(request) if slot else None
+            if answer is None:
+                self._refuse(request)
+            elif self._account(request, *answer):
+                # stored outside the gate: the next request goes out while a server's cache commits this
+                # answer, which is used only once it is stored
+                response = answer[0]
+                response.key = key
+                await self.cache.aput(key, self.identity(request), stored(response))
+                results[i] = self._usable(request, response)
             bar.update(1)
 
         await self.backend.open()

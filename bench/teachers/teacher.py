@@ -46,10 +46,11 @@ class Teacher:
         attempts, the budget was spent, or the reply was null or empty). Failures are counted in `usage`,
         never raised."""
         keys = [cache_key(self.identity(r)) for r in requests]
+        stored_rows = self.cache.get_many(keys)  # one look for the batch (one round trip to a server)
         results: list = [None] * len(requests)
         misses, first_of = [], {}  # an identical request later in the batch waits for the first's answer
         for i, (request, key) in enumerate(zip(requests, keys)):
-            hit = self._cached(key)
+            hit = self._answer(key, stored_rows.get(key))
             if hit is None:
                 if key in first_of:
                     continue
@@ -81,9 +82,11 @@ class Teacher:
         return results
 
     def _cached(self, key: str) -> Response | None:
-        """The cache's answer, or None; a row that is not a usable answer (a null reply an older version
-        cached) is deleted, so that it is asked again."""
-        row = self.cache.get(key)
+        return self._answer(key, self.cache.get(key))
+
+    def _answer(self, key: str, row: dict | None) -> Response | None:
+        """The answer a cache row holds, or None; a row that is not a usable answer (a null reply an older
+        version cached) is deleted, so that it is asked again."""
         if row is None:
             return None
         try:

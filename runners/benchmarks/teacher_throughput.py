@@ -5,8 +5,9 @@ N x latency / concurrency; then the same requests again, served from the generat
     python -m runners.benchmarks.teacher_throughput [--requests 2000] [--latency 0.05] [--concurrency 1 8 64]
         [--cache-url postgresql://user@host:port/db]
 
---cache-url runs it through the PostgreSQL cache of a grid across nodes instead of the SQLite file of
-one machine (each concurrency's requests are its own, so no run is served by an earlier one)."""
+--cache-url runs it through the PostgreSQL cache of a grid across nodes as well, beside the SQLite file of
+one machine in the same run, each concurrency's requests its own (no run is served by an earlier one).
+--repeat N runs each (cache, concurrency) N times, interleaved, for the spread."""
 
 import argparse
 import asyncio
@@ -61,25 +62,29 @@ def raw_client_seconds(base_url: str, n: int, concurrency: int) -> float:
 
 def measure(base_url: str, args, scratch: Path) -> None:
     tag = f"{time.time():.0f}"  # a PostgreSQL cache outlives the run: this run's requests are new to it
-    print(f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms, cache: "
-          f"{'PostgreSQL' if args.cache_url else 'SQLite'}\n")
-    print("| concurrency | wall s | ideal s | share of ideal | requests reaching the server "
+    caches = ["SQLite"] + (["PostgreSQL"] if args.cache_url else [])
+    print(f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms, caches: "
+          f"{' and '.join(caches)}, each run {args.repeat} time(s), interleaved\n")
+    print("| cache | concurrency | wall s | ideal s | share of ideal | requests reaching the server "
           "| cache-served req/s |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for concurrency in args.concurrency:
-        cache = (PostgresCache(args.cache_url) if args.cache_url
-                 else GenerationCache(scratch / f"c{concurrency}.sqlite"))
-        requests = [Request(messages=({"role": "user", "content": f"{tag} c{concurrency} question {i}"},))
-                    for i in range(args.requests)]
-        before = received(base_url)
-        wall = timed_run(base_url, cache, requests, concurrency)
-        reached = received(base_url) - before
-        cached_wall = timed_run(base_url, cache, requests, concurrency)
-        if received(base_url) - before != reached:
-            raise RuntimeError("a cached run must send nothing")
-        ideal = args.requests * args.latency / concurrency
-        print(f"| {concurrency} | {wall:.2f} | {ideal:.2f} | {ideal / wall:.0%} | {reached} | "
-              f"{args.requests / cached_wall:,.0f} |")
+        for run in range(args.repeat):
+            for name in caches:
+                cache = (PostgresCache(args.cache_url) if name == "PostgreSQL"
+                         else GenerationCache(scratch / f"c{concurrency}-{run}.sqlite"))
+                requests = [Request(messages=({"role": "user", "content":
+                                               f"{tag} {name} c{concurrency} r{run} question {i}"},))
+                            for i in range(args.requests)]
+                before = received(base_url)
+                wall = timed_run(base_url, cache, requests, concurrency)
+                reached = received(base_url) - before
+                cached_wall = timed_run(base_url, cache, requests, concurrency)
+                if received(base_url) - before != reached:
+                    raise RuntimeError("a cached run must send nothing")
+                ideal = args.requests * args.latency / concurrency
+                print(f"| {name} | {concurrency} | {wall:.2f} | {ideal:.2f} | {ideal / wall:.0%} | "
+                      f"{reached} | {args.requests / cached_wall:,.0f} |", flush=True)
     top = max(args.concurrency)
     raw = raw_client_seconds(base_url, args.requests, top)
     ideal = args.requests * args.latency / top
@@ -94,7 +99,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--cache-url", default=None, help="a PostgreSQL cache instead of SQLite")
+    parser.add_argument("--cache-url", default=None, help="a PostgreSQL cache, measured beside SQLite")
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     # the server runs in its own process, as a real one would: its work is not the client's
     server = subprocess.Popen(
