@@ -176,7 +176,7 @@ def plan_cell(overrides: list[str]) -> dict:
     prices = config.teacher.prices or {}
     dollars = (
         tokens_in * prices.get("input_per_mtok", 0) + tokens_out * prices.get("output_per_mtok", 0)
-    ) / 1e6
+    ) / 1e6 * batch_price_factor(config.teacher.backend)
     return {
         "task": config.task.name,
         "student": config.student.name,
@@ -284,6 +284,15 @@ def power_lines(rows: list[dict], stores: list[Path] | None = None) -> list[str]
     return lines
 
 
+def batch_price_factor(backend: dict) -> float:
+    """What a teacher's queries cost of the list price: its batch discount off in batch mode."""
+    if backend.get("mode") != "batch":
+        return 1.0
+    from bench.teachers.openai import BatchSettings
+
+    return 1.0 - BatchSettings.of(backend.get("batch")).discount
+
+
 def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
         print("usage: python -m runners.plan [config overrides and sweeps, e.g. experiment=llm2llm]\n")
@@ -307,3 +316,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+

@@ -149,3 +149,13 @@ def test_a_cpu_cell_is_checked_against_its_memory_and_told_what_it_needs(data_di
     [enough] = plan(["strategy=finetune", "compute=cpu", "compute.processes=2", f"compute.memory_gb={needed}",
                      f"data_dir={data_dir}"])
     assert enough["fits"]
+
+
+def test_batch_jobs_are_planned_at_the_providers_discount(data_dir):
+    """teacher.backend.mode=batch: the same queries, half the dollars (the batch discount)."""
+    common = ["experiment=llm2llm", "task=trec", "seed_set.fraction=0.01", "strategy=llm2llm",
+              "teacher=openai", f"data_dir={data_dir}"]
+    live, = plan(common)
+    batch, = plan([*common, "teacher.backend.mode=batch"])
+    assert batch["teacher_queries"] == live["teacher_queries"] and live["dollars"] > 0
+    assert batch["dollars"] == pytest.approx(live["dollars"] / 2)

@@ -18,9 +18,10 @@ from bench.teachers.backend import (
     Request,
     Response,
     RetryableError,
+    TeacherFailed,
 )
 from bench.teachers.cache import GenerationCache, open_cache
-from bench.teachers.teacher import Teacher, TeacherFailed
+from bench.teachers.teacher import Teacher
 
 __all__ = ["Budget", "GenerationCache", "Ledger", "LocalBackend", "RejectedError", "RemoteBackend", "Request",
            "Response", "RetryableError", "RoleUsage", "Teacher", "TeacherFailed", "build_backend",

@@ -17,6 +17,8 @@ Both set `name` (the backend's kind) and `model`; the Teacher builds the backend
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
+from bench.errors import BenchError
+
 
 @dataclass(frozen=True)
 class Request:
@@ -74,6 +76,11 @@ class RejectedError(Exception):
     def __init__(self, kind: str, message: str = ""):
         super().__init__(f"{kind}: {message}" if message else kind)
         self.kind = kind
+
+
+class TeacherFailed(BenchError):
+    """The teacher did not answer (unreachable, refusing the key, timing out): the cell stops, recorded
+    as failed. A backend raises it for what no retry fixes (a refused key)."""
 
 
 class RemoteBackend(ABC):

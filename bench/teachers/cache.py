@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS claims (
     owner TEXT NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS batches (
+    requests TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
 # user_version 2: a remote backend's keys hold its endpoint. Files of version 0 keep working for
 # in-process backends (their keys did not change); answers they hold from a server are refused, since
@@ -176,6 +181,20 @@ class GenerationCache:
 
     def delete(self, key: str) -> None:
         self._connection().execute("DELETE FROM generations WHERE key = ?", (key,))
+
+    # -- batch jobs: the provider's id of the job that asks a set of requests (bench/teachers/batch.py) ----
+
+    def batch_of(self, requests: str) -> str | None:
+        row = self._connection().execute("SELECT batch_id FROM batches WHERE requests = ?",
+                                         (requests,)).fetchone()
+        return row[0] if row else None
+
+    def remember_batch(self, requests: str, batch_id: str) -> None:
+        self._connection().execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)",
+                                   (requests, batch_id, time.time()))
+
+    def forget_batch(self, requests: str) -> None:
+        self._connection().execute("DELETE FROM batches WHERE requests = ?", (requests,))
 
     # -- claims: one process asks, the others wait ----------------------------------------------------------
 

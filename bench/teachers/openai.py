@@ -7,14 +7,21 @@ import asyncio
 import json
 import os
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import aiohttp
 
 from bench.errors import BenchError
 from bench.secrets import hold, redact
-from bench.teachers.backend import RejectedError, RemoteBackend, Request, Response, RetryableError
-from bench.teachers.teacher import TeacherFailed
+from bench.teachers.backend import (
+    RejectedError,
+    RemoteBackend,
+    Request,
+    Response,
+    RetryableError,
+    TeacherFailed,
+)
 
 
 class RateLimiter:
@@ -81,6 +88,31 @@ def env_key(name: str | None) -> str:
     return hold(key)
 
 
+@dataclass
+class BatchSettings:
+    """teacher.backend.batch: how a batch job runs (mode=batch)."""
+
+    discount: float = 0.5  # the provider's price off for batch jobs (OpenAI's: half)
+    poll_s: float = 30.0  # the first wait between looks at a job; it grows by half each look, to poll_max_s
+    poll_max_s: float = 600.0
+    retry: str = "batch"  # the requests a job left unanswered: batch (a new, smaller job) or live
+    max_requests: int = 50_000  # a job's limits (OpenAI's): more requests go as several jobs
+    max_bytes: int = 200 * 2**20
+
+    @classmethod
+    def of(cls, settings: dict | None) -> "BatchSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings or {}) - known)
+        if unknown:
+            raise BenchError(f"teacher.backend.batch has unknown keys {unknown}: use "
+                             f"{', '.join(sorted(known))}")
+        made = cls(**(settings or {}))
+        if made.retry not in ("batch", "live") or not 0 <= made.discount < 1:
+            raise BenchError(f"teacher.backend.batch: retry={made.retry} (batch or live), discount="
+                             f"{made.discount} (in [0, 1))")
+        return made
+
+
 class OpenAIBackend(RemoteBackend):
     name = "openai"
 
@@ -93,7 +125,17 @@ class OpenAIBackend(RemoteBackend):
         timeout_s: float = 60.0,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        mode: str = "live",
+        batch: dict | None = None,
     ):
+        # mode=batch: a round's requests go as one job of the provider's Batch API (bench/teachers/batch.py;
+        # `batch` its settings: BatchSettings), at its discount
+        if mode not in ("live", "batch"):
+            raise BenchError(f"teacher.backend.mode={mode}: use live (a request at a time) or batch (the "
+                             "provider's Batch API)")
+        self.mode = mode
+        self.batch = BatchSettings.of(batch)
+        self.price_factor = 1.0 - self.batch.discount if mode == "batch" else 1.0
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.endpoint = self.base_url  # one model name at two servers is two sets of answers
@@ -127,9 +169,7 @@ class OpenAIBackend(RemoteBackend):
         if self._token_limit:  # the prompt's size is known only roughly before the server counts it
             prompt_chars = sum(len(m["content"]) for m in request.messages)
             await self._token_limit.acquire(prompt_chars / 4 + request.max_tokens)
-        body = {"model": self.model, "messages": list(request.messages), "temperature": request.temperature,
-                "top_p": request.top_p, "max_tokens": request.max_tokens,
-                **({"stop": list(request.stop)} if request.stop else {})}
+        body = self.chat_body(request)
         try:
             async with self._session.post(f"{self.base_url}/chat/completions", json=body) as reply:
                 status, headers, payload = reply.status, reply.headers, await reply.read()
@@ -147,14 +187,29 @@ class OpenAIBackend(RemoteBackend):
         if status >= 400:
             raise RejectedError(str(status), _said(payload))
         try:
-            data = json.loads(payload)
-            choice = data["choices"][0]
-            usage = data.get("usage") or {}
-            return Response(  # a null or empty content is counted by the Teacher, never cached
-                text=choice["message"]["content"],
-                finish_reason=choice.get("finish_reason") or "stop",
-                prompt_tokens=usage.get("prompt_tokens", 0),
-                completion_tokens=usage.get("completion_tokens", 0),
-            )
+            return self.response_of(json.loads(payload))
         except (ValueError, KeyError, IndexError, TypeError):
             raise RetryableError("malformed") from None
+
+    def chat_body(self, request: Request) -> dict:
+        """The chat-completions request body (live, or a line of a batch job)."""
+        return {"model": self.model, "messages": list(request.messages), "temperature": request.temperature,
+                "top_p": request.top_p, "max_tokens": request.max_tokens,
+                **({"stop": list(request.stop)} if request.stop else {})}
+
+    @staticmethod
+    def response_of(data: dict) -> Response:
+        """A chat completion's answer; a null or empty content is counted by the Teacher, never cached."""
+        choice, usage = data["choices"][0], data.get("usage") or {}
+        return Response(text=choice["message"]["content"],
+                        finish_reason=choice.get("finish_reason") or "stop",
+                        prompt_tokens=usage.get("prompt_tokens", 0),
+                        completion_tokens=usage.get("completion_tokens", 0))
+
+    async def call(self, method: str, path: str, **kwargs) -> tuple[int, bytes]:
+        """Another endpoint of the server (the Batch API's files and batches): status and body."""
+        try:
+            async with self._session.request(method, f"{self.base_url}{path}", **kwargs) as reply:
+                return reply.status, await reply.read()
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise RetryableError("connection", f"{type(error).__name__}: {error}") from None

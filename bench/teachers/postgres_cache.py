@@ -20,6 +20,11 @@ CREATE TABLE IF NOT EXISTS generations (
     request TEXT NOT NULL,
     response TEXT NOT NULL,
     created DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    requests TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL
 )
 """
 NAMESPACE = NAMESPACES["generation"]
@@ -114,6 +119,19 @@ class PostgresCache:
             "response = EXCLUDED.response, created = EXCLUDED.created",
             (time.time(), keys, requests, responses))
         self.release(keys)
+
+    def batch_of(self, requests: str) -> str | None:
+        row = self._connection().execute("SELECT batch_id FROM batches WHERE requests = %s",
+                                         (requests,)).fetchone()
+        return row[0] if row else None
+
+    def remember_batch(self, requests: str, batch_id: str) -> None:
+        self._connection().execute(
+            "INSERT INTO batches VALUES (%s, %s, %s) ON CONFLICT (requests) DO UPDATE SET batch_id = "
+            "EXCLUDED.batch_id, created = EXCLUDED.created", (requests, batch_id, time.time()))
+
+    def forget_batch(self, requests: str) -> None:
+        self._connection().execute("DELETE FROM batches WHERE requests = %s", (requests,))
 
     def delete(self, key: str) -> None:
         self._connection().execute("DELETE FROM generations WHERE key = %s", (key,))

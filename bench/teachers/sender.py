@@ -35,7 +35,15 @@ class Sender:
         if isinstance(self.backend, LocalBackend):
             self._run_batched(requests, keys, indices, results, bar)
         else:
-            asyncio.run(self._run_concurrent(requests, keys, indices, results, bar))
+            asyncio.run(self.opened(self._run_concurrent(requests, keys, indices, results, bar)))
+
+    async def opened(self, work) -> None:
+        """`work` with the backend open (its client made inside the running event loop)."""
+        await self.backend.open()
+        try:
+            await work
+        finally:
+            await self.backend.close()
 
     def _record(self, request: Request, key: str, response: Response | None) -> Response | None:
         """Settle a request's budget slot, count it, and cache its answer before anyone uses it."""
@@ -113,11 +121,7 @@ class Sender:
                 results[i] = self._usable(request, response)
             bar.update(1)
 
-        await self.backend.open()
-        try:
-            await asyncio.gather(*(one(i) for i in misses))
-        finally:
-            await self.backend.close()
+        await asyncio.gather(*(one(i) for i in misses))
 
     async def with_retries(self, request: Request) -> tuple[Response | None, bool, bool]:
         """The answer (None if every attempt failed), whether an attempt timed out, and whether the

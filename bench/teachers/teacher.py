@@ -9,17 +9,21 @@ import time
 
 from bench.console import bar as progress_bar
 from bench.database import CLAIM_POLL_S  # a request another process is asking: how often to look
-from bench.errors import BenchError
 from bench.teachers.accounts import Budget, Ledger
-from bench.teachers.backend import LocalBackend, RemoteBackend, Request, Response, stored, unusable
+from bench.teachers.backend import (
+    LocalBackend,
+    RemoteBackend,
+    Request,
+    Response,
+    TeacherFailed,
+    stored,
+    unusable,
+)
+from bench.teachers.batch import BatchSender
 from bench.teachers.cache import GenerationCache, cache_key
 from bench.teachers.sender import Sender
 
 PROBE_PROMPT = "Reply with the word OK."
-
-
-class TeacherFailed(BenchError):
-    """The teacher did not answer (unreachable, refusing, timing out): the cell stops, recorded as failed."""
 
 
 class Teacher:
@@ -32,10 +36,13 @@ class Teacher:
         self.backend = backend
         self.cache = cache
         self.budget = budget
-        self.prices = prices or {}  # {"input_per_mtok": dollars, "output_per_mtok": dollars}
+        # {"input_per_mtok": dollars, "output_per_mtok": dollars}, at the backend's discount (batch jobs)
+        self.price_factor = getattr(backend, "price_factor", 1.0)
+        self.prices = {k: v * self.price_factor for k, v in (prices or {}).items()}
         self.usage = Ledger()
-        self.sender = Sender(backend, cache, budget, self.usage, self.identity, max_concurrency, max_attempts,
-                             backoff_s, max_backoff_s)
+        sends = BatchSender if getattr(backend, "mode", "live") == "batch" else Sender
+        self.sender = sends(backend, cache, budget, self.usage, self.identity, max_concurrency, max_attempts,
+                            backoff_s, max_backoff_s)
         self.records: list = []  # every answer this run used, cached or not: what teacher=replay reads
 
     def identity(self, request: Request) -> dict:
@@ -180,8 +187,13 @@ class Teacher:
         usage.completion_tokens += response.completion_tokens
 
     def usage_report(self) -> dict:
-        """Per role: queries, cache hits, failures, retries, refusals, tokens, dollars; for the run record."""
-        return self.usage.report(self.prices)
+        """Per role: queries, cache hits, failures, retries, refusals, tokens, dollars (and the price factor
+        they were charged at, where a discount applies); for the run record."""
+        report = self.usage.report(self.prices)
+        if self.price_factor != 1.0:
+            for line in report.values():
+                line["price_factor"] = self.price_factor
+        return report
 
     def cost(self, role: str | None = None) -> float:
         return self.usage.cost(self.prices, role)

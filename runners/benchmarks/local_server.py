@@ -132,15 +132,18 @@ class LocalChatServer:
             }
         )
 
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/stats", self._stats)
+
     def __enter__(self) -> Self:
         started = threading.Event()
 
         def serve() -> None:
             self._loop = asyncio.new_event_loop()
             self._released = asyncio.Event()
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self._chat)
-            app.router.add_get("/v1/stats", self._stats)
+            app = web.Application(client_max_size=1 << 30)
+            self.routes(app)
             # a handler still hanging at the end (its client alive) is cancelled, not waited for
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
             self._loop.run_until_complete(self._runner.setup())
