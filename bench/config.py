@@ -349,6 +349,9 @@ class TeacherConfig:
     # a batch with more of its requests unanswered than this share stops the cell (the teacher is down)
     max_failure_share: float = 0.5
     probe: bool = True  # one tiny request to a remote teacher before any training: reachable, key accepted
+    # structured replies: the backend keeps each reply to its step's JSON schema (response_format for a
+    # server, a grammar for an in-process model); false, the papers' way: free text read by patterns
+    structured: bool = False
 
     def __post_init__(self):
         check(0 <= self.max_failure_share <= 1, "teacher.max_failure_share", self.max_failure_share,

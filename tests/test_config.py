@@ -218,3 +218,19 @@ def test_an_error_quoted_in_a_one_line_error_never_breaks_it():
     assert first_line(ValueError("x" * 300), 120) == "x" * 120
     student = typed_config("student=smollm2_135m").student
     assert "(OSError); check the id" in str(cannot_load(student, OSError()))  # was: IndexError
+
+
+def test_a_composed_config_pickled_to_another_process_keeps_its_strategy_schema(tmp_path):
+    """What a launcher does (joblib's workers, a SLURM task): the composed config is pickled, and the
+    worker's cell builds the effective config from it. The strategy node is typed with a schema derived
+    from its class: the worker must find that same schema (it read 'X is not a subclass of X')."""
+    import pickle
+    import subprocess
+    import sys
+
+    (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(compose_config("strategy=new_question")))
+    code = ("import pickle, sys; from runners.inputs import effective; "
+            "cfg = effective(pickle.load(open(sys.argv[1], 'rb'))); print(cfg.strategy.self_check)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cfg.pkl")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout.strip() == "True", done.stderr[-1500:]

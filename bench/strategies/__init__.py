@@ -43,7 +43,19 @@ def settings_schema(cls: type[Strategy]) -> type:
     def __post_init__(self):
         cls(**{f.name: getattr(self, f.name) for f in fields(cls)})
 
-    return make_dataclass(f"{cls.__name__}Settings", specs, namespace={"__post_init__": __post_init__})
+    schema = make_dataclass(f"{cls.__name__}Settings", specs, namespace={"__post_init__": __post_init__})
+    schema.__module__ = __name__  # a pickled config names it here: __getattr__ finds it in any process
+    return schema
+
+
+def __getattr__(name: str):
+    """`bench.strategies.<Class>Settings`: the schema a pickled config's strategy node names (a launcher's
+    worker, a SLURM task unpickling its job), derived again from its class in this process."""
+    if name.endswith("Settings"):
+        for cls in registered().values():
+            if f"{cls.__name__}Settings" == name:
+                return settings_schema(cls)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def strategy_class(target: str | None) -> type[Strategy]:
@@ -73,7 +85,7 @@ def effective_settings(node: DictConfig) -> DictConfig:
     except ConfigKeyError as error:
         raise not_a_setting(cls, str(error.full_key or error.key)) from None
     except ValidationError as error:
-        raise BenchError(f"strategy.{error.full_key}: {first_line(error)}") from None
+        raise BenchError(f"strategy.{error.full_key or ''}: {first_line(error)}".replace(".:", ":")) from None
     # a key added with + on the command line lands in a typed node as well; converting would drop it
     unknown = sorted(set(merged) - {f.name for f in fields(schema)})
     if unknown:

@@ -7,14 +7,14 @@ import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import jinja2
 
 from bench.config import FiltersConfig, TrainConfig, at_least, check
 from bench.errors import BenchError
-from bench.steps import Step
+from bench.steps import Step, structured_fields
 from bench.strategies.filters import Filters
 from bench.tasks import Example, TaskData, question_of, student_prompt
 from bench.teachers import Budget, Request, Teacher
@@ -243,20 +243,27 @@ class Strategy(ABC):
                 self.worked_example = tuple(by_label[example.label])
                 return
 
-    def parse(self, step: Step, task: TaskData, text: str, tally: Tally, about: Reply | None = None
-              ) -> dict | None:
-        """The reply's fields, validated for the task (a number after '####', a label in the label
-        set); None, counted, when the reply does not parse. A template's `parse` is a pattern, or a list
-        of them tried in order (the format asked for first, then what a weaker model writes instead)."""
+    def matched(self, step: Step, task: TaskData, text: str) -> dict | None:
+        """A free-text reply's fields: the template's `parse` is a pattern, or a list of them tried in
+        order (the format asked for first, then what a weaker model writes instead)."""
         patterns = self.template(step, task)["parse"]
         patterns = [patterns] if isinstance(patterns, str) else patterns
         match = next((m for m in (re.search(p, text) for p in patterns) if m), None)
+        if match is None:
+            return None
+        return {k: v.strip() for k, v in match.groupdict().items() if v is not None}
+
+    def parse(self, step: Step, task: TaskData, text: str, tally: Tally, about: Reply | None = None,
+              structured: bool = False) -> dict | None:
+        """The reply's fields (a structured reply's JSON, else matched by the prompt's patterns),
+        validated for the task (a number after '####', a label in the label set); None, counted, when the
+        reply does not parse."""
+        fields = structured_fields(text) if structured else self.matched(step, task, text)
         tally.replies[step.name] += 1
-        if match is None:  # the augmenter's replies counted apart from the teacher's
+        if fields is None:  # the augmenter's replies counted apart from the teacher's
             tally.drop("unparseable" if step.role == "teacher" else f"unparseable_{step.name}", about,
                        "not in the reply format the prompt asks for")
             return None
-        fields = {k: v.strip() for k, v in match.groupdict().items() if v is not None}
         if not self.keep_after_answer:
             fields = task.kind.cut_after_answer(fields)
         read, dropped = task.kind.read_reply(fields, task.config.labels)
@@ -283,6 +290,9 @@ class Strategy(ABC):
         """(request index, parsed fields, response) for each reply that came back and parsed; the
         requests without an answer (as `missing`, when given) and the replies that do not parse are
         counted in `tally`."""
+        if teacher.structured:  # the backend keeps each reply to the step's schema
+            schema = step.schema(self.template(step, task), task.config.labels)
+            requests = [replace(request, schema=schema) for request in requests]
         for index, response in enumerate(teacher.generate(requests, description)):
             about = Reply.of(step, requests[index], response)
             if response is None:
@@ -290,7 +300,7 @@ class Strategy(ABC):
                     tally.drop(missing, about, "no usable answer: the request failed, the reply was cut at "
                                "max_tokens (the generation cache keeps it), or the budget refused it")
                 continue
-            fields = self.parse(step, task, response.text, tally, about)
+            fields = self.parse(step, task, response.text, tally, about, teacher.structured)
             if fields is not None:
                 yield index, fields, response
 

@@ -75,4 +75,4 @@ def build_teachers(cfg: BenchConfig, task: TaskData, seed_ids: list) -> tuple:
 def make_teacher(cfg: TeacherConfig, backend, cache, budget: Budget) -> Teacher:
     return Teacher(backend, cache, budget, max_concurrency=cfg.max_concurrency, max_attempts=cfg.max_attempts,
                    backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s, prices=dict(cfg.prices),
-                   max_failure_share=cfg.max_failure_share, name=cfg.name)
+                   max_failure_share=cfg.max_failure_share, name=cfg.name, structured=cfg.structured)

@@ -35,6 +35,9 @@ class Request:
     # strings that end the reply (not included), as the OpenAI API's `stop`: a prompt asking for one
     # numbered example stops at "\n2." rather than paying for, and losing to max_tokens, a second one
     stop: tuple = ()
+    # structured replies (teacher.structured): the JSON schema the backend must keep the reply to, as
+    # canonical JSON text; None: free text, read by the prompt's patterns
+    schema: str | None = None
 
     def identity(self, backend: str, model: str, endpoint: str = "") -> dict:
         """What determines the response, and so the cache key (role, kind and source do not): a remote
@@ -44,6 +47,8 @@ class Request:
                     "sample_index": self.sample_index}
         if endpoint:
             identity["endpoint"] = endpoint
+        if self.schema:  # a constrained reply is another answer (earlier keys stay valid without one)
+            identity["schema"] = self.schema
         return {**identity, "stop": list(self.stop)} if self.stop else identity  # earlier keys stay valid
 
 

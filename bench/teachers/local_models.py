@@ -65,6 +65,7 @@ class HFBackend(LocalBackend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype(dtype)).to(device).eval()
+        self._compiler, self._grammars = None, {}  # structured replies: one compiled grammar a schema
 
     def _render(self, request: Request) -> str:
         if self.tokenizer.chat_template:
@@ -79,15 +80,18 @@ class HFBackend(LocalBackend):
         # one generate() per group of equal sampling parameters, rows in request order
         groups = defaultdict(list)
         for i, request in enumerate(requests):
-            groups[(request.temperature, request.top_p, request.max_tokens, request.stop)].append(i)
+            # a structured reply ends where its schema does: no stop string may cut it short
+            stop = () if request.schema else request.stop
+            groups[(request.temperature, request.top_p, request.max_tokens, stop, request.schema)].append(i)
         responses: list = [None] * len(requests)
         eos = self.tokenizer.eos_token_id
-        for (temperature, top_p, max_tokens, stop), rows in groups.items():
+        for (temperature, top_p, max_tokens, stop, schema), rows in groups.items():
             texts = [self._render(requests[i]) for i in rows]
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = batch.to(self._model.device)
             seeds = [request_seed(self.name, self.model, requests[i]) for i in rows]
             sampler = [RowSampler(seeds, temperature, top_p, self._model.device)] if temperature > 0 else []
+            sampler = [*self._grammar(schema), *sampler]  # the schema's tokens first, then the sample
             prompt_length = batch["input_ids"].shape[1]
             criteria = [StopStrings(self.tokenizer, stop, prompt_length)] if stop else None
             output = self._model.generate(
@@ -110,6 +114,25 @@ class HFBackend(LocalBackend):
                     completion_tokens=len(new),
                 )
         return responses
+
+
+    def _grammar(self, schema: str | None) -> list:
+        """The logits processor that keeps a reply to `schema` (xgrammar's: compiled once per schema,
+        its token masks computed in C++; docs/teachers.md says how it was chosen), or none."""
+        if schema is None:
+            return []
+        try:
+            import xgrammar
+        except ImportError:
+            raise BenchError("teacher.structured=true with an in-process model needs xgrammar: pip install "
+                             "'synthbench-llm[structured]'") from None
+        if schema not in self._grammars:
+            if self._compiler is None:
+                info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer,
+                                                               vocab_size=self._model.config.vocab_size)
+                self._compiler = xgrammar.GrammarCompiler(info)
+            self._grammars[schema] = self._compiler.compile_json_schema(schema, any_whitespace=False)
+        return [xgrammar.contrib.hf.LogitsProcessor(self._grammars[schema])]
 
 
 class VLLMBackend(LocalBackend):

@@ -184,6 +184,10 @@ class OpenAIBackend(RemoteBackend):
         if status in (401, 403):
             raise TeacherFailed(f"the teacher server at {self.base_url} refused the API key ({status}); "
                                 "check the key's environment variable or file")
+        if status >= 400 and request.schema and any(w in _said(payload).lower()
+                                                    for w in ("response_format", "json_schema", "guided")):
+            raise TeacherFailed(f"the teacher server at {self.base_url} refuses structured outputs "
+                                f"({status}: {_said(payload)}): set teacher.structured=false")
         if status >= 400:
             raise RejectedError(str(status), _said(payload))
         try:
@@ -195,7 +199,10 @@ class OpenAIBackend(RemoteBackend):
         """The chat-completions request body (live, or a line of a batch job)."""
         return {"model": self.model, "messages": list(request.messages), "temperature": request.temperature,
                 "top_p": request.top_p, "max_tokens": request.max_tokens,
-                **({"stop": list(request.stop)} if request.stop else {})}
+                **({"stop": list(request.stop)} if request.stop and not request.schema else {}),
+                **({"response_format": {"type": "json_schema", "json_schema": {
+                    "name": request.kind, "schema": json.loads(request.schema), "strict": True}}}
+                   if request.schema else {})}
 
     @staticmethod
     def response_of(data: dict) -> Response:

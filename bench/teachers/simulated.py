@@ -82,6 +82,9 @@ class SimulatedBackend(LocalBackend):
         simulate = {"draw": self._draw, "rephrase": self._rephrase, "answer": self._answer,
                     "check": self._check}
         fields = simulate[step.simulated](request, source)
+        if request.schema:  # a structured reply: the schema's fields as JSON
+            names = json.loads(request.schema)["properties"]
+            return self._response(request, json.dumps({n: str(fields.get(n, "yes")) for n in names}))
         template = request.reply_format or step.default_reply
         return self._response(request, _JINJA.from_string(template).render(**fields))
 

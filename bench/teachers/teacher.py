@@ -30,8 +30,9 @@ class Teacher:
     def __init__(self, backend: RemoteBackend | LocalBackend, cache: GenerationCache, budget: Budget,
                  max_concurrency: int = 8, max_attempts: int = 5, backoff_s: float = 1.0,
                  max_backoff_s: float = 60.0, prices: dict | None = None, max_failure_share: float = 0.5,
-                 name: str = "teacher"):
+                 name: str = "teacher", structured: bool = False):
         self.name = name
+        self.structured = structured  # replies kept to each step's JSON schema by the backend
         self.max_failure_share = max_failure_share  # of a batch's requests sent; past it the cell stops
         self.backend = backend
         self.cache = cache

@@ -43,6 +43,7 @@ class LocalChatServer:
         self._lock = threading.Lock()
         self.hold_after, self.admitted, self._loop = None, 0, None
         self.held = 0  # requests that arrived while holding (answered 503 once released)
+        self.error_message: str | None = None  # what an injected error status says (default: 'injected N')
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({"received": self.received, "served": dict(self.served)})
@@ -102,8 +103,8 @@ class LocalChatServer:
         if fault.isdigit():  # an HTTP error status: '429' (with Retry-After), '500', '401', ...
             headers = {"Retry-After": str(self.retry_after_s)} if fault == "429" else {}
             return web.json_response(
-                {"error": {"message": f"injected {fault}"}}, status=int(fault), headers=headers
-            )
+                {"error": {"message": self.error_message or f"injected {fault}"}}, status=int(fault),
+                headers=headers)
         if fault == "hang":
             await self._hang(request)
         if fault == "malformed":

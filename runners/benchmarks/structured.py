@@ -1,0 +1,88 @@
+"""How an in-process model keeps to a JSON schema, on this machine: the real SmolLM2-135M teacher answers
+N TREC questions (the answer step, T = 0.7) free, through xgrammar's logits processor (what the `hf`
+backend uses with teacher.structured=true), and through lm-format-enforcer's; per way, the seconds, the
+share of replies that are the schema's JSON and the share whose label is in the label set.
+
+    python -m runners.benchmarks.structured [--requests 32] [--repeat 2]"""
+
+import argparse
+import json
+import time
+
+import torch
+
+from bench.config_store import register_configs
+from bench.steps import ANSWER
+from bench.strategies import build_strategy
+from bench.strategies.base import source_fields
+from bench.tasks import load_task
+
+
+def enforcer(backend, schema: str):
+    """lm-format-enforcer's prefix function, as a logits processor (transformers adds those first)."""
+    from lmformatenforcer import JsonSchemaParser
+    from lmformatenforcer.integrations.transformers import build_transformers_prefix_allowed_tokens_fn
+    from transformers import PrefixConstrainedLogitsProcessor
+
+    allowed = build_transformers_prefix_allowed_tokens_fn(backend.tokenizer,
+                                                          JsonSchemaParser(json.loads(schema)))
+    return [PrefixConstrainedLogitsProcessor(allowed, num_beams=1)]
+
+
+def measure(args) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from bench.config import conf_dir, validated
+    from bench.model_store import offline_or_hub
+    from bench.teachers.local_models import HFBackend
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["task=trec", "strategy=answer_augmentation", "logger=none"])
+    config = validated(cfg)
+    data = load_task(config.task, config.data_dir)
+    strategy = build_strategy(cfg.strategy)
+    strategy.max_tokens = 32
+    schema = ANSWER.schema(strategy.template(ANSWER, data), config.task.labels)
+    backend = HFBackend(offline_or_hub("HuggingFaceTB/SmolLM2-135M-Instruct"))
+    ways = {"free text": None, "xgrammar": backend._grammar, "lm-format-enforcer": None}
+    print(f"{args.requests} answer requests, TREC, SmolLM2-135M-Instruct on {torch.get_num_threads()} "
+          "threads\n")
+    print("| way | seconds (runs) | the schema's JSON | label in the set |")
+    print("|---|---|---|---|")
+    for way in ways:
+        seconds, valid, in_set = [], 0, 0
+        for run in range(args.repeat):
+            requests = [strategy.request(ANSWER, data, source_fields(e, data), run)
+                        for e in data.train[:args.requests]]
+            if way != "free text":
+                requests = [r.__class__(**{**r.__dict__, "schema": schema}) for r in requests]
+            if way == "lm-format-enforcer":
+                backend._grammar = lambda s, b=backend: enforcer(b, s) if s else []
+            elif way == "xgrammar":
+                backend._grammar = ways["xgrammar"]
+            started = time.perf_counter()
+            replies = backend.complete_batch(requests)
+            seconds.append(time.perf_counter() - started)
+            for reply in replies:
+                try:
+                    label = json.loads(reply.text)["label"]
+                    valid += 1
+                except (ValueError, KeyError, TypeError):
+                    label = reply.text.split("Label:")[-1].strip()
+                in_set += label in config.task.labels
+        n = args.requests * args.repeat
+        print(f"| {way} | {' / '.join(f'{s:.1f}' for s in seconds)} | {valid / n:.0%} | {in_set / n:.0%} |",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m runners.benchmarks.structured", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=2)
+    measure(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
