@@ -220,7 +220,9 @@ def cell_section(name: str, record: CellRecord, run_dir: Path, kept: list, dropp
         f"- **strategy** `{record.strategy}`: {len(kept):,} kept, {len(dropped):,} dropped"
         + (f" ({', '.join(f'{n} {why}' for why, n in sorted(reasons.items()))})" if reasons else ""),
         f"- **teacher** `{teacher['name']}`: backend `{backend_name or 'none'}`, model "
-        f"`{hub_id_of(str(backend.get('model') or '-'))}`"
+        f"`{hub_id_of(str(backend.get('model') or '-'))}`, replies "
+        + ("kept to each step's JSON schema (teacher.structured)" if teacher.get("structured")
+           else "free text")
         + (f"; {terms}" if terms else ""),
         (f"- **task** `{config['task']['name']}`, student `{config['student']['name']}`, seed set "
          f"{len(seeds):,} examples (seed `{config['seed_set'].get('seed')}`, replicate "

@@ -12,7 +12,7 @@ import time
 import torch
 
 from bench.config_store import register_configs
-from bench.steps import ANSWER
+from bench.steps import ANSWER, structured_fields
 from bench.strategies import build_strategy
 from bench.strategies.base import source_fields
 from bench.tasks import load_task
@@ -43,6 +43,7 @@ def measure(args) -> None:
     data = load_task(config.task, config.data_dir)
     strategy = build_strategy(cfg.strategy)
     strategy.max_tokens = 32
+    strategy.choose_worked_example(data.train[:50])  # the prompt a cell sends: a seed worked example
     schema = ANSWER.schema(strategy.template(ANSWER, data), config.task.labels)
     backend = HFBackend(offline_or_hub("HuggingFaceTB/SmolLM2-135M-Instruct"))
     ways = {"free text": None, "xgrammar": backend._grammar, "lm-format-enforcer": None}
@@ -62,15 +63,20 @@ def measure(args) -> None:
             elif way == "xgrammar":
                 backend._grammar = ways["xgrammar"]
             started = time.perf_counter()
-            replies = backend.complete_batch(requests)
+            try:
+                replies = backend.complete_batch(requests)
+            except ImportError as error:  # a library that does not load with this transformers
+                print(f"| {way} | does not load: {str(error).splitlines()[0][:90]} | | |", flush=True)
+                break
             seconds.append(time.perf_counter() - started)
-            for reply in replies:
-                try:
-                    label = json.loads(reply.text)["label"]
-                    valid += 1
-                except (ValueError, KeyError, TypeError):
-                    label = reply.text.split("Label:")[-1].strip()
-                in_set += label in config.task.labels
+            for reply in replies:  # read as the pipeline reads it: JSON, or the prompt's patterns
+                fields = structured_fields(reply.text)
+                valid += fields is not None and set(fields) == {"label"}
+                fields = fields or strategy.matched(ANSWER, data, reply.text) or {}
+                read, _ = data.kind.read_reply(fields, config.task.labels)
+                in_set += bool(read and read.get("label") in config.task.labels)
+        if not seconds:
+            continue
         n = args.requests * args.repeat
         print(f"| {way} | {' / '.join(f'{s:.1f}' for s in seconds)} | {valid / n:.0%} | {in_set / n:.0%} |",
               flush=True)
