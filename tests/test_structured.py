@@ -104,3 +104,18 @@ def test_the_real_teacher_keeps_every_reply_to_the_schema(real_backend, tmp_path
     for _, fields, response in replies:
         assert isinstance(json.loads(response.text), dict)
         assert fields.get("label", "yes") in [*cfg.task.labels, "yes", "no"]
+
+
+@pytest.mark.slow
+def test_a_real_lm_budget_cell_with_structured_replies(smollm2, tmp_path):  # noqa: F811
+    """The real teacher in a budgeted cell (tiny budget, tiny student): every answer kept to the schema,
+    none dropped for its form, the budget spent exactly, and the record says the replies were structured."""
+    result = run_cli(*QUICK, "teacher=smollm2_135m", "teacher.structured=true",
+                     "strategy=answer_augmentation", "strategy.max_tokens=32", "budget.max_queries=8",
+                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                     BENCH_CACHE_DIR=str(tmp_path / "stores"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    generated = record["iterations"][-1]["generation"]
+    assert record["config"]["teacher"]["structured"] is True and record["cost"]["budget"][0]["paid"] == 8
+    assert generated["added"] == 8 and not {"unparseable", "label_outside_set"} & set(generated)

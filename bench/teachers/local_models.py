@@ -152,6 +152,11 @@ class VLLMBackend(LocalBackend):
     def complete_batch(self, requests: list) -> list:
         from vllm import SamplingParams
 
+        if any(r.schema for r in requests):  # not built: answering free text would read as unparseable
+            raise BenchError("teacher.structured=true with teacher=vllm (in process) is not supported yet: "
+                             "serve the model (`vllm serve`, teacher=vllm_server: response_format) or set "
+                             "teacher.structured=false")
+
         params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
                                  stop=list(r.stop) or None, seed=request_seed(self.name, self.model, r))
                   for r in requests]
