@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> int:
         config, data = inputs.config, inputs.data
         with ranks.stage():  # refused, every rank stops here alike: none waits for rank 0's end of the cell
             distributed.check_sharding(config.compute.sharding, config.compute.processes, ranks)
-        threads = cpu_threads(config, hydra)
+        threads = set_cpu_threads(config, hydra)
         if not ranks.main:
             from runners import pipeline
 
@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> int:
     return 0
 
 
-def cpu_threads(config, hydra) -> str:
+def set_cpu_threads(config, hydra) -> str:
     """Set torch's CPU threads before any torch work (on a CPU the count is part of each stage's key:
     results depend on it); what was set and why, for the record."""
     workers = OmegaConf.select(hydra, "launcher.n_jobs")  # the parallel launcher's

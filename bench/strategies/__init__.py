@@ -20,11 +20,17 @@ from bench.strategies.base import STRATEGIES, Strategy
 log = logging.getLogger(__name__)
 
 
-def registered() -> dict[str, type[Strategy]]:
-    """Every strategy class of this package (importing its modules registers them), and any other
-    already imported (a user's own, once its module is)."""
+@cache
+def _import_package() -> None:
+    """Import this package's modules, once: defining their classes registers them."""
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
+
+
+def registered() -> dict[str, type[Strategy]]:
+    """Every strategy class of this package, and any other already imported (a user's own, once its
+    module is)."""
+    _import_package()
     return dict(STRATEGIES)
 
 

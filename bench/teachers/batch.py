@@ -38,9 +38,11 @@ class BatchSender(Sender):
                     self.budget.settle(answered=False)
                 await self._run_concurrent(requests, keys, held, results, bar)
                 return
+            lines = {i: json.dumps({"custom_id": keys[i], "method": "POST", "url": "/v1/chat/completions",
+                                    "body": self.backend.chat_body(requests[i])}) + "\n" for i in held}
             answers = {}
-            for chunk in self._chunks(requests, held):
-                answers.update(await self._job(requests, keys, chunk, bar))
+            for chunk in self._chunks(lines):
+                answers.update(await self._job(requests, keys, chunk, lines, bar))
             pending = []
             for i in held:
                 request, response = requests[i], answers.get(keys[i])
@@ -59,30 +61,28 @@ class BatchSender(Sender):
         self._refuse(request)
         return False
 
-    def _chunks(self, requests, indices) -> list[list]:
-        """The requests as jobs within the provider's limits (requests and bytes a file)."""
+    def _chunks(self, lines: dict) -> list[list]:
+        """The requests (their JSONL lines) as jobs within the provider's limits (requests, bytes)."""
         chunks, size, limits = [[]], 0, self.backend.batch
-        for i in indices:
-            line = len(json.dumps(self.backend.chat_body(requests[i]))) + 120
-            if line > limits.max_bytes:
-                raise BenchError(f"one request is {line} bytes, over teacher.backend.batch.max_bytes="
+        for i, line in lines.items():
+            length = len(line.encode())
+            if length > limits.max_bytes:
+                raise BenchError(f"one request is {length} bytes, over teacher.backend.batch.max_bytes="
                                  f"{limits.max_bytes}: raise it to the provider's file limit, or use "
                                  "mode=live")
-            if len(chunks[-1]) >= limits.max_requests or size + line > limits.max_bytes:
+            if len(chunks[-1]) >= limits.max_requests or size + length > limits.max_bytes:
                 chunks.append([])
                 size = 0
             chunks[-1].append(i)
-            size += line
+            size += length
         return [c for c in chunks if c]
 
-    async def _job(self, requests, keys, chunk, bar) -> dict:
+    async def _job(self, requests, keys, chunk, lines: dict, bar) -> dict:
         """{key: Response} of what one job answered: the stored job for these requests, else a new one."""
         asked = hashlib.sha256(json.dumps(sorted(keys[i] for i in chunk)).encode()).hexdigest()
         job_id = self.cache.batch_of(asked)
         if job_id is None:
-            lines = "".join(json.dumps({"custom_id": keys[i], "method": "POST", "url": "/v1/chat/completions",
-                                        "body": self.backend.chat_body(requests[i])}) + "\n" for i in chunk)
-            job_id = await self._submit(lines.encode())
+            job_id = await self._submit("".join(lines[i] for i in chunk).encode())
             self.cache.remember_batch(asked, job_id)  # before anything else: a rerun polls this job
         job = await self._wait(job_id, len(chunk), bar)
         answers = await self._read(job, requests[chunk[0]].role)
