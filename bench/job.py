@@ -12,9 +12,10 @@ from bench.config import BenchConfig, TrainConfig
 from bench.distributed import Ranks
 from bench.errors import BenchError, first_line
 from bench.evaluation import zero_shot
-from bench.records import iterative_cell
+from bench.records import CellRecord, finished_cell
 from bench.round_log import RoundLog
 from bench.stages import Round, StageRunner, warn_if_doubtful
+from bench.strategies import ran_as
 from bench.students import Student
 from bench.tasks import TaskData
 from bench.teachers import Budget, Teacher
@@ -34,7 +35,7 @@ class Job:
         self.stages = StageRunner(config, run_dir, task, self.student, tracker, ranks or Ranks())
         self.teachers = TeacherBundle(config, task, seed_set)
         self.log = RoundLog(run_dir, tracker)
-        self.paired_cell: str | None = None  # the cell a one-shot ablation took its data count from
+        self.paired_cell: str | None = None  # the cell this one took something from (finished_cell)
 
     # -- what a strategy uses (StrategyJob) ------------------------------------------------------------
 
@@ -86,13 +87,14 @@ class Job:
         self.log.add_zero_shot(stage.iteration, scores)
         return scores
 
-    def iterative_total(self, iterations: int, per_wrong: int) -> int:
-        """How many examples the iterative LLM2LLM cell this one-shot cell pairs with generated."""
+    def finished_cell(self, strategy) -> CellRecord | None:
+        """The finished cell of the results store that ran `strategy` (its class, every setting equal) on
+        this cell's task, seed set, student, recipe, scoring, teacher and budget; its record will name it."""
         same = {part: asdict(getattr(self.config, part))
                 for part in ("task", "seed_set", "student", "train", "eval", "teacher", "budget")}
-        paired = iterative_cell(self.config.store_dir, same, iterations, per_wrong)
-        self.paired_cell = paired.cell_id  # what this cell's data depends on: its record says so
-        return paired.added
+        paired = finished_cell(self.config.store_dir, same, lambda settings: ran_as(settings, strategy))
+        self.paired_cell = paired.cell_id if paired else None  # what this cell's data depends on
+        return paired
 
     # -- what the pipeline asks of it ------------------------------------------------------------------
 

@@ -2,14 +2,14 @@
 record's `iterations`) and the `CellRecord` (`record.json` in its run folder; `cells/<id>.json` in the
 results store once done). They are written here only (`to_dict`) and read back here only (`from_dict`,
 which takes records of older versions too, a field they lack left at its default), by the report, the
-advisor and the LLM2LLM one-shot ablation's pairing query (`iterative_generated`)."""
+advisor and a cell that pairs with another of the store (`finished_cell`)."""
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
 from bench.store import CellStore, write_json
 
 
@@ -130,28 +130,18 @@ class CellRecord:
         return None
 
 
-def iterative_generated(store_dir: str, same: dict[str, Any], iterations: int, per_wrong: int) -> int:
-    """How many examples the iterative LLM2LLM cell a one-shot ablation pairs with generated."""
-    return iterative_cell(store_dir, same, iterations, per_wrong).added
-
-
-def iterative_cell(store_dir: str, same: dict[str, Any], iterations: int, per_wrong: int) -> CellRecord:
-    """The iterative LLM2LLM cell a one-shot ablation pairs with: the finished cell run with `iterations`
-    and `per_wrong`, whose config parts in `same` (task, seed set, student, teacher, recipe, scoring,
-    budget) are the ablation's own, from the results store (the ablation's record names it)."""
+def finished_cell(store_dir: str, same: dict[str, Any], ran: Callable[[dict], bool]) -> CellRecord | None:
+    """The first cell of the results store (it keeps finished cells only) whose config parts in `same`
+    (task, seed set, student, ...) are these and whose strategy settings `ran` accepts: the cell another
+    pairs with."""
     def canonical(value) -> str:
         return json.dumps(value, sort_keys=True, default=str)
 
+    wanted = {part: canonical(value) for part, value in same.items()}
     for data in CellStore(Path(store_dir)).records():
         record = CellRecord.from_dict(data)
         config = record.config or {}
-        strategy = config.get("strategy", {})
-        plain = not any(strategy.get(flag) for flag in ("one_shot", "continue_training", "augment_synthetic"))
-        paired = (strategy.get("iterations"), strategy.get("per_wrong")) == (iterations, per_wrong)
-        alike = all(canonical(config.get(part)) == canonical(value) for part, value in same.items())
-        if record.family == "llm2llm" and plain and paired and alike:
+        if all(canonical(config.get(part)) == value for part, value in wanted.items()) and ran(
+                config.get("strategy") or {}):
             return record
-    raise BenchError(f"the one-shot ablation pairs with its iterative cell (strategy=llm2llm, "
-                     f"iterations={iterations}, the same task, seed set, student, teacher and recipe) "
-                     f"and found none finished in {store_dir}: run that cell first "
-                     "(experiment=llm2llm_ablations lists it first), or set strategy.one_shot_examples=N")
+    return None

@@ -1,12 +1,9 @@
 """The typed records (bench/records.py): written in one place, read back whole, older records read with
-defaults, and the LLM2LLM one-shot pairing found by a store query on them."""
+defaults, and a paired cell (the LLM2LLM one-shot ablation's) found by a store query on them."""
 
 import json
 
-import pytest
-
-from bench.errors import BenchError
-from bench.records import CellRecord, RoundRecord, iterative_generated
+from bench.records import CellRecord, RoundRecord, finished_cell
 from bench.store import CellStore
 
 CONFIG = {"task": {"name": "trec"}, "seed_set": {"size": 50}, "teacher": {"name": "simulated"},
@@ -40,14 +37,18 @@ def test_an_older_record_reads_with_defaults_and_unknown_keys_are_ignored():
     assert record.zero_shot_mean(0) is None and record.added == 0
 
 
-def test_the_one_shot_pairing_is_a_store_query(tmp_path):
+def test_a_paired_cell_is_a_store_query(tmp_path):
     store = CellStore(tmp_path)
     store.add(done_cell("c" * 16, [5, 5], strategy={"one_shot": True}).to_dict())  # an ablation: not it
     store.add(done_cell("d" * 16, [9, 9], task="sst2").to_dict())  # another task: not it
     same = {part: CONFIG[part] for part in ("task", "seed_set", "teacher")}
-    with pytest.raises(BenchError, match="found none finished"):
-        iterative_generated(str(tmp_path), same, iterations=3, per_wrong=1)
+
+    def iterative(settings):
+        return not settings.get("one_shot") and settings["iterations"] == 3
+
+    assert finished_cell(str(tmp_path), same, iterative) is None
     store.add(done_cell("e" * 16, [4, 3]).to_dict())
-    assert iterative_generated(str(tmp_path), same, iterations=3, per_wrong=1) == 7
-    with pytest.raises(BenchError, match="iterations=2"):
-        iterative_generated(str(tmp_path), same, iterations=2, per_wrong=1)
+    assert finished_cell(str(tmp_path), same, iterative).cell_id == "e" * 16
+    assert finished_cell(str(tmp_path), same, iterative).added == 7
+    assert finished_cell(str(tmp_path), same, lambda settings: settings["iterations"] == 2) is None
+    assert finished_cell(str(tmp_path), {**same, "seed_set": {"size": 100}}, iterative) is None

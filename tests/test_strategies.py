@@ -5,6 +5,7 @@ real training path runs in the end-to-end tests at the bottom."""
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -39,6 +40,7 @@ class RecordingJob:
     wrong: callable = lambda scored, iteration: {e.id for e in scored[:5]}
     trained: list = field(default_factory=list)  # (iteration, example ids, start_from, keep_weights)
     generated: dict = field(default_factory=dict)
+    paired: list = field(default_factory=list)  # the strategies finished_cell was asked for
 
     @property
     def budget(self):
@@ -62,8 +64,9 @@ class RecordingJob:
     def add_generated(self, iteration, generated, tally):
         self.generated[iteration] = (generated, dict(tally.counts))
 
-    def iterative_total(self, iterations, per_wrong):
-        return 9  # what the paired iterative cell generated, as the results store would say
+    def finished_cell(self, strategy):
+        self.paired.append(strategy)
+        return SimpleNamespace(added=9)  # what the paired iterative cell generated, as the store would say
 
 
 def job_for(tmp_path, data_dir, *overrides, task="trec", seed_size=100, teacher=None, **job_args):
@@ -196,6 +199,34 @@ def test_llm2llm_ablations(tmp_path, data_dir):
     )
     one_shot.run(job)
     assert [t[0] for t in job.trained] == [0, 1] and job.generated[1][1]["requested"] == 9
+    [iterative] = job.paired  # the cell it pairs with: these settings, iterative, no ablation
+    assert type(iterative) is type(one_shot) and not iterative.one_shot and iterative.iterations == 4
+    assert iterative.prompts == one_shot.prompts
+
+
+def test_a_record_of_the_store_ran_a_strategy_when_it_builds_to_it(tmp_path):
+    """The one-shot ablation's pairing by settings: the iterative cell's record, as the store keeps it
+    (the effective config through JSON), builds to the ablation's settings without its flag; another
+    setting, another class, or a record this version can't read do not."""
+    from dataclasses import replace
+
+    from omegaconf import OmegaConf
+
+    from bench.strategies import ran_as
+    from runners.inputs import effective
+
+    def stored(*overrides):
+        cfg = effective(compose_config(*overrides, f"cache_path={tmp_path}/c.sqlite"))
+        return json.loads(json.dumps(OmegaConf.to_container(cfg.strategy, resolve=True)))
+
+    one_shot = build_strategy(compose_config("strategy=llm2llm_one_shot", "strategy.iterations=4").strategy)
+    iterative = replace(one_shot, one_shot=False)
+    assert ran_as(stored("strategy=llm2llm", "strategy.iterations=4"), iterative)
+    assert not ran_as(stored("strategy=llm2llm", "strategy.iterations=3"), iterative)
+    assert not ran_as(stored("strategy=llm2llm", "strategy.iterations=4", "strategy.retries=1"), iterative)
+    assert not ran_as(stored("strategy=llm2llm_one_shot", "strategy.iterations=4"), iterative)
+    assert not ran_as(stored("strategy=finetune"), iterative)
+    assert not ran_as({**stored("strategy=llm2llm", "strategy.iterations=4"), "self_check": True}, iterative)
 
 
 def copy_then_fresh(copies: int):

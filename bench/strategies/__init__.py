@@ -117,6 +117,15 @@ def build_strategy(node: DictConfig) -> Strategy:
     return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
+def ran_as(settings: dict, strategy: Strategy) -> bool:
+    """Whether a record's strategy settings (its config's `strategy`) are `strategy`: its class, every
+    setting equal."""
+    try:
+        return build_strategy(OmegaConf.create(settings)) == strategy
+    except BenchError:  # a record of settings this version no longer reads: not this strategy
+        return False
+
+
 # what a strategy class declares for the report (bench/strategies/base.py): the columns the report's
 # frame gets per cell, so the report selects cells by role, never by a strategy's name
 REPORT_ROLES = ("family", "baseline", "rivals", "spends_budget", "iterative", "pretrains", "uses_teacher",

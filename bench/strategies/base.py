@@ -20,6 +20,7 @@ from bench.tasks import Example, TaskData, question_of, student_prompt
 from bench.teachers import Budget, Request, Teacher
 
 if TYPE_CHECKING:  # the stage side (bench/stages.py) imports torch; a strategy needs only its shape
+    from bench.records import CellRecord
     from bench.stages import Round
 
 STRATEGIES: dict[str, type["Strategy"]] = {}  # name -> class, filled as strategy classes are defined
@@ -117,8 +118,9 @@ class StrategyJob(Protocol):
     def add_generated(self, iteration: int, generated: list["Generated"], tally: "Tally") -> None:
         """Keep a round's generated examples and what happened to its requests."""
 
-    def iterative_total(self, iterations: int, per_wrong: int) -> int:
-        """What the iterative LLM2LLM cell a one-shot ablation pairs with generated (the results store)."""
+    def finished_cell(self, strategy: "Strategy") -> "CellRecord | None":
+        """The finished cell of the results store that ran `strategy` on this cell's task, seed set,
+        student, recipe, teacher and budget (a cell that pairs with another, as an ablation)."""
 
     def zero_shot(
         self, stage: "Round", tasks: list[str], include_path: str | None, limit: int | None

@@ -8,10 +8,11 @@ seed questions or to a question generated earlier in the round is dropped, and i
 (a fresh sample) until each wrong example has its example or `retries` more attempts are spent."""
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from bench.config import FiltersConfig, at_least
+from bench.errors import BenchError
 from bench.steps import NEW_EXAMPLE
 from bench.strategies.base import (
     Generated,
@@ -79,8 +80,7 @@ class LLM2LLM(Strategy):
                 break
             wrong = [example for example in scored if example.id in result.wrong_ids]
             if self.one_shot:  # all the data in one round, cycling over the wrong examples
-                # the paper's "equal data": as many as the paired iterative cell generated in all its rounds
-                total = self.one_shot_examples or job.iterative_total(self.iterations, self.per_wrong)
+                total = self.one_shot_examples or self.iterative_total(job)
                 sources = [(wrong[i % len(wrong)], i // len(wrong)) for i in range(total)] if wrong else []
             else:
                 sources = [(example, iteration * self.per_wrong + k) for example in wrong
@@ -95,6 +95,21 @@ class LLM2LLM(Strategy):
                 break
             synthetic += [g.example for g in added]
             training += [g.example for g in added]
+
+    def iterative_total(self, job: StrategyJob) -> int:
+        """The paper's "equal data": as many examples as the iterative cell of these settings (no
+        ablation) generated in all its rounds, a finished cell of the results store."""
+        iterative = replace(self, one_shot=False, one_shot_examples=None, continue_training=False,
+                            augment_synthetic=False)
+        paired = job.finished_cell(iterative)
+        if paired is None:
+            raise BenchError("the one-shot ablation pairs with its iterative cell (strategy=llm2llm, "
+                             f"iterations={self.iterations}, per_wrong={self.per_wrong}, its other "
+                             "settings alike, the same task, seed set, student, teacher and recipe) and "
+                             "found none finished in the results store: run that cell first "
+                             "(experiment=llm2llm_ablations lists it first), or set "
+                             "strategy.one_shot_examples=N")
+        return paired.added
 
     def workload(self, seed_size: int, max_queries: int | None, count_augmenter: bool) -> Workload:
         """As `run`, with every scored example wrong in every round and every request retried to the cap
