@@ -1,6 +1,7 @@
 """Teachers through a provider's Batch API (bench/teachers/batch.py), against a local server that
 implements it (runners/benchmarks/batch_server.py): exactly the budget paid, at the discount, nothing
-paid twice across a SIGKILL between submitting a job and reading it back, every ending of a job."""
+paid twice across a SIGKILL between submitting a job and reading it back (or between its creation and
+the id's write), every ending of a job."""
 
 import hashlib
 import json
@@ -92,6 +93,47 @@ def test_a_job_killed_between_submit_and_download_is_resumed_not_submitted_again
         assert again.returncode == 0, again.stderr[-2000:]
         assert again.stdout.strip() == "10" and len(server.batches) == 1
         assert sorted(server.billed) == sorted(set(server.billed)) and len(server.billed) == 10
+
+
+class Killed(BaseException):
+    """The process dying at that line (nothing after it runs, no handler sees it)."""
+
+
+def test_a_job_killed_before_its_id_was_stored_is_found_by_its_tag_not_submitted_again(tmp_path):
+    """The kill comes between the provider's answer to the job's creation and the id's write: the cache
+    holds only the mark that a submission began; the rerun finds the job in the provider's list by its
+    tag (a page past a hundred newer jobs) and polls it: one job, each request paid once. A mark whose
+    submission never reached the provider lets the rerun submit."""
+    path = tmp_path / "c.sqlite"
+    with LocalBatchServer() as server:
+        cache = GenerationCache(path)
+        remember = cache.remember_batch
+
+        def dies_after_the_provider_answered(requests, batch_id):
+            if not batch_id.startswith("submitting:"):
+                raise Killed
+            remember(requests, batch_id)
+
+        cache.remember_batch = dies_after_the_provider_answered
+        with pytest.raises(Killed):
+            batch_teacher(server, cache).generate(asks(8))
+        teacher = batch_teacher(server, GenerationCache(path))
+        asked = hashlib.sha256(json.dumps(sorted(cache_key(teacher.identity(r)) for r in asks(8))).encode())
+        assert GenerationCache(path).batch_of(asked.hexdigest()).startswith("submitting:")
+        [tagged] = server.batches.values()
+        assert tagged["metadata"] == {"synthbench_requests": asked.hexdigest()}
+        for n in range(130):  # newer jobs of the same account: the tagged one is on the list's second page
+            server.batches[f"batch_other_{n}"] = {**tagged, "id": f"batch_other_{n}", "metadata": {}}
+        answers = teacher.generate(asks(8))
+        assert all(answers) and len(server.batches) == 131
+        assert sorted(server.billed) == sorted(set(server.billed)) and len(server.billed) == 8
+    with LocalBatchServer() as server:  # the mark, but the kill came before the job was created
+        cache = GenerationCache(tmp_path / "d.sqlite")
+        teacher = batch_teacher(server, cache)
+        keys = sorted(cache_key(teacher.identity(r)) for r in asks(3))
+        asked = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
+        cache.remember_batch(asked, f"submitting:{time.time()}")
+        assert all(teacher.generate(asks(3))) and len(server.batches) == 1 and len(server.billed) == 3
 
 
 def test_bad_endings_and_servers_each_say_what_to_do_in_one_line(tmp_path):

@@ -4,21 +4,27 @@ OpenAI's, and any server implementing it): at the provider's batch discount, res
 A round's requests (after the cache and the budget have had their say) become one JSONL file and one job
 (several, past the provider's limits). The job's id is stored in the generation cache the moment the
 provider gives it, under the set of requests it asks: a run killed or requeued while the job runs finds
-it there on its rerun and polls the same job, never submitting it twice. Polling backs off and shows
-the job's progress. Its output and error files are read back through the same accounting, validation and
-cache as live replies; the requests it left unanswered (a per-line error, an expired or cancelled job)
-are asked again — as a new, smaller job or live (`batch.retry`) — up to `teacher.max_attempts` in all,
-and only what was answered is paid for."""
+it there on its rerun and polls the same job, never submitting it twice. A job is also tagged with that
+set (its `metadata`), and the cache marks the submission before it starts: a run killed between the
+provider's answer and the id's write finds the job in the provider's list on its rerun. Polling backs
+off and shows the job's progress. Its output and error files are read back through the same
+accounting, validation and cache as live replies; the requests it left unanswered (a per-line error, an
+expired or cancelled job) are asked again — as a new, smaller job or live (`batch.retry`) — up to
+`teacher.max_attempts` in all, and only what was answered is paid for."""
 
 import asyncio
 import hashlib
 import json
+import time
 
 from bench.errors import BenchError
 from bench.teachers.backend import TeacherFailed, stored
 from bench.teachers.sender import Sender
 
 WORKING = ("validating", "in_progress", "finalizing", "cancelling")
+TAG = "synthbench_requests"  # the job's metadata key: the hash of the set of requests it asks
+SUBMITTING = "submitting:"  # the cache's mark, with the time, while a job is being created
+CLOCK_SLACK_S = 600  # this machine's and the provider's clocks may disagree by this much
 FILE_LIMIT_STATUS = (400, 413)
 
 
@@ -81,15 +87,42 @@ class BatchSender(Sender):
         """{key: Response} of what one job answered: the stored job for these requests, else a new one."""
         asked = hashlib.sha256(json.dumps(sorted(keys[i] for i in chunk)).encode()).hexdigest()
         job_id = self.cache.batch_of(asked)
+        if job_id is not None and job_id.startswith(SUBMITTING):
+            # killed between submitting and storing the id: the provider holds the job, if any, by its tag
+            job_id = await self._tagged(asked, since=float(job_id.removeprefix(SUBMITTING)))
         if job_id is None:
-            job_id = await self._submit("".join(lines[i] for i in chunk).encode())
+            self.cache.remember_batch(asked, f"{SUBMITTING}{time.time():.0f}")
+            job_id = await self._submit("".join(lines[i] for i in chunk).encode(), asked)
             self.cache.remember_batch(asked, job_id)  # before anything else: a rerun polls this job
         job = await self._wait(job_id, len(chunk), bar)
         answers = await self._read(job, requests[chunk[0]].role)
         self.cache.forget_batch(asked)
         return answers
 
-    async def _submit(self, jsonl: bytes) -> str:
+    async def _tagged(self, asked: str, since: float) -> str | None:
+        """The provider's job tagged with this set of requests, created since `since` (newest first, a
+        page at a time); None when it has none (the kill came before the job was created)."""
+        after = None
+        while True:
+            status, body = await self.backend.call("GET", "/batches", params={
+                "limit": 100, **({"after": after} if after else {})})
+            if status in (404, 405):
+                raise BenchError(f"a batch for these requests may have been created at "
+                                 f"{self.backend.base_url} before a kill, and it cannot list its batches "
+                                 "to find it: check there, then delete the 'submitting' row from the "
+                                 "cache's batches table and run again")
+            self._refused("GET /batches", status, body)
+            page = json.loads(body)
+            for job in page.get("data") or []:
+                if (job.get("metadata") or {}).get(TAG) == asked:
+                    return job["id"]
+                if job.get("created_at", since) < since - CLOCK_SLACK_S:
+                    return None  # older than the submission: it is not there
+            if not page.get("has_more") or not page.get("data"):
+                return None
+            after = page["data"][-1]["id"]
+
+    async def _submit(self, jsonl: bytes, asked: str) -> str:
         import aiohttp
 
         form = aiohttp.FormData()
@@ -99,7 +132,7 @@ class BatchSender(Sender):
         self._refused("POST /files", status, body)
         status, body = await self.backend.call("POST", "/batches", json={
             "input_file_id": json.loads(body)["id"], "endpoint": "/v1/chat/completions",
-            "completion_window": "24h"})
+            "completion_window": "24h", "metadata": {TAG: asked}})
         self._refused("POST /batches", status, body)
         return json.loads(body)["id"]
 

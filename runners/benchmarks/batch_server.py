@@ -1,8 +1,9 @@
 """A local server implementing OpenAI's Batch API, for the tests of the batch path (bench/teachers/batch.py):
-files (upload, content), batches (create, retrieve, cancel) with the documented statuses — validating,
-in_progress, finalizing, completed; failed, expired, cancelling, cancelled — an output file of the
-answered requests and an error file of per-line errors. A batch moves one status a poll; `hold()` keeps
-new batches in_progress until released (a client killed meanwhile finds the same batch on its rerun).
+files (upload, content), batches (create with metadata, retrieve, list, cancel) with the documented
+statuses — validating, in_progress, finalizing, completed; failed, expired, cancelling, cancelled — an
+output file of the answered requests and an error file of per-line errors. A batch moves one status a
+poll; `hold()` keeps new batches in_progress until released (a client killed meanwhile finds the same
+batch on its rerun).
 
     with LocalBatchServer(outcome="completed", line_faults={3: "500"}) as server: ...
 
@@ -12,6 +13,7 @@ nothing answered). `billed` lists the custom_ids answered: what a provider would
 
 import itertools
 import json
+import time
 
 from aiohttp import web
 
@@ -38,6 +40,7 @@ class LocalBatchServer(LocalChatServer):
             app.router.add_post("/v1/files", self._upload)
             app.router.add_get("/v1/files/{id}/content", self._content)
             app.router.add_post("/v1/batches", self._create)
+            app.router.add_get("/v1/batches", self._list)
             app.router.add_get("/v1/batches/{id}", self._retrieve)
             app.router.add_post("/v1/batches/{id}/cancel", self._cancel)
 
@@ -73,9 +76,20 @@ class LocalBatchServer(LocalChatServer):
                  "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window"),
                  "status": "validating", "output_file_id": None, "error_file_id": None, "errors": None,
                  "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "_lines": lines,
-                 "_polls": 0}
+                 "_polls": 0, "metadata": body.get("metadata"), "created_at": int(time.time())}
         self.batches[batch["id"]] = batch
         return web.json_response(self._shown(batch))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Newest first, `limit` a page, the page after the id `after`."""
+        newest = list(reversed(self.batches.values()))
+        after = request.query.get("after")
+        if after:
+            newest = newest[[b["id"] for b in newest].index(after) + 1:]
+        limit = int(request.query.get("limit", 20))
+        page = newest[:limit]
+        return web.json_response({"object": "list", "data": [self._shown(b) for b in page],
+                                  "has_more": len(newest) > limit})
 
     @staticmethod
     def _shown(batch: dict) -> dict:
