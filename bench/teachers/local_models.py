@@ -115,7 +115,6 @@ class HFBackend(LocalBackend):
                 )
         return responses
 
-
     def _grammar(self, schema: str | None) -> list:
         """The logits processor that keeps a reply to `schema` (xgrammar's: compiled once per schema,
         its token masks computed in C++; docs/teachers.md says how it was chosen), or none."""

@@ -1,7 +1,8 @@
 """How an in-process model keeps to a JSON schema, on this machine: the real SmolLM2-135M teacher answers
 N TREC questions (the answer step, T = 0.7) free, through xgrammar's logits processor (what the `hf`
-backend uses with teacher.structured=true), and through lm-format-enforcer's; per way, the seconds, the
-share of replies that are the schema's JSON and the share whose label is in the label set.
+backend uses with teacher.structured=true), through llguidance's and through lm-format-enforcer's; per
+way, the seconds, the share of replies that are the schema's JSON and the share whose label is in the
+label set.
 
     python -m runners.benchmarks.structured [--requests 32] [--repeat 2]"""
 
@@ -29,6 +30,38 @@ def enforcer(backend, schema: str):
     return [PrefixConstrainedLogitsProcessor(allowed, num_beams=1)]
 
 
+def guidance(backend, schema: str) -> list:
+    """llguidance's matcher a row (Rust, 3 MB wheel, no triton), as a logits processor."""
+    import llguidance
+    import llguidance.hf
+    import llguidance.torch as masks
+    from transformers import LogitsProcessor
+
+    if not hasattr(backend, "llguidance_tokenizer"):  # built once, as xgrammar's compiler is
+        backend.llguidance_tokenizer = llguidance.hf.from_tokenizer(backend.tokenizer)
+    tokenizer = backend.llguidance_tokenizer
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+
+    class Guided(LogitsProcessor):
+        def __init__(self):
+            self.matchers = []
+
+        def __call__(self, input_ids, scores):
+            if not self.matchers:  # the first step: nothing generated yet
+                self.matchers = [llguidance.LLMatcher(tokenizer, grammar) for _ in range(len(input_ids))]
+                self.bitmask = masks.allocate_token_bitmask(len(input_ids), tokenizer.vocab_size)
+            else:
+                for matcher, token in zip(self.matchers, input_ids[:, -1].tolist(), strict=True):
+                    if not matcher.is_stopped():
+                        matcher.consume_token(token)
+            for row, matcher in enumerate(self.matchers):
+                masks.fill_next_token_bitmask(matcher, self.bitmask, row)
+            masks.apply_token_bitmask_inplace(scores, self.bitmask)
+            return scores
+
+    return [Guided()]
+
+
 def measure(args) -> None:
     from hydra import compose, initialize_config_dir
 
@@ -46,7 +79,7 @@ def measure(args) -> None:
     strategy.choose_worked_example(data.train[:50])  # the prompt a cell sends: a seed worked example
     schema = ANSWER.schema(strategy.template(ANSWER, data), config.task.labels)
     backend = HFBackend(offline_or_hub("HuggingFaceTB/SmolLM2-135M-Instruct"))
-    ways = {"free text": None, "xgrammar": backend._grammar, "lm-format-enforcer": None}
+    ways = {"free text": None, "xgrammar": backend._grammar, "llguidance": None, "lm-format-enforcer": None}
     print(f"{args.requests} answer requests, TREC, SmolLM2-135M-Instruct on {torch.get_num_threads()} "
           "threads\n")
     print("| way | seconds (runs) | the schema's JSON | label in the set |")
@@ -60,6 +93,8 @@ def measure(args) -> None:
                 requests = [r.__class__(**{**r.__dict__, "schema": schema}) for r in requests]
             if way == "lm-format-enforcer":
                 backend._grammar = lambda s, b=backend: enforcer(b, s) if s else []
+            elif way == "llguidance":
+                backend._grammar = lambda s, b=backend: guidance(b, s) if s else []
             elif way == "xgrammar":
                 backend._grammar = ways["xgrammar"]
             started = time.perf_counter()
