@@ -92,7 +92,11 @@ class BatchSender(Sender):
             job_id = await self._tagged(asked, since=float(job_id.removeprefix(SUBMITTING)))
         if job_id is None:
             self.cache.remember_batch(asked, f"{SUBMITTING}{time.time():.0f}")
-            job_id = await self._submit("".join(lines[i] for i in chunk).encode(), asked)
+            try:
+                job_id = await self._submit("".join(lines[i] for i in chunk).encode(), asked)
+            except BenchError:  # the provider refused it (no job exists); a lost connection keeps the mark
+                self.cache.forget_batch(asked)
+                raise
             self.cache.remember_batch(asked, job_id)  # before anything else: a rerun polls this job
         job = await self._wait(job_id, len(chunk), bar)
         answers = await self._read(job, requests[chunk[0]].role)
