@@ -29,6 +29,12 @@ def batch_teacher(server, cache, max_queries=None, **batch) -> Teacher:
     return Teacher(backend, cache, Budget(max_queries), prices=PRICES)
 
 
+def job_key(teacher, requests) -> str:
+    """What the batch path stores a job under: the hash of its set of requests' cache keys."""
+    keys = sorted(cache_key(teacher.identity(r)) for r in requests)
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()
+
+
 def asks(n: int, tag: str = "q") -> list:
     return [Request(messages=({"role": "user", "content": f"{tag}{i}"},)) for i in range(n)]
 
@@ -118,10 +124,10 @@ def test_a_job_killed_before_its_id_was_stored_is_found_by_its_tag_not_submitted
         with pytest.raises(Killed):
             batch_teacher(server, cache).generate(asks(8))
         teacher = batch_teacher(server, GenerationCache(path))
-        asked = hashlib.sha256(json.dumps(sorted(cache_key(teacher.identity(r)) for r in asks(8))).encode())
-        assert GenerationCache(path).batch_of(asked.hexdigest()).startswith("submitting:")
+        asked = job_key(teacher, asks(8))
+        assert GenerationCache(path).batch_of(asked).startswith("submitting:")
         [tagged] = server.batches.values()
-        assert tagged["metadata"] == {"synthbench_requests": asked.hexdigest()}
+        assert tagged["metadata"] == {"synthbench_requests": asked}
         for n in range(130):  # newer jobs of the same account: the tagged one is on the list's second page
             server.batches[f"batch_other_{n}"] = {**tagged, "id": f"batch_other_{n}", "metadata": {}}
         answers = teacher.generate(asks(8))
@@ -130,9 +136,7 @@ def test_a_job_killed_before_its_id_was_stored_is_found_by_its_tag_not_submitted
     with LocalBatchServer() as server:  # the mark, but the kill came before the job was created
         cache = GenerationCache(tmp_path / "d.sqlite")
         teacher = batch_teacher(server, cache)
-        keys = sorted(cache_key(teacher.identity(r)) for r in asks(3))
-        asked = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
-        cache.remember_batch(asked, f"submitting:{time.time()}")
+        cache.remember_batch(job_key(teacher, asks(3)), f"submitting:{time.time()}")
         assert all(teacher.generate(asks(3))) and len(server.batches) == 1 and len(server.billed) == 3
 
 
@@ -155,8 +159,7 @@ def test_bad_endings_and_servers_each_say_what_to_do_in_one_line(tmp_path):
         cache = GenerationCache(tmp_path / "e.sqlite")
         teacher = batch_teacher(server, cache)
         requests = asks(3)
-        keys = sorted(cache_key(teacher.identity(r)) for r in requests)
-        cache.remember_batch(hashlib.sha256(json.dumps(keys).encode()).hexdigest(), "batch_gone")
+        cache.remember_batch(job_key(teacher, requests), "batch_gone")
         with pytest.raises(BenchError, match="batch batch_gone, which this cache holds .*no longer exists"):
             teacher.generate(requests)
         assert not server.batches  # nothing submitted: it might have run
